@@ -1,0 +1,73 @@
+"""Every service declares its topics here, with the models of their payloads.
+
+The runtime refuses to publish or handle a topic that is not declared, so this registry is the whole contract;
+the generator turns it into JSON Schema files and one AsyncAPI document.
+"""
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from dataclasses import dataclass
+from typing import Literal
+
+from pydantic import BaseModel
+
+Kind = Literal["state", "event", "cmd"]
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    service: str
+    kind: Kind
+    name: str
+    model: type[BaseModel]
+    description: str
+    result: type[BaseModel] | None = None  # only for commands
+
+    @property
+    def key(self) -> tuple[str, str, str]:
+        return (self.service, self.kind, self.name)
+
+
+_REGISTRY: dict[tuple[str, str, str], TopicSpec] = {}
+
+
+def _declare(spec: TopicSpec) -> TopicSpec:
+    existing = _REGISTRY.get(spec.key)
+    if existing is not None and existing != spec:
+        raise ValueError(f"topic {spec.service}/{spec.kind}/{spec.name} is declared twice")
+    _REGISTRY[spec.key] = spec
+    return spec
+
+
+def command(service: str, name: str, request: type[BaseModel], result: type[BaseModel], description: str) -> TopicSpec:
+    return _declare(TopicSpec(service, "cmd", name, request, description, result))
+
+
+def state(service: str, name: str, model: type[BaseModel], description: str) -> TopicSpec:
+    return _declare(TopicSpec(service, "state", name, model, description))
+
+
+def event(service: str, name: str, model: type[BaseModel], description: str) -> TopicSpec:
+    return _declare(TopicSpec(service, "event", name, model, description))
+
+
+def lookup(service: str, kind: str, name: str) -> TopicSpec:
+    load_all()
+    try:
+        return _REGISTRY[(service, kind, name)]
+    except KeyError:
+        raise KeyError(f"{service}/{kind}/{name} is not declared in bus-schemas") from None
+
+
+def specs(service: str | None = None) -> list[TopicSpec]:
+    load_all()
+    chosen = [s for s in _REGISTRY.values() if service is None or s.service == service]
+    return sorted(chosen, key=lambda s: s.key)
+
+
+def load_all() -> None:
+    """Import every module of this package, so each service's declarations are in the registry."""
+    package = importlib.import_module("benchbus_schemas")
+    for module in pkgutil.iter_modules(package.__path__):
+        importlib.import_module(f"benchbus_schemas.{module.name}")

@@ -1,0 +1,240 @@
+"""One MQTT 5 connection (paho-mqtt 2.x) that survives the broker going away.
+
+- a last will, set before the first connect;
+- reconnect with exponential backoff, forever (paho's own loop thread does it);
+- on every (re)connect: subscribe everything again, publish every retained message again, flush the queue;
+- while disconnected: retained messages are coalesced (the latest per topic is re-published on connect), events
+  wait in a bounded queue that drops the oldest, replies wait in an unbounded one (a reply is never dropped).
+Requests are never queued: a stale motion command must not reach a robot after its caller gave up.
+"""
+from __future__ import annotations
+
+import logging
+import socket
+import threading
+from collections import deque
+from dataclasses import dataclass
+from typing import Callable, Literal
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .settings import BrokerSettings
+
+log = logging.getLogger("benchbus.connection")
+
+MessageKind = Literal["state", "event", "reply", "request"]
+Callback = Callable[[mqtt.MQTTMessage], None]
+
+
+@dataclass
+class _Outgoing:
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
+    properties: Properties | None
+
+
+class Connection:
+    def __init__(self, client_id: str, broker: BrokerSettings, will: tuple[str, bytes] | None = None,
+                 offline_queue: int = 1000):
+        self.client_id = client_id
+        self.broker = broker
+        self._lock = threading.RLock()
+        self._subscriptions: dict[str, list[Callback]] = {}
+        self._no_local: dict[str, bool] = {}
+        self._retained: dict[str, _Outgoing] = {}
+        self._events: deque[_Outgoing] = deque(maxlen=offline_queue)
+        self._replies: list[_Outgoing] = []
+        self._on_connect_hooks: list[Callable[[], None]] = []
+        self.connected = threading.Event()
+        self.connect_count = 0
+        self._client = self._make_client(will)
+
+    def _make_client(self, will: tuple[str, bytes] | None) -> mqtt.Client:
+        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=mqtt.MQTTv5)
+        if self.broker.username:
+            client.username_pw_set(self.broker.username, self.broker.password)
+        if will is not None:
+            client.will_set(will[0], will[1], qos=1, retain=True)
+        client.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)
+        client.max_inflight_messages_set(200)
+        client.max_queued_messages_set(0)
+        client.on_connect = self._handle_connect
+        client.on_disconnect = self._handle_disconnect
+        client.on_message = self._handle_unrouted
+        return client
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s, clean_start=True)
+        self._client.loop_start()
+
+    def wait_connected(self, timeout: float) -> bool:
+        return self.connected.wait(timeout)
+
+    def stop(self) -> None:
+        """Disconnect cleanly (the broker then does not publish the last will) and end the network thread."""
+        if self.connected.is_set():
+            info = self._client.disconnect()
+            if info != mqtt.MQTT_ERR_SUCCESS:
+                log.debug("disconnect returned %s", info)
+        self._client.loop_stop()
+        self.connected.clear()
+
+    def flush(self, timeout: float = 2.0) -> None:
+        """Wait until paho has handed every queued QoS>0 message to the broker (or the timeout passes)."""
+        deadline = threading.Event()
+        waited = 0.0
+        while self._client.want_write() and waited < timeout:
+            deadline.wait(0.01)
+            waited += 0.01
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        """Run `hook` (on paho's thread) after every (re)connect, once subscriptions are renewed."""
+        self._on_connect_hooks.append(hook)
+
+    # -- subscriptions ---------------------------------------------------------------------------------------------
+
+    def subscribe(self, topic_filter: str, callback: Callback, no_local: bool = False) -> None:
+        """Several callbacks may share a filter; the broker subscription lives while any of them does."""
+        with self._lock:
+            callbacks = self._subscriptions.get(topic_filter)
+            if callbacks is not None:
+                callbacks.append(callback)
+                if self.connected.is_set():  # subscribe again so the broker sends the retained message to this one too
+                    self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter]))
+                return
+            self._subscriptions[topic_filter] = [callback]
+            self._no_local[topic_filter] = no_local
+            self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
+            if self.connected.is_set():
+                self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=no_local))
+
+    def unsubscribe(self, topic_filter: str, callback: Callback | None = None) -> None:
+        with self._lock:
+            callbacks = self._subscriptions.get(topic_filter)
+            if callbacks is None:
+                return
+            if callback is not None and callback in callbacks:
+                callbacks.remove(callback)
+            if callback is None or not callbacks:
+                del self._subscriptions[topic_filter]
+                self._no_local.pop(topic_filter, None)
+                self._client.message_callback_remove(topic_filter)
+                if self.connected.is_set():
+                    self._client.unsubscribe(topic_filter)
+
+    def _dispatcher(self, topic_filter: str) -> Callable:
+        def deliver(_client, _userdata, message: mqtt.MQTTMessage) -> None:
+            for callback in list(self._subscriptions.get(topic_filter, ())):
+                try:
+                    callback(message)
+                except Exception:  # a bad callback must never take the network thread down
+                    log.exception("message callback failed for %s", message.topic)
+        return deliver
+
+    def _handle_unrouted(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+        log.debug("message on %s matched no subscription", message.topic)
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+
+    def publish(self, topic: str, payload: bytes, kind: MessageKind, retain: bool = False, qos: int = 1,
+                properties: Properties | None = None) -> bool:
+        """Publish now, or keep it for the next connect as its kind says. Returns True when handed to paho."""
+        message = _Outgoing(topic, payload, qos, retain, properties)
+        with self._lock:
+            if retain:
+                if payload:
+                    self._retained[topic] = message
+                else:
+                    self._retained.pop(topic, None)
+            if not self.connected.is_set():
+                self._keep_for_later(message, kind)
+                return False
+            self._send(message)
+            return True
+
+    def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
+        if kind == "event":
+            self._events.append(message)
+        elif kind == "reply":
+            self._replies.append(message)
+        elif kind == "request":
+            log.warning("broker unreachable: request to %s not sent", message.topic)
+        # state: already coalesced in self._retained, re-published on connect
+
+    def _send(self, message: _Outgoing) -> None:
+        self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
+                             properties=message.properties)
+
+    # -- paho callbacks (network thread) ---------------------------------------------------------------------------
+
+    def _handle_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+        if reason_code.is_failure:
+            log.warning("broker %s:%s refused the connection: %s", self.broker.host, self.broker.port, reason_code)
+            return
+        _no_delay(client)
+        with self._lock:
+            if self._subscriptions:
+                client.subscribe([(f, SubscribeOptions(qos=1, noLocal=self._no_local[f])) for f in self._subscriptions])
+            self.connect_count += 1
+            self.connected.set()
+            for hook in self._on_connect_hooks:
+                try:
+                    hook()
+                except Exception:
+                    log.exception("on-connect hook failed")
+            for message in list(self._retained.values()):
+                self._send(message)
+            waiting = list(self._events) + self._replies
+            self._events.clear()
+            self._replies = []
+            for message in waiting:
+                self._send(message)
+        log.info("connected to broker %s:%s (connection %d)", self.broker.host, self.broker.port, self.connect_count)
+
+    def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+        was_connected = self.connected.is_set()
+        self.connected.clear()
+        if was_connected:
+            log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
+
+
+def _no_delay(client: mqtt.Client) -> None:
+    """Small request/reply packets must not wait for Nagle's algorithm (it costs ~40 ms per round trip)."""
+    sock = client.socket()
+    if sock is not None:
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except (OSError, AttributeError):
+            pass
+
+
+def request_properties(response_topic: str, correlation: bytes, client_name: str, expiry_s: float) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    props.ResponseTopic = response_topic
+    props.CorrelationData = correlation
+    props.UserProperty = [("client", client_name)]
+    # The broker discards a request nobody took in time, so a late command never surprises an instrument.
+    props.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
+    return props
+
+
+def reply_properties(correlation: bytes | None) -> Properties:
+    props = Properties(PacketTypes.PUBLISH)
+    if correlation is not None:
+        props.CorrelationData = correlation
+    return props
+
+
+def user_property(message: mqtt.MQTTMessage, name: str) -> str | None:
+    props = message.properties
+    for key, value in getattr(props, "UserProperty", None) or []:
+        if key == name:
+            return value
+    return None

@@ -1,0 +1,329 @@
+"""A benchbus service: lifecycle, command handlers, retained state, events, watchdog, clean shutdown.
+
+    svc = Service("samd", settings)
+
+    @svc.handles("transact")
+    def transact(request: TransactRequest, ctx: RequestContext) -> TransactResult: ...
+
+    svc.run(setup=open_port)   # blocks until SIGTERM/SIGINT
+
+Every name used here must be declared in bus-schemas; payloads are validated against the declared models both
+ways, so nothing leaves the service that its model did not produce.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import queue
+import signal
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from typing import Any, Callable
+
+import paho.mqtt.client as mqtt
+from pydantic import BaseModel, ValidationError
+
+from benchbus_schemas import ErrorReply, OkReply, ServiceState, lookup, topics
+
+from . import sdnotify
+from .client import BusClient, decode
+from .connection import Connection, reply_properties, user_property
+from .errors import BusError
+from .settings import ServiceSettings
+
+Handler = Callable[[Any, "RequestContext"], Any]
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class RequestContext:
+    command: str
+    client: str | None  # the caller's name (MQTT 5 user property "client"), for leases and audit
+    response_topic: str | None
+
+
+def describe_validation_error(error: ValidationError) -> tuple[str, list[dict]]:
+    """A message naming the first bad field, and every problem for `detail`."""
+    problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in error.errors()]
+    first = problems[0]
+    more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
+    return f"field '{first['field']}': {first['message']}{more}", problems
+
+
+class Service:
+    def __init__(self, segment: str, settings: ServiceSettings, version: str | None = None):
+        self.segment = segment
+        self.settings = settings
+        self.device = settings.device
+        self.version = version or _version_of(segment)
+        self.log = logging.getLogger(f"benchbus.{segment}")
+        self._handlers: dict[str, Handler] = {}
+        self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
+        self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
+        offline = ServiceState(state="offline", version=self.version, pid=os.getpid()).model_dump_json(exclude_none=True)
+        self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
+                                     will=(self._lifecycle_topic, offline.encode()), offline_queue=settings.offline_queue)
+        self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
+        self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
+        self._watch_queue: queue.Queue = queue.Queue()
+        self._inflight = 0
+        self._inflight_done = threading.Condition()
+        self._stopping = threading.Event()
+        self._stopped = threading.Event()
+        self._periodic: list[list] = []  # [interval, next_due, fn]
+        self._started = False
+
+    # -- declaring -------------------------------------------------------------------------------------------------
+
+    def handles(self, command: str) -> Callable[[Handler], Handler]:
+        """Register the handler of `cmd/<command>`; request and result models come from bus-schemas."""
+        lookup(self.segment, "cmd", command)
+
+        def register(fn: Handler) -> Handler:
+            self._handlers[command] = fn
+            return fn
+        return register
+
+    def every(self, seconds: float, fn: Callable[[], None]) -> None:
+        """Run `fn` on the service's main loop every `seconds` (the loop that feeds the systemd watchdog)."""
+        self._periodic.append([seconds, time.monotonic() + seconds, fn])
+
+    def watch(self, topic_filter: str, callback: Callable[[str, Any], None]) -> None:
+        """Follow another topic; callbacks run one at a time, in arrival order, on the service's watch thread."""
+        self.connection.subscribe(topic_filter, lambda message: self._watch_queue.put((callback, message)))
+
+    def topic(self, kind: str, name: str, service: str | None = None) -> str:
+        return topics.topic(self.device, service or self.segment, kind, name)
+
+    # -- publishing ------------------------------------------------------------------------------------------------
+
+    def set_state(self, name: str, value: BaseModel | dict) -> BaseModel:
+        """Publish retained `state/<name>`; it is re-published on every reconnect."""
+        payload = self._conform("state", name, value)
+        self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state", retain=True)
+        return payload
+
+    def emit(self, name: str, value: BaseModel | dict) -> BaseModel:
+        """Publish `event/<name>` (not retained)."""
+        payload = self._conform("event", name, value)
+        self.connection.publish(self.topic("event", name), payload.model_dump_json().encode(), kind="event")
+        return payload
+
+    def _conform(self, kind: str, name: str, value: BaseModel | dict) -> BaseModel:
+        model = lookup(self.segment, kind, name).model
+        if isinstance(value, model):
+            return value
+        data = value.model_dump() if isinstance(value, BaseModel) else value
+        return model.model_validate(data)
+
+    def call(self, service: str, command: str, payload: Any = None, timeout: float = 5.0) -> Any:
+        return self.bus.call(service, command, payload, timeout)
+
+    # -- lifecycle -------------------------------------------------------------------------------------------------
+
+    @property
+    def state(self) -> str:
+        return self._lifecycle.state
+
+    def ready(self) -> None:
+        self._set_lifecycle("ready")
+
+    def degraded(self, reason: str) -> None:
+        self._set_lifecycle("degraded", reason)
+
+    def _set_lifecycle(self, state: str, reason: str | None = None) -> None:
+        if self._lifecycle.state == state and self._lifecycle.reason == reason:
+            return
+        was_ready = self._lifecycle.state == "ready"
+        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(), reason=reason)
+        self._publish_lifecycle()
+        log = self.log.warning if state == "degraded" else self.log.info
+        log("state %s%s", state, f" ({reason})" if reason else "")
+        if state == "ready" and not was_ready:
+            sdnotify.notify("READY=1\nSTATUS=ready")
+        elif state == "degraded":
+            sdnotify.notify(f"STATUS=degraded: {reason}")
+
+    def _publish_lifecycle(self) -> None:
+        self.connection.publish(self._lifecycle_topic, self._lifecycle.model_dump_json(exclude_none=True).encode(),
+                                kind="state", retain=True)
+
+    def _on_own_lifecycle(self, message: mqtt.MQTTMessage) -> None:
+        """A late last will (from an earlier connection) says offline while we run: publish the truth again."""
+        try:
+            seen = decode(message.payload) or {}
+        except ValueError:
+            seen = {}
+        if seen.get("state") == "offline" and self._lifecycle.state != "offline":
+            self.log.info("a stale last will said offline; re-publishing %s", self._lifecycle.state)
+            self._publish_lifecycle()
+
+    def start(self, connect_timeout: float | None = None) -> None:
+        """Connect and begin serving (non-blocking). With a timeout, wait for the first connection."""
+        if self._started:
+            return
+        self._started = True
+        self.connection.subscribe(self._lifecycle_topic, self._on_own_lifecycle, no_local=True)
+        self.connection.subscribe(self.topic("cmd", "+"), self._on_command)
+        threading.Thread(target=self._watch_loop, name=f"{self.segment}-watch", daemon=True).start()
+        self._publish_lifecycle()
+        self.connection.start()
+        if connect_timeout is not None:
+            self.connection.wait_connected(connect_timeout)
+
+    def run(self, setup: Callable[[], None] | None = None) -> int:
+        """Start, run `setup`, become ready (unless setup chose degraded), serve until SIGTERM/SIGINT."""
+        signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
+        signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
+        self.start()
+        if setup is not None:
+            setup()
+        if self.state == "starting":
+            self.ready()
+        self._main_loop()
+        self.stop()
+        return 0
+
+    def serve_in_background(self, setup: Callable[[], None] | None = None, connect_timeout: float = 10.0) -> threading.Thread:
+        """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
+        self.start(connect_timeout)
+        if setup is not None:
+            setup()
+        if self.state == "starting":
+            self.ready()
+        thread = threading.Thread(target=self._main_loop, name=f"{self.segment}-main", daemon=True)
+        thread.start()
+        return thread
+
+    def _main_loop(self) -> None:
+        watchdog = sdnotify.watchdog_interval()
+        tick = min([watchdog or 1.0, 1.0] + [p[0] for p in self._periodic])
+        while not self._stopping.wait(tick):
+            if watchdog is not None:
+                sdnotify.notify("WATCHDOG=1")
+            now = time.monotonic()
+            for task in self._periodic:
+                if now >= task[1]:
+                    task[1] = now + task[0]
+                    try:
+                        task[2]()
+                    except Exception:
+                        self.log.exception("periodic task %s failed", getattr(task[2], "__name__", task[2]))
+
+    def request_stop(self) -> None:
+        self._stopping.set()
+
+    def stop(self) -> None:
+        """stopping -> finish in-flight requests (bounded) -> offline -> disconnect."""
+        if self._stopped.is_set():
+            return
+        self._stopping.set()
+        sdnotify.notify("STOPPING=1")
+        self._set_lifecycle("stopping")
+        self.connection.unsubscribe(self.topic("cmd", "+"))
+        with self._inflight_done:
+            self._inflight_done.wait_for(lambda: self._inflight == 0, timeout=self.settings.shutdown_grace_s)
+        self._set_lifecycle("offline")
+        self.connection.flush()
+        self.connection.stop()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._watch_queue.put(None)
+        self._stopped.set()
+
+    # -- requests --------------------------------------------------------------------------------------------------
+
+    def _on_command(self, message: mqtt.MQTTMessage) -> None:
+        command = message.topic.rsplit("/", 1)[-1]
+        response_topic = getattr(message.properties, "ResponseTopic", None)
+        context = RequestContext(command, user_property(message, "client"), response_topic)
+        correlation = getattr(message.properties, "CorrelationData", None)
+        if self._stopping.is_set():
+            self._reply(context, correlation, BusError("unavailable", f"{self.segment} is stopping"))
+            return
+        with self._inflight_done:
+            self._inflight += 1
+        self._executor.submit(self._handle, context, correlation, message.payload)
+
+    def _handle(self, context: RequestContext, correlation: bytes | None, raw: bytes) -> None:
+        try:
+            outcome = self._dispatch(context, raw)
+        except BusError as error:
+            outcome = error
+        except Exception as exc:  # a handler bug must cost one request, never the service
+            self.log.exception("handler of %s failed", context.command)
+            outcome = BusError("internal", f"{type(exc).__name__}: {str(exc)[:200]}")
+        try:
+            self._reply(context, correlation, outcome)
+        finally:
+            with self._inflight_done:
+                self._inflight -= 1
+                self._inflight_done.notify_all()
+
+    def _dispatch(self, context: RequestContext, raw: bytes) -> Any:
+        handler = self._handlers.get(context.command)
+        if handler is None:
+            known = ", ".join(sorted(self._handlers)) or "none"
+            raise BusError("not_found", f"unknown command '{context.command}' of {self.segment}; known: {known}")
+        spec = lookup(self.segment, "cmd", context.command)
+        try:
+            data = json.loads(raw) if raw.strip() else {}
+        except ValueError as exc:
+            raise BusError("invalid_request", f"payload is not valid JSON: {exc}") from None
+        try:
+            request = spec.model.model_validate(data)
+        except ValidationError as exc:
+            message, problems = describe_validation_error(exc)
+            raise BusError("invalid_request", message, {"errors": problems}) from None
+        result = handler(request, context)
+        if result is None:
+            result = {}
+        return spec.result.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
+
+    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any) -> None:
+        if isinstance(outcome, BusError):
+            if outcome.code == "internal":
+                pass  # already logged with its traceback
+            else:
+                self.log.info("%s from %s: %s", context.command, context.client, outcome)
+            reply = ErrorReply(error=outcome.body())
+        else:
+            reply = OkReply(result=outcome.model_dump(mode="json"))
+        if context.response_topic is None:
+            self.log.info("%s had no response topic (fire-and-forget): %s", context.command,
+                          "ok" if reply.ok else reply.error.code)
+            return
+        self.connection.publish(context.response_topic, reply.model_dump_json().encode(), kind="reply",
+                                properties=reply_properties(correlation))
+
+    def _watch_loop(self) -> None:
+        while True:
+            item = self._watch_queue.get()
+            if item is None:
+                return
+            callback, message = item
+            try:
+                data = decode(message.payload)
+            except ValueError:
+                self.log.warning("ignored a message on %s that is not JSON", message.topic)
+                continue
+            try:
+                callback(message.topic, data)
+            except Exception:
+                self.log.exception("watch callback for %s failed", message.topic)
+
+
+def _version_of(segment: str) -> str:
+    for name in (f"benchbus-{segment}", "benchbus"):
+        try:
+            return metadata.version(name)
+        except metadata.PackageNotFoundError:
+            continue
+    return "0+unknown"

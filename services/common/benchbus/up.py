@@ -1,0 +1,217 @@
+"""`benchbus up`: the whole system on emulated hardware, on a laptop or in CI.
+
+Services and emulators plug in through the entry-point group `benchbus.up`: each installed service package names
+a function `units(ctx: UpContext) -> list[Unit]` (for example `samd = "benchbus_samd.up:units"`). Emulators (units
+with a `port`) start first; then the services, all at once; `up` waits until every service's `$state` is ready.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+
+from benchbus_schemas import topics
+
+from .client import BusClient
+from .settings import BrokerSettings
+from .testing.broker import MosquittoProcess, free_port, wait_for_port
+
+STATE_FILE = "up.json"
+
+
+@dataclass
+class Unit:
+    name: str
+    argv: list[str]
+    env: dict[str, str] = field(default_factory=dict)
+    segment: str | None = None  # a bus service: `up` waits for its $state to be ready
+    port: int | None = None  # an emulator: `up` waits until it listens on this TCP port
+    url: str | None = None  # shown in the table (the dashboard, a Socket.IO endpoint)
+
+
+@dataclass
+class UpContext:
+    broker: BrokerSettings
+    device: str
+    data_dir: Path
+    http_port: int
+    taken: set[int] = field(default_factory=set)
+
+    def free_port(self) -> int:
+        while True:
+            port = free_port()
+            if port not in self.taken:
+                self.taken.add(port)
+                return port
+
+    def service_dir(self, segment: str) -> Path:
+        path = self.data_dir / segment
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+
+def discover(ctx: UpContext, only: set[str] | None = None) -> list[Unit]:
+    units: list[Unit] = []
+    for entry in sorted(metadata.entry_points(group="benchbus.up"), key=lambda e: e.name):
+        if only and entry.name not in only:
+            continue
+        units.extend(entry.load()(ctx))
+    return units
+
+
+class Supervisor:
+    """Starts units, restarts one that dies (as systemd or compose would), stops them all in reverse order."""
+
+    def __init__(self, ctx: UpContext, units: list[Unit], log_dir: Path):
+        self.ctx = ctx
+        self.units = units
+        self.log_dir = log_dir
+        self.processes: dict[str, subprocess.Popen] = {}
+        self.stopping = False
+
+    def _env(self, unit: Unit) -> dict:
+        env = dict(os.environ)
+        env.update({
+            "BENCHBUS_DEVICE": self.ctx.device,
+            "BENCHBUS_BROKER_HOST": self.ctx.broker.host,
+            "BENCHBUS_BROKER_PORT": str(self.ctx.broker.port),
+            "PYTHONUNBUFFERED": "1",
+        })
+        env.update(unit.env)
+        return env
+
+    def launch(self, unit: Unit) -> None:
+        log = open(self.log_dir / f"{unit.name}.log", "ab")
+        self.processes[unit.name] = subprocess.Popen(unit.argv, env=self._env(unit), stdout=log, stderr=subprocess.STDOUT,
+                                                     start_new_session=True)
+        log.close()
+
+    def start_all(self, timeout: float) -> None:
+        for unit in self.units:
+            if unit.port is not None:
+                self.launch(unit)
+        for unit in self.units:
+            if unit.port is not None:
+                wait_for_port("127.0.0.1", unit.port, timeout, self.processes[unit.name])
+        for unit in self.units:
+            if unit.port is None:
+                self.launch(unit)
+
+    def watch_children(self) -> None:
+        while not self.stopping:
+            for unit in self.units:
+                process = self.processes.get(unit.name)
+                if process is not None and process.poll() is not None and not self.stopping:
+                    print(f"benchbus up: {unit.name} exited with {process.returncode}; restarting it "
+                          f"(log: {self.log_dir / (unit.name + '.log')})", file=sys.stderr)
+                    time.sleep(0.5)
+                    self.launch(unit)
+            time.sleep(0.5)
+
+    def stop_all(self, timeout: float = 10.0) -> None:
+        self.stopping = True
+        ordered = [u for u in reversed(self.units) if u.port is None] + [u for u in reversed(self.units) if u.port]
+        for unit in ordered:
+            process = self.processes.get(unit.name)
+            if process is not None and process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for unit in ordered:
+            process = self.processes.get(unit.name)
+            if process is None:
+                continue
+            try:
+                process.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
+def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[str, dict]:
+    states: dict[str, dict] = {}
+    everyone_ready = threading.Event()
+
+    def seen(topic_name: str, data, _message) -> None:
+        parsed = topics.parse(topic_name)
+        if parsed and isinstance(data, dict):
+            states[parsed[1]] = data
+            if all(states.get(s, {}).get("state") == "ready" for s in segments):
+                everyone_ready.set()
+
+    handle = client.subscribe(f"benchbus/{client.device}/+/$state", seen)
+    if not segments:
+        everyone_ready.set()
+    everyone_ready.wait(timeout)
+    client.unsubscribe(f"benchbus/{client.device}/+/$state", handle)
+    return states
+
+
+def state_table(states: dict[str, dict], segments: list[str]) -> str:
+    rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
+    for segment in segments:
+        s = states.get(segment, {})
+        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")), s.get("since", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+
+
+def up(args) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    log_dir = data_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    started_at = time.monotonic()
+    broker_process = None
+    if args.broker:
+        host, _, port = args.broker.partition(":")
+        broker = BrokerSettings(host=host, port=int(port or 1883))
+    else:
+        broker_process = MosquittoProcess()
+        broker_process.start()
+        broker = broker_process.settings()
+    ctx = UpContext(broker=broker, device=args.device, data_dir=data_dir, http_port=args.http_port)
+    ctx.taken.add(args.http_port)
+    units = discover(ctx, set(args.only.split(",")) if args.only else None)
+    supervisor = Supervisor(ctx, units, log_dir)
+    stop = threading.Event()
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    segments = [u.segment for u in units if u.segment]
+    code = 0
+    try:
+        supervisor.start_all(args.timeout)
+        with BusClient(ctx.device, broker, name=f"up-{os.getpid()}") as client:
+            states = wait_ready(client, segments, args.timeout)
+        elapsed = time.monotonic() - started_at
+        not_ready = [s for s in segments if states.get(s, {}).get("state") != "ready"]
+        (data_dir / STATE_FILE).write_text(json.dumps({"broker": f"{broker.host}:{broker.port}", "device": ctx.device,
+                                                       "pid": os.getpid()}))
+        print(state_table(states, segments))
+        print(f"\nbroker      mqtt://{broker.host}:{broker.port}   device {ctx.device}")
+        for unit in units:
+            if unit.url:
+                print(f"{unit.name:<11} {unit.url}")
+        print(f"logs        {log_dir}")
+        if not_ready:
+            print(f"\nnot ready after {args.timeout:.0f} s: {', '.join(not_ready)} (see their logs)", file=sys.stderr)
+        else:
+            print(f"\nall {len(segments)} services ready in {elapsed:.2f} s. Ctrl-C stops everything.")
+        sys.stdout.flush()
+        threading.Thread(target=supervisor.watch_children, daemon=True).start()
+        stop.wait()
+    except Exception as exc:
+        print(f"benchbus up: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        print("stopping...", file=sys.stderr)
+        supervisor.stop_all()
+        if broker_process is not None:
+            broker_process.close()
+        (data_dir / STATE_FILE).unlink(missing_ok=True)
+    return code
