@@ -1,0 +1,240 @@
+"""The `smoothie` service (smoothie-bridge): six-axis OT-2 motion through the Smoothieboard, safely shared.
+
+Axes: X gantry left/right, Y gantry front/back, Z left mount, A right mount, B left plunger, C right plunger.
+Positions are machine coordinates in mm, as the board's `M114.2` reports them.
+
+Motion lease. Motion commands (home, move, move_relative, set_current, set_max_speed, disengage, dwell, probe,
+halt, resume, gcode) are served to anyone while nobody holds the lease. `acquire_motion` gives the calling client
+(its name, the MQTT 5 user property `client`) the lease for `ttl_s` seconds; while it is held, motion commands of
+every other client get `conflict` naming the holder. The holder renews by calling `acquire_motion` again (same
+`lease_id` back, the time to live starts over; every motion command of the holder renews it too) and gives it up
+with `release_motion` (or lets it expire). Reads (position, switches, homed, engaged, read_pipette) never need it.
+`halt` is the one exception: any client may halt, lease or not, because stopping is always safe.
+"""
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import ConfigDict, Field
+
+from .envelope import Empty, Payload
+from .registry import command, event, state
+
+SERVICE = "smoothie"
+
+Axis = Literal["X", "Y", "Z", "A", "B", "C"]
+Mount = Literal["left", "right"]
+AXES: tuple[str, ...] = ("X", "Y", "Z", "A", "B", "C")
+
+
+class Strict(Payload):
+    """No extra keys, no NaN or infinity (a NaN target must never reach the board)."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+# -- shared result shapes -----------------------------------------------------------------------------------------
+
+class SmoothiePosition(Strict):
+    """Machine coordinates in mm."""
+
+    X: float
+    Y: float
+    Z: float
+    A: float
+    B: float
+    C: float
+
+
+class SmoothieAxisFlags(Strict):
+    X: bool
+    Y: bool
+    Z: bool
+    A: bool
+    B: bool
+    C: bool
+
+
+class Switches(SmoothieAxisFlags):
+    """Endstop (max) switches per axis and the probe input; true = triggered."""
+
+    probe: bool
+
+
+class Currents(Strict):
+    active: dict[Axis, float] = Field(..., description="A, used while an axis moves")
+    dwelling: dict[Axis, float] = Field(..., description="A, used while an axis holds still")
+
+
+class MaxSpeeds(Strict):
+    speeds: dict[Axis, float] = Field(..., description="mm/s per axis (M203.1)")
+
+
+class SmoothiePipetteInfo(Strict):
+    id: str | None = Field(None, description="the pipette's serial id from its EEPROM (M369)")
+    model: str | None = Field(None, description="the pipette's model string (M371), e.g. p300_single_v2.1")
+
+
+class Pipettes(Strict):
+    left: SmoothiePipetteInfo | None = None
+    right: SmoothiePipetteInfo | None = None
+
+
+class LeaseInfo(Strict):
+    holder: str | None = Field(None, description="client name holding the motion lease; null when free")
+    lease_id: str | None = None
+    ttl_s: float | None = Field(None, description="seconds left when this was produced")
+
+
+class PauseInfo(Strict):
+    paused: bool
+    reason: Literal["door", "client"] | None = None
+    door: Literal["open", "closed", "unknown"] = "unknown"
+
+
+# -- requests -----------------------------------------------------------------------------------------------------
+
+class HomeRequest(Strict):
+    axes: list[Axis] | None = Field(None, min_length=1, description="axes to home; null or absent = all six. "
+                                    "Y also homes X, and X also homes Z and A (the gantry must be clear)")
+
+
+class MoveRequest(Strict):
+    target: dict[Axis, float] = Field(..., min_length=1, description="absolute target per axis, mm")
+    speed: float | None = Field(None, gt=0, le=600, description="mm/s for this move only (default: the feed rate)")
+
+
+class MoveRelativeRequest(Strict):
+    delta: dict[Axis, float] = Field(..., min_length=1, description="distance per axis from where it is, mm")
+    speed: float | None = Field(None, gt=0, le=600)
+
+
+class SetCurrentRequest(Strict):
+    active: dict[Axis, float] | None = Field(None, description="A per axis while moving (0..2.5)")
+    dwelling: dict[Axis, float] | None = Field(None, description="A per axis while still (0..2.5)")
+
+
+class SetMaxSpeedRequest(Strict):
+    speeds: dict[Axis, float] = Field(..., min_length=1, description="mm/s per axis (0 < v <= 1000)")
+
+
+class DisengageRequest(Strict):
+    axes: list[Axis] | None = Field(None, min_length=1, description="null or absent = all six")
+
+
+class DwellRequest(Strict):
+    seconds: float = Field(..., ge=0, le=300)
+
+
+class ProbeRequest(Strict):
+    axis: Literal["X", "Y", "Z", "A"] = Field(..., description="the firmware probes X, Y, Z and A only")
+    distance: float = Field(..., description="signed mm to travel toward the switch at most")
+    speed: float = Field(7.0, gt=0, le=50, description="mm/s (the OT-2 probes at 7 mm/s = F420)")
+
+
+class ProbeResult(Strict):
+    position: SmoothiePosition
+
+
+class ReadPipetteRequest(Strict):
+    mount: Mount | None = Field(None, description="null or absent = both mounts")
+
+
+class GcodeRequest(Strict):
+    lines: list[str] = Field(..., min_length=1, max_length=64,
+                             description="raw G-code lines, sent one by one (admin clients only)")
+    timeout_s: float = Field(30.0, gt=0, le=600, description="per line, until its ack")
+
+
+class GcodeResult(Strict):
+    replies: list[str] = Field(..., description="the board's text per line, acks and echo removed")
+
+
+class AcquireMotionRequest(Strict):
+    ttl_s: float = Field(30.0, ge=1, le=3600, description="the lease lapses after this long without a renewal")
+
+
+class Lease(Strict):
+    lease_id: str
+    holder: str
+    ttl_s: float
+
+
+class ReleaseMotionRequest(Strict):
+    lease_id: str | None = Field(None, description="optional check: release only this lease")
+
+
+class Halted(Strict):
+    position: SmoothiePosition
+    homed: SmoothieAxisFlags
+
+
+# -- retained state and events ------------------------------------------------------------------------------------
+
+class AlarmState(Strict):
+    active: bool = Field(..., description="true: motion is refused until a client homes the robot")
+    message: str | None = None
+    since: str | None = None
+
+
+class Firmware(Strict):
+    version: str = Field(..., description="e.g. edge-66ec883 (NOMSD stripped)")
+    raw: str = Field(..., description="the board's whole `version` reply")
+
+
+class AlarmEvent(Strict):
+    message: str = Field(..., description="the board's text, e.g. 'ALARM: Hard limit +C'")
+    axis: Axis | None = Field(None, description="the axis the alarm names (homed in recovery)")
+    command: str = Field(..., description="the bus command that failed")
+    recovered_by_homing: list[Axis] = []
+
+
+class PausedEvent(Strict):
+    reason: Literal["door", "client"]
+
+
+class ResumedEvent(Strict):
+    by: str | None = Field(None, description="the client that resumed")
+
+
+class HaltedEvent(Strict):
+    by: str | None = None
+
+
+command(SERVICE, "home", HomeRequest, SmoothiePosition, "Home the axes (ZABC, then X with Y backed off, then Y); the "
+        "position after homing. Clears the alarm state when every axis is homed. Needs the lease if one is held.")
+command(SERVICE, "move", MoveRequest, SmoothiePosition, "Move to absolute targets (refused with invalid_request when outside "
+        "an axis's travel, before anything is sent); the position after the move.")
+command(SERVICE, "move_relative", MoveRelativeRequest, SmoothiePosition, "Move by distances from the current position.")
+command(SERVICE, "position", Empty, SmoothiePosition, "The position (the cache, refreshed after every motion).")
+command(SERVICE, "switches", Empty, Switches, "The endstop switches and probe input, read from the board (M119).")
+command(SERVICE, "homed", Empty, SmoothieAxisFlags, "The homed flags, read from the board (G28.6).")
+command(SERVICE, "engaged", Empty, SmoothieAxisFlags, "Which motors are energised.")
+command(SERVICE, "set_current", SetCurrentRequest, Currents, "Set active and/or dwelling currents per axis.")
+command(SERVICE, "set_max_speed", SetMaxSpeedRequest, MaxSpeeds, "Set per-axis max speeds (M203.1).")
+command(SERVICE, "disengage", DisengageRequest, SmoothieAxisFlags, "De-energise motors (M18); the engaged flags after.")
+command(SERVICE, "dwell", DwellRequest, Empty, "Pause the board's motion queue (G4).")
+command(SERVICE, "probe", ProbeRequest, ProbeResult, "Probe toward a switch (G38.2); a miss is an alarm.")
+command(SERVICE, "read_pipette", ReadPipetteRequest, Pipettes, "Read id and model of the pipettes (M369/M371).")
+command(SERVICE, "halt", Empty, Halted, "Stop at once through the halt line (gpio), then clear and re-setup the "
+        "board; motion is refused (alarm) until homed. Any client may halt.")
+command(SERVICE, "pause", Empty, PauseInfo, "Block every motion command (the running one finishes) until resume.")
+command(SERVICE, "resume", Empty, PauseInfo, "Lift a pause; refused with conflict while the door is open.")
+command(SERVICE, "gcode", GcodeRequest, GcodeResult, "Raw G-code, admin clients only; `?` and Ctrl-X are refused.")
+command(SERVICE, "acquire_motion", AcquireMotionRequest, Lease, "Take or renew the motion lease (conflict when "
+        "another client holds it).")
+command(SERVICE, "release_motion", ReleaseMotionRequest, LeaseInfo, "Give the motion lease up.")
+
+state(SERVICE, "position", SmoothiePosition, "SmoothiePosition after the last motion (not polled).")
+state(SERVICE, "homed", SmoothieAxisFlags, "Homed flags.")
+state(SERVICE, "engaged", SmoothieAxisFlags, "Energised motors.")
+state(SERVICE, "alarm", AlarmState, "Alarm state: while active, motion is refused until homed.")
+state(SERVICE, "paused", PauseInfo, "Paused (door or client) and the door as last seen.")
+state(SERVICE, "lease", LeaseInfo, "Who holds the motion lease.")
+state(SERVICE, "firmware", Firmware, "The board's firmware version.")
+state(SERVICE, "pipettes", Pipettes, "Attached pipettes as last read.")
+
+event(SERVICE, "alarm", AlarmEvent, "The board raised an alarm during motion; the recovery ran, the command failed.")
+event(SERVICE, "paused", PausedEvent, "Motion paused (door opened or a client paused).")
+event(SERVICE, "resumed", ResumedEvent, "Motion resumed.")
+event(SERVICE, "halted", HaltedEvent, "The robot was halted through the halt line.")
