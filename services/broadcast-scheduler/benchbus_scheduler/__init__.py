@@ -1,0 +1,1 @@
+"""benchbus broadcast-scheduler: the eVOLVER broadcast loop from conf.yml (segment `scheduler`)."""

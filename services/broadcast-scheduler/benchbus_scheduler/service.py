@@ -1,0 +1,303 @@
+"""`benchbus-broadcast-scheduler`: the bus wiring of the broadcast loop (the only place that subscribes/publishes).
+
+It owns conf.yml. Every board step is one `samd/cmd/transact` call; the samd-bridge owns the serial line.
+"""
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+from benchbus import BusError, CallTimeout, RequestContext, Service
+from benchbus.runner import run_service
+from benchbus.yamlfile import FileError
+from benchbus_schemas.scheduler import (
+    SERVICE,
+    Broadcast,
+    CommandAccepted,
+    CommandRequest,
+    CommandResult,
+    ConfigState,
+    GetConfigResult,
+    LoadConfRequest,
+    LoadConfResult,
+    Overrun,
+    PauseResult,
+    StepError,
+    StepReport,
+)
+
+from . import calibration
+from . import conf as conffile
+from .loop import BroadcastLoop, CycleReport, Immediate, Outcome, Pending, Step, group_status
+from .settings import SchedulerSettings
+
+SLOWEST_SHOWN = 3
+NO_REPLY = "no_reply"  # the kind of a step whose transact got no reply at all (samd-bridge down, broker away)
+
+
+def find_ip() -> str:
+    """The address other machines reach us at; never fails (the original did not start without a default route)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.connect(("10.255.255.255", 1))  # UDP connect sends nothing; it only picks the outgoing interface
+            return probe.getsockname()[0]
+        except OSError:
+            return "127.0.0.1"
+
+
+def step_report(outcome: Outcome) -> StepReport:
+    step = outcome.step
+    return StepReport(group=step.group, phase=step.phase, param=step.param, duration_s=round(outcome.duration_s, 4),
+                      status=outcome.status)
+
+
+def step_error(outcome: Outcome) -> StepError | None:
+    if outcome.ok:
+        return None
+    return StepError(code=outcome.error_code or "internal", kind=outcome.status, message=outcome.message)
+
+
+class SchedulerService(Service):
+    """A Service whose stop() first ends the broadcast loop, so no step is sent on a closing connection."""
+
+    loop: BroadcastLoop | None = None
+
+    def stop(self) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+        super().stop()
+
+
+class Scheduler:
+    """The conf this service owns, the loop, and what they publish."""
+
+    def __init__(self, service: SchedulerService, settings: SchedulerSettings, conf: conffile.Conf):
+        self.svc = service
+        self.settings = settings
+        self.path = settings.conf_path
+        self.current = conf  # swapped whole, never edited, so the loop reads it without a lock
+        self.write_lock = threading.Lock()  # one change of conf.yml at a time
+        self.ip = settings.ip or find_ip()
+        self.active_fits: dict | None = None
+        self.loop = BroadcastLoop(lambda: self.current, self.transact, on_cycle=self.cycle_done,
+                                  on_immediate=self.immediate_done, on_pending=self.pending_done)
+
+    # -- steps -----------------------------------------------------------------------------------------------------
+
+    def transact(self, step: Step) -> Outcome:
+        request = {"param": step.param, "type": step.type, "values": list(step.values),
+                   "fields_out": step.fields_out, "fields_in": step.fields_in}
+        try:
+            reply = self.svc.call(self.settings.samd_service, "transact", request, self.settings.transact_timeout_s)
+        except CallTimeout as error:
+            kind = NO_REPLY if error.detail and "command" in error.detail else "timeout"
+            return Outcome(step, False, 0.0, error_code="timeout", error_kind=kind, message=error.message)
+        except BusError as error:
+            detail = error.detail if isinstance(error.detail, dict) else {}
+            return Outcome(step, False, 0.0, error_code=error.code, error_kind=str(detail.get("kind") or error.code),
+                           message=error.message)
+        return Outcome(step, True, 0.0, reply_kind=reply.get("kind"),
+                       reply_values=[str(v) for v in reply.get("values") or []],
+                       attempts=reply.get("attempts"), duration_ms=reply.get("duration_ms"))
+
+    # -- what the loop reports -------------------------------------------------------------------------------------
+
+    def cycle_done(self, report: CycleReport) -> None:
+        if report.overrun_s > 0:
+            steps = [step_report(o) for o in report.outcomes]
+            slowest = sorted(steps, key=lambda s: s.duration_s, reverse=True)[:SLOWEST_SHOWN]
+            self.svc.emit("overrun", Overrun(cycle=report.cycle, cycle_s=round(report.duration_s, 4),
+                                             broadcast_timing=report.broadcast_timing,
+                                             overrun_s=round(report.overrun_s, 4), steps=steps, slowest=slowest))
+        self.svc.emit("broadcast", self.broadcast(report))
+        self.track_health(report.outcomes)
+
+    def broadcast(self, report: CycleReport) -> Broadcast:
+        data: dict[str, list[str]] = {}
+        status: dict[str, str] = {}
+        errors: dict[str, str] = {}
+        by_group: dict[str, list[Outcome]] = {}
+        for outcome in report.outcomes:
+            if outcome.step.phase != "immediate":
+                by_group.setdefault(outcome.step.group, []).append(outcome)
+        for name in report.recurring:
+            outcomes = by_group.get(name)
+            if not outcomes:
+                continue  # dropped from the conf mid-cycle, or the cycle was cut short by a stop
+            status[name], message = group_status(outcomes)
+            if message:
+                errors[name] = message
+            main = next(o for o in outcomes if o.step.phase == "main")
+            if main.ok and main.reply_kind == "data":
+                data[name] = main.reply_values
+        calibrated, fit_names = calibration.apply(self.active_fits, data)
+        return Broadcast(data=data, config=report.conf.experimental_params_json(), ip=self.ip,
+                         timestamp=time.time(), status=status, errors=errors, cycle=report.cycle,
+                         cycle_s=round(report.duration_s, 4), broadcast_timing=report.broadcast_timing,
+                         calibrated=calibrated, calibration=fit_names)
+
+    def track_health(self, outcomes: list[Outcome]) -> None:
+        sent = [o for o in outcomes if o.step.param != conffile.WAIT]
+        if sent and all(o.status == NO_REPLY for o in sent):
+            self.svc.degraded(f"{self.settings.samd_service} does not answer transact")
+        elif sent and self.svc.state == "degraded":
+            self.svc.ready()
+
+    def immediate_done(self, command: Immediate, outcome: Outcome) -> None:
+        self.svc.emit("command_result", self.result(command.command_id, command.param, command.client, outcome,
+                                                    list(command.values)))
+
+    def pending_done(self, pending: Pending, outcome: Outcome | None) -> None:
+        if outcome is None:
+            result = CommandResult(command_id=pending.command_id, param=pending.param, client=pending.client,
+                                   outcome="stored")
+        else:
+            result = self.result(pending.command_id, pending.param, pending.client, outcome, list(outcome.step.values))
+        self.svc.emit("command_result", result)
+
+    @staticmethod
+    def result(command_id: str, param: str, client: str | None, outcome: Outcome, values: list[str]) -> CommandResult:
+        return CommandResult(command_id=command_id, param=param, client=client,
+                             outcome="applied" if outcome.ok else "failed", values=values,
+                             reply_kind=outcome.reply_kind, reply_values=outcome.reply_values,
+                             error=step_error(outcome), attempts=outcome.attempts, duration_ms=outcome.duration_ms)
+
+    # -- the conf --------------------------------------------------------------------------------------------------
+
+    def publish_config(self) -> None:
+        conf = self.current
+        self.svc.set_state("config", ConfigState(experimental_params=conf.experimental_params_json(),
+                                                 broadcast_timing=conf.model.broadcast_timing,
+                                                 num_sleeves=conf.model.num_sleeves, source=conf.source,
+                                                 paused=self.loop.paused))
+
+    def store(self, new: conffile.Conf, text: str) -> None:
+        """Persist, then run: the loop never runs a conf that is not on disk."""
+        conffile.save_atomic(self.path, text)
+        self.current = new
+
+    def command(self, request: CommandRequest, ctx: RequestContext) -> CommandAccepted:
+        given = request.model_fields_set
+        with self.write_lock:
+            try:
+                new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
+                                             request.fields_expected_outgoing, request.fields_expected_incoming,
+                                             value_given="value" in given)
+            except conffile.CommandRefused as refused:
+                raise BusError(refused.code, refused.message, {"field": refused.field}) from None
+            self.store(new, conffile.dump(new.data))
+        self.publish_config()
+        entry = new.params[request.param]
+        command_id = uuid.uuid4().hex[:12]
+        if request.immediate:
+            values = tuple(conffile.values_of(entry.value))
+            self.loop.submit(Immediate(command_id, request.param, values, entry.fields_expected_outgoing,
+                                       entry.fields_expected_incoming, ctx.client))
+            applies = "next_boundary"
+        elif entry.recurring:
+            self.loop.expect(Pending(command_id, request.param, ctx.client))
+            applies = "next_cycle"
+        else:
+            applies = "not_sent"
+        return CommandAccepted(command_id=command_id, param=request.param, value=entry.value,
+                               immediate=bool(request.immediate), applies=applies)
+
+    def get_config(self, _request, _ctx: RequestContext) -> GetConfigResult:
+        conf = self.current
+        shown = dict(conf.data)
+        shown["experimental_params"] = conf.experimental_params_json()
+        shown["evolver_ip"] = self.ip
+        shown = json.loads(json.dumps(shown, default=str))  # YAML may hold dates; JSON gets their text
+        return GetConfigResult(config=shown, source=conf.source, path=str(self.path), paused=self.loop.paused,
+                               warnings=list(conf.warnings), alternates=self.alternates())
+
+    def alternates(self) -> list[str]:
+        folder = self.settings.alternates_dir
+        return sorted(p.stem for p in folder.glob("*.yml")) if folder.is_dir() else []
+
+    def load_conf(self, request: LoadConfRequest, _ctx: RequestContext) -> LoadConfResult:
+        if request.alternate is not None:
+            if request.alternate not in self.alternates():
+                raise BusError("not_found", f"no alternate conf '{request.alternate}'; known: "
+                               f"{', '.join(self.alternates()) or 'none'}", {"field": "alternate"})
+            path = self.settings.alternates_dir / f"{request.alternate}.yml"
+            text, source = path.read_text(encoding="utf-8"), str(path)
+        else:
+            text, source = request.text, "load_conf"
+        try:
+            new = conffile.parse_text(text, source)
+        except FileError as error:
+            raise BusError("invalid_request", str(error), {"errors": error.problems}) from None
+        with self.write_lock:
+            self.store(new, text)  # the user's text as given: comments and layout kept
+        for pending in self.loop.drop_pending():
+            self.svc.emit("command_result", CommandResult(command_id=pending.command_id, param=pending.param,
+                                                          client=pending.client, outcome="dropped"))
+        self.publish_config()
+        self.loop.restart_timing()
+        self.svc.log.info("conf replaced from %s", source)
+        return LoadConfResult(source=source, recurring=[n for n, p in new.params.items() if p.recurring],
+                              broadcast_timing=new.model.broadcast_timing, warnings=list(new.warnings))
+
+    def pause(self, _request, _ctx: RequestContext) -> PauseResult:
+        self.loop.pause()
+        self.publish_config()
+        return PauseResult(paused=True)
+
+    def resume(self, _request, _ctx: RequestContext) -> PauseResult:
+        self.loop.resume()
+        self.publish_config()
+        return PauseResult(paused=False)
+
+    def on_calibration(self, _topic: str, data: Any) -> None:
+        self.active_fits = data if isinstance(data, dict) else None
+
+
+def load_own_conf(settings: SchedulerSettings) -> conffile.Conf:
+    """The conf at start: created from the default on first start; a bad file stops us with file, line, field."""
+    path = settings.conf_path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    conffile.remove_stale_temps(path.parent)
+    if not path.exists():
+        shutil.copyfile(settings.default_conf, path)
+    return conffile.load(path)
+
+
+def build(settings: SchedulerSettings) -> tuple[SchedulerService, Any]:
+    try:
+        conf = load_own_conf(settings)
+    except FileError as error:
+        print(f"benchbus-{SERVICE}: refusing to start, bad conf:\n{error}", file=sys.stderr)
+        raise SystemExit(2) from None
+    svc = SchedulerService(SERVICE, settings)
+    scheduler = Scheduler(svc, settings, conf)
+    svc.loop = scheduler.loop
+    svc.scheduler = scheduler
+    for warning in conf.warnings:
+        svc.log.warning("%s", warning)
+    svc.handles("command")(scheduler.command)
+    svc.handles("get_config")(scheduler.get_config)
+    svc.handles("load_conf")(scheduler.load_conf)
+    svc.handles("pause")(scheduler.pause)
+    svc.handles("resume")(scheduler.resume)
+    svc.watch(svc.topic("state", "active", settings.calibration_service), scheduler.on_calibration)
+
+    def setup() -> None:
+        scheduler.publish_config()
+        scheduler.loop.start()
+    return svc, setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(SERVICE, SchedulerSettings, build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
