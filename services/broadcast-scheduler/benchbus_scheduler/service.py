@@ -290,6 +290,8 @@ def build(settings: SchedulerSettings) -> tuple[SchedulerService, Any]:
     svc.watch(svc.topic("state", "active", settings.calibration_service), scheduler.on_calibration)
 
     def setup() -> None:
+        if settings.start_paused:
+            scheduler.loop.pause()
         scheduler.publish_config()
         scheduler.loop.start()
     return svc, setup

@@ -19,4 +19,5 @@ class SchedulerSettings(ServiceSettings):
     samd_service: str = Field("samd", description="segment of the samd-bridge the loop sends every step to")
     calibration_service: str = Field("calibration", description="segment whose retained state/active gives fits")
     transact_timeout_s: float = Field(15.0, gt=0, description="longest wait for one samd transact reply")
+    start_paused: bool = Field(False, description="start with the loop paused (cmd/resume starts it)")
     ip: str | None = Field(None, description="the `ip` of the broadcast; found from the routing table when unset")
