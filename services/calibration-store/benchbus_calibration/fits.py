@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 import statistics
+import warnings
 from typing import Any, Mapping, NamedTuple, Sequence
 
 ADC_MAX = 4095  # the temperature board's 12-bit setpoints and readings
@@ -229,7 +230,9 @@ def fit_sigmoid(od: Sequence[float], raw: Sequence[float]) -> list[float]:
     def model(t, a, b, c, d):
         return a + (b - a) / (1 + np.power(10.0, np.clip((c - t) * d, -300, 300)))
 
-    coefficients, _ = curve_fit(model, x, y, p0=guess, maxfev=20000)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # "covariance could not be estimated" with exactly 4 points: the fit is fine
+        coefficients, _ = curve_fit(model, x, y, p0=guess, maxfev=20000)
     if not np.all(np.isfinite(coefficients)):
         raise FitError("the sigmoid fit did not converge")
     return [float(c) for c in coefficients]

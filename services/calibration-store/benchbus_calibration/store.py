@@ -15,18 +15,18 @@ current file wins at start (it was the last one acknowledged).
 """
 from __future__ import annotations
 
-import hashlib
 import itertools
 import os
-import re
 import threading
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING
 
-VERSION_NAME = re.compile(r"^v(\d{8,})\.json$")
+if TYPE_CHECKING:
+    from typing import Any, Callable
+
+# imports are kept to the few cheap modules above: the kill-storm test starts this file in a fresh interpreter 500 times
 _temp_counter = itertools.count()
 
 
@@ -62,15 +62,18 @@ def utc_stamp(seconds: float | None = None) -> str:
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-@dataclass
 class Recovery:
     """What `open` had to repair; None from `open` means the current file was fine."""
 
-    path: str
-    reason: str
-    moved_aside: list[str] = field(default_factory=list)
-    loaded_version: int | None = None
-    started_empty: bool = False
+    def __init__(self, path: str, reason: str, moved_aside: list[str] | None = None):
+        self.path = path
+        self.reason = reason
+        self.moved_aside: list[str] = list(moved_aside or [])
+        self.loaded_version: int | None = None
+        self.started_empty = False
+
+    def __repr__(self) -> str:
+        return f"Recovery({self.__dict__!r})"
 
 
 class VersionedFile:
@@ -190,13 +193,15 @@ class VersionedFile:
     def _versions(self) -> list[int]:
         found = []
         for path in self.history_dir.iterdir() if self.history_dir.is_dir() else []:
-            match = VERSION_NAME.match(path.name)
-            if match:
-                found.append(int(match.group(1)))
+            number = _version_number(path.name)
+            if number is not None:
+                found.append(number)
         return sorted(found)
 
     def history(self) -> list[dict[str, Any]]:
         """The kept versions, newest first."""
+        import hashlib
+
         entries = []
         for version in reversed(self._versions()):
             path = self._version_path(version)
@@ -218,6 +223,14 @@ class VersionedFile:
     def restore(self, version: int) -> int:
         """Make a kept version current again, as a new version; raises KeyError or the parse error."""
         return self.write(self.read_version(version))
+
+
+def _version_number(name: str) -> int | None:
+    """v00000012.json -> 12; anything else (a corrupt copy moved aside, a stray file) -> None."""
+    digits = name[1:-5]
+    if name.startswith("v") and name.endswith(".json") and len(digits) >= 8 and digits.isdigit():
+        return int(digits)
+    return None
 
 
 def _file_stamp() -> str:
