@@ -1,0 +1,247 @@
+"""The gateway's ASGI application: Socket.IO for both Engine.IO generations, /ws, HTTP, OT-2 routes, static files.
+
+`/socket.io/` is dispatched on the `EIO` query parameter: 3 (the eVOLVER DPU and GUI) to our own Engine.IO 3 server,
+4 to python-socketio 5. Both reach the one event table. Bus messages arrive through `Gateway.deliver` (service.py
+calls it on the event loop); a broadcast is encoded once per generation and queued to every client.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from pathlib import Path
+from typing import Any, Awaitable, Callable, Protocol
+
+import socketio
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.routing import Mount, Route, WebSocketRoute
+from starlette.staticfiles import StaticFiles
+from starlette.websockets import WebSocket
+
+from benchbus import BusError
+from benchbus_schemas import topics
+
+from . import http, robot_routes, ws
+from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
+from .settings import GatewaySettings
+from .socketio_v4 import Client, SocketIOServer
+
+log = logging.getLogger("benchbus.gateway")
+
+
+class Bridge(Protocol):
+    """What the gateway needs from the bus (service.py provides it)."""
+
+    device: str
+
+    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None) -> Any: ...
+
+    def connected(self) -> bool: ...
+
+
+class Gateway:
+    def __init__(self, settings: GatewaySettings, bridge: Bridge):
+        self.settings = settings
+        self.bridge = bridge
+        self.device = bridge.device
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.retained: dict[str, tuple[str, Any]] = {}  # topic -> (raw JSON text, decoded) of $state and state/*
+        self.history: deque[dict] = deque(maxlen=settings.history_size)
+        self.ws_clients: set[ws.WsClient] = set()
+        self.events = EventTable(self._call)
+        self.namespace = settings.namespace
+        self.broadcast_topic = topics.topic(self.device, *BROADCAST_TOPIC)
+        self.sio3 = SocketIOServer([self.namespace], self._on_eio3_event, ping_interval=settings.ping_interval_s,
+                                   ping_timeout=settings.ping_timeout_s, max_payload=settings.max_payload_bytes,
+                                   max_outbox=settings.max_outbox, authorize=self._socketio_allowed)
+        self.sio4 = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*",
+                                         ping_interval=settings.ping_interval_s, ping_timeout=settings.ping_timeout_s,
+                                         max_http_buffer_size=settings.max_payload_bytes)
+        self.sio4_clients: set[str] = set()
+        self.sio4.on("connect", self._on_eio4_connect, namespace=self.namespace)
+        self.sio4.on("disconnect", self._on_eio4_disconnect, namespace=self.namespace)
+        self.sio4.on("*", self._on_eio4_event, namespace=self.namespace)
+        self.sio4_app = socketio.ASGIApp(self.sio4, socketio_path="socket.io")
+        self._tasks: set[asyncio.Task] = set()
+
+    # -- lifecycle (ASGI lifespan) ----------------------------------------------------------------------------------
+
+    async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.sio3.engine.start()
+
+    async def shutdown(self) -> None:
+        """Close every client (idempotent: service.stop calls it before the web server's own shutdown)."""
+        await self.sio3.engine.stop()
+        for client in list(self.ws_clients):
+            await client.close(1001, "server shutting down")
+
+    # -- tokens ------------------------------------------------------------------------------------------------------
+
+    def token_ok(self, presented: str | None) -> bool:
+        expected = self.settings.token
+        return expected is not None and presented is not None and secrets.compare_digest(presented, expected)
+
+    def _socketio_allowed(self, query: dict[str, str]) -> bool:
+        expected = self.settings.socketio_token
+        return expected is None or secrets.compare_digest(query.get("token", ""), expected)
+
+    # -- from the bus (on the event loop) ---------------------------------------------------------------------------
+
+    def deliver(self, topic_name: str, raw: bytes) -> None:
+        text = raw.decode(errors="replace")
+        try:
+            data = json.loads(text) if text else None
+        except ValueError:
+            log.warning("ignored a message on %s that is not JSON", topic_name)
+            return
+        parsed = topics.parse(topic_name)
+        if parsed is not None and parsed[2] in ("$state", "state"):
+            if text:
+                self.retained[topic_name] = (text, data)
+            else:
+                self.retained.pop(topic_name, None)
+        if topic_name == self.broadcast_topic and isinstance(data, dict):
+            self.history.append({"received": time.time(), "broadcast": data})
+            self.emit_everyone(BROADCAST_EVENT, data)
+        ws.fan_out(self, topic_name, text)
+
+    def state_of(self, service: str, name: str | None = None) -> Any:
+        topic_name = topics.lifecycle_topic(self.device, service) if name is None else \
+            topics.topic(self.device, service, "state", name)
+        held = self.retained.get(topic_name)
+        return None if held is None else held[1]
+
+    # -- Socket.IO: both generations --------------------------------------------------------------------------------
+
+    def emit_everyone(self, event: str, payload: Any) -> None:
+        self.sio3.broadcast(self.namespace, event, payload)
+        if self.sio4_clients:
+            self._spawn(self.sio4.emit(event, payload, namespace=self.namespace))
+
+    def client_counts(self) -> dict[str, int]:
+        eio3 = self.sio3.client_count()
+        return {"socketio_eio3_websocket": eio3.get("websocket", 0), "socketio_eio3_polling": eio3.get("polling", 0),
+                "socketio_eio4": len(self.sio4_clients), "ws": len(self.ws_clients)}
+
+    def _on_eio3_event(self, client: Client, namespace: str, event: str, args: list,
+                       ack: Callable[..., None] | None) -> None:
+        origin = Origin(client.sid, client.session.host, "eio3")
+
+        def reply(name: str, payload: Any) -> None:
+            client.emit(namespace, name, payload)
+
+        self._spawn(self._run_event(event, args, origin, reply, ack))
+
+    async def _on_eio4_connect(self, sid: str, environ: dict, auth: Any = None) -> bool:
+        expected = self.settings.socketio_token
+        if expected is not None:
+            from urllib.parse import parse_qs
+            query = parse_qs(environ.get("QUERY_STRING", ""))
+            given = (auth or {}).get("token") if isinstance(auth, dict) else None
+            given = given or (query.get("token") or [""])[0]
+            if not secrets.compare_digest(given or "", expected):
+                return False
+        self.sio4_clients.add(sid)
+        return True
+
+    async def _on_eio4_disconnect(self, sid: str, *_args: Any) -> None:
+        self.sio4_clients.discard(sid)
+
+    async def _on_eio4_event(self, event: str, sid: str, *args: Any) -> Any:
+        environ = self.sio4.get_environ(sid, namespace=self.namespace) or {}
+        origin = Origin(sid, environ.get("HTTP_HOST", "").split(":")[0], "eio4")
+        acked: list[Any] = []
+
+        async def send(name: str, payload: Any) -> None:
+            await self.sio4.emit(name, payload, to=sid, namespace=self.namespace)
+
+        def reply(name: str, payload: Any) -> None:
+            self._spawn(send(name, payload))
+
+        await self._run_event(event, list(args), origin, reply, acked.append)
+        return acked[0] if acked else None
+
+    async def _run_event(self, event: str, args: list, origin: Origin, reply: Callable[[str, Any], None],
+                         ack: Callable[..., None] | None) -> None:
+        try:
+            emits: list[Emit] = await self.events.handle(event, args, origin)
+        except BusError as error:
+            log.info("event %s from %s refused: %s", event, origin.sid, error)
+            reply(ERROR_EVENT, error_payload(event, error))
+            if ack is not None:
+                ack({"ok": False, "error": {"code": error.code, "message": error.message, "detail": error.detail}})
+            return
+        except Exception as exc:  # a bug costs this event, never the connection
+            log.exception("event %s failed", event)
+            reply(ERROR_EVENT, {"event": event, "code": "internal", "message": f"{type(exc).__name__}: {exc}"})
+            return
+        for emit in emits:
+            if emit.everyone:
+                self.emit_everyone(emit.event, emit.payload)
+            else:
+                reply(emit.event, emit.payload)
+        if ack is not None:
+            ack({"ok": True, "result": emits[0].payload if emits else None})
+
+    async def _call(self, service: str, command: str, payload: Any) -> Any:
+        return await self.bridge.call(service, command, payload, self.settings.call_timeout_s)
+
+    def _spawn(self, coroutine: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+
+class GatewayASGI:
+    """Dispatch `/socket.io/` on EIO before Starlette sees it; everything else is the Starlette app."""
+
+    def __init__(self, gateway: Gateway, app: Starlette):
+        self.gateway = gateway
+        self.app = app
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] in ("http", "websocket") and scope["path"].rstrip("/") == "/socket.io":
+            query = scope.get("query_string", b"").decode(errors="replace")
+            if "EIO=4" in query.split("&"):
+                await self.gateway.sio4_app(scope, receive, send)
+                return
+            await self._eio3(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    async def _eio3(self, scope, receive, send) -> None:
+        engine = self.gateway.sio3.engine
+        if scope["type"] == "websocket":
+            await engine.handle_websocket(WebSocket(scope, receive, send))
+            return
+        request = Request(scope, receive, send)
+        response = await engine.handle_http(request)
+        await response(scope, receive, send)
+
+
+def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, Gateway]:
+    gateway = Gateway(settings, bridge)
+    routes = [*robot_routes.routes(gateway), *http.routes(gateway), WebSocketRoute("/ws", ws.endpoint(gateway))]
+    static = settings.static_dir
+    if static is not None and Path(static).is_dir():
+        routes.append(Mount("/", StaticFiles(directory=str(static), html=True), name="static"))
+
+    from contextlib import asynccontextmanager
+
+    @asynccontextmanager
+    async def lifespan(_app):
+        await gateway.startup()
+        yield
+        await gateway.shutdown()
+
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.gateway = gateway
+    return GatewayASGI(gateway, app), gateway
+
+
+__all__ = ["Gateway", "GatewayASGI", "create_app", "Route"]

@@ -1,0 +1,473 @@
+"""The server side of Engine.IO protocol 3 (the transport under Socket.IO 1.x/2.x clients), on Starlette.
+
+What the protocol says (and what the eVOLVER's clients, socketIO-client 0.7.2 and socket.io-client 2.x, rely on):
+- packets are one digit of type then text: 0 open, 1 close, 2 ping, 3 pong, 4 message, 5 upgrade, 6 noop;
+- the handshake is a polling GET without `sid`; the reply's first packet is `open` with
+  {sid, upgrades, pingInterval, pingTimeout} in milliseconds;
+- in protocol 3 the *client* pings (`2`, also `2probe` on a new WebSocket) and the server answers `3`; a session that
+  says nothing for pingInterval + pingTimeout is gone;
+- a polling body holds several packets. Binary framing (what python-engineio 3 served, and socketIO-client parses):
+  per packet `0x00` (string) or `0x01` (binary), the decimal digits of its UTF-8 byte length as bytes 0-9, `0xFF`,
+  the packet. String framing (`b64=1` clients, and what socket.io-client POSTs): `<length>:<packet>` repeated, the
+  length counted in UTF-16 code units as JavaScript counts string length;
+- the upgrade: the client opens a WebSocket with the polling session's sid, sends `2probe`, gets `3probe`; a pending
+  poll is answered with `6` (noop) so the client can pause polling; the client sends `5` and from then on every packet
+  travels on the WebSocket.
+
+Sending is synchronous (`Session.send` appends to an outbox and wakes the writer), so a fan-out to hundreds of
+clients costs one append each and a slow client never holds up the others; an outbox that grows past its bound
+closes that one session.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import secrets
+import time
+from collections import deque
+from typing import Callable
+
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.websockets import WebSocket, WebSocketDisconnect
+
+log = logging.getLogger("benchbus.gateway.engineio3")
+
+OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0", "1", "2", "3", "4", "5", "6"
+PACKET_TYPES = frozenset("0123456")
+
+# Error codes and messages of the reference server's 400 replies (clients only show them).
+UNKNOWN_TRANSPORT = (0, "Transport unknown")
+UNKNOWN_SID = (1, "Session ID unknown")
+BAD_HANDSHAKE_METHOD = (2, "Bad handshake method")
+BAD_REQUEST = (3, "Bad request")
+FORBIDDEN = (4, "Forbidden")
+UNSUPPORTED_PROTOCOL = (5, "Unsupported protocol version")
+
+
+class ProtocolError(ValueError):
+    """A packet or payload that does not follow the protocol; the message says what is wrong and where."""
+
+
+# -- packets and payloads ---------------------------------------------------------------------------------------------
+
+def check_packet(packet: str) -> str:
+    if not packet:
+        raise ProtocolError("empty packet")
+    if packet[0] not in PACKET_TYPES:
+        raise ProtocolError(f"unknown packet type {packet[0]!r} (expected a digit 0-6)")
+    return packet
+
+
+def utf16_length(text: str) -> int:
+    """JavaScript's string length: characters outside the BMP count twice."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def _utf16_prefix(text: str, units: int) -> int:
+    """How many Python characters make up the first `units` UTF-16 code units of `text`."""
+    count = 0
+    for index, char in enumerate(text):
+        if count >= units:
+            return index
+        count += 2 if ord(char) > 0xFFFF else 1
+    if count != units:
+        raise ProtocolError("a packet length runs past the end of the payload")
+    return len(text)
+
+
+def encode_payload(packets: list[str], binary: bool) -> bytes:
+    if not binary:
+        return "".join(f"{utf16_length(p)}:{p}" for p in packets).encode()
+    out = bytearray()
+    for packet in packets:
+        data = packet.encode()
+        out.append(0)
+        out.extend(int(d) for d in str(len(data)))
+        out.append(0xFF)
+        out.extend(data)
+    return bytes(out)
+
+
+def decode_payload(body: bytes) -> list[str]:
+    """Either framing (told apart by the first byte); raises ProtocolError naming the problem."""
+    if not body:
+        raise ProtocolError("empty payload")
+    if body[0] in (0, 1):
+        return _decode_binary_payload(body)
+    try:
+        text = body.decode()
+    except UnicodeDecodeError as exc:
+        raise ProtocolError(f"payload is not UTF-8 ({exc.reason} at byte {exc.start})") from None
+    return _decode_string_payload(text)
+
+
+def _decode_binary_payload(body: bytes) -> list[str]:
+    packets: list[str] = []
+    index = 0
+    while index < len(body):
+        kind = body[index]
+        if kind != 0:
+            raise ProtocolError(f"binary packets are not supported (marker {kind} at byte {index})")
+        index += 1
+        digits = ""
+        while index < len(body) and body[index] != 0xFF:
+            if body[index] > 9 or len(digits) > 9:
+                raise ProtocolError(f"bad length digit {body[index]} at byte {index}")
+            digits += str(body[index])
+            index += 1
+        if index >= len(body) or not digits:
+            raise ProtocolError("a packet length is not terminated by 0xFF")
+        index += 1
+        length = int(digits)
+        if index + length > len(body):
+            raise ProtocolError(f"packet of {length} bytes runs past the end of the payload")
+        try:
+            packets.append(check_packet(body[index:index + length].decode()))
+        except UnicodeDecodeError:
+            raise ProtocolError(f"packet at byte {index} is not UTF-8") from None
+        index += length
+    return packets
+
+
+def _decode_string_payload(text: str) -> list[str]:
+    packets: list[str] = []
+    index = 0
+    while index < len(text):
+        colon = text.find(":", index)
+        digits = text[index:colon] if colon >= 0 else ""
+        if colon < 0 or not digits.isdigit() or len(digits) > 10:
+            raise ProtocolError(f"expected '<length>:' at character {index}")
+        start = colon + 1
+        end = start + _utf16_prefix(text[start:], int(digits))
+        packets.append(check_packet(text[start:end]))
+        index = end
+    return packets
+
+
+# -- sessions ---------------------------------------------------------------------------------------------------------
+
+class Session:
+    """One Engine.IO connection, whatever transport it currently uses."""
+
+    def __init__(self, server: "EngineIO3Server", sid: str, query: dict[str, str], binary: bool, host: str = ""):
+        self.server = server
+        self.host = host  # the host name the client reached us by
+        self.sid = sid
+        self.query = query
+        self.binary = binary  # polling replies in binary framing (everyone but `b64=1` clients)
+        self.transport = "polling"
+        self.outbox: deque[str] = deque()
+        self.wakeup = asyncio.Event()
+        self.last_seen = time.monotonic()
+        self.closed = False
+        self.polling_now = False
+        self.websocket: WebSocket | None = None
+        self.data: dict = {}  # what the layer above keeps per session (Socket.IO namespaces)
+
+    def send(self, packet: str) -> None:
+        """Queue one packet (text form, e.g. '4...'); never blocks."""
+        if self.closed:
+            return
+        if len(self.outbox) >= self.server.max_outbox:
+            log.warning("session %s: %d packets waiting, the client is not reading; closing it", self.sid, len(self.outbox))
+            self.server.close_session(self, "outbox overflow")
+            return
+        self.outbox.append(packet)
+        self.wakeup.set()
+
+    def message(self, text: str) -> None:
+        self.send(MESSAGE + text)
+
+    def take_all(self) -> list[str]:
+        packets = list(self.outbox)
+        self.outbox.clear()
+        self.wakeup.clear()
+        return packets
+
+
+MessageHandler = Callable[[Session, str], None]
+SessionHandler = Callable[[Session], None]
+CloseHandler = Callable[[Session, str], None]
+
+
+class EngineIO3Server:
+    def __init__(self, on_connect: SessionHandler, on_message: MessageHandler, on_close: CloseHandler,
+                 ping_interval: float = 25.0, ping_timeout: float = 60.0, max_payload: int = 1_000_000,
+                 max_outbox: int = 1000, authorize: Callable[[dict[str, str]], bool] | None = None,
+                 allow_upgrades: bool = True):
+        self.on_connect = on_connect
+        self.on_message = on_message
+        self.on_close = on_close
+        self.ping_interval = ping_interval
+        self.ping_timeout = ping_timeout
+        self.max_payload = max_payload
+        self.max_outbox = max_outbox
+        self.authorize = authorize
+        self.allow_upgrades = allow_upgrades
+        self.sessions: dict[str, Session] = {}
+        self._reaper: asyncio.Task | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        if self._reaper is None:
+            self._reaper = asyncio.get_running_loop().create_task(self._reap_forever())
+
+    async def stop(self) -> None:
+        for session in list(self.sessions.values()):
+            self.close_session(session, "server shutting down", notify_client=True)
+        if self._reaper is not None:
+            self._reaper.cancel()
+            self._reaper = None
+
+    async def _reap_forever(self) -> None:
+        period = max(0.05, min(1.0, self.ping_timeout / 4))
+        while True:
+            await asyncio.sleep(period)
+            self.reap()
+
+    def reap(self) -> int:
+        """Close every session that has not been heard from within pingInterval + pingTimeout."""
+        limit = time.monotonic() - (self.ping_interval + self.ping_timeout)
+        gone = [s for s in self.sessions.values() if s.last_seen < limit]
+        for session in gone:
+            self.close_session(session, "ping timeout")
+        return len(gone)
+
+    def close_session(self, session: Session, reason: str, notify_client: bool = False) -> None:
+        if session.closed:
+            return
+        if notify_client:
+            session.outbox.append(CLOSE)
+        session.closed = True
+        session.wakeup.set()  # lets a waiting poll return and a WebSocket writer end
+        self.sessions.pop(session.sid, None)
+        try:
+            self.on_close(session, reason)
+        except Exception:
+            log.exception("close handler failed for %s", session.sid)
+
+    # -- incoming packets -------------------------------------------------------------------------------------------
+
+    def _receive(self, session: Session, packet: str) -> None:
+        session.last_seen = time.monotonic()
+        kind, data = packet[0], packet[1:]
+        if kind == PING:
+            session.send(PONG + data)
+        elif kind == MESSAGE:
+            try:
+                self.on_message(session, data)
+            except Exception:  # a handler bug costs this message, never the connection
+                log.exception("message handler failed for %s", session.sid)
+        elif kind == CLOSE:
+            self.close_session(session, "client closed")
+        elif kind in (PONG, NOOP, UPGRADE, OPEN):
+            pass  # nothing to do (an upgrade is handled on the WebSocket itself)
+
+    # -- HTTP long-polling ------------------------------------------------------------------------------------------
+
+    async def handle_http(self, request: Request) -> Response:
+        query = dict(request.query_params)
+        if query.get("EIO") != "3":
+            return self._error(UNSUPPORTED_PROTOCOL)
+        if query.get("transport") != "polling":
+            return self._error(UNKNOWN_TRANSPORT)
+        if "j" in query:
+            return self._error(BAD_REQUEST, "JSONP polling is not supported")
+        if request.method == "OPTIONS":
+            return Response(status_code=204, headers=self._cors(request))
+        sid = query.get("sid")
+        if sid is None:
+            if request.method != "GET":
+                return self._error(BAD_HANDSHAKE_METHOD)
+            if self.authorize is not None and not self.authorize(query):
+                return self._error(FORBIDDEN, status=403)
+            session = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
+                                         host=request.url.hostname or "")
+            return self._poll_response(request, session, session.take_all())
+        session = self.sessions.get(sid)
+        if session is None:
+            return self._error(UNKNOWN_SID)
+        if session.transport != "polling":
+            return self._error(BAD_REQUEST, "this session has upgraded to websocket")
+        if request.method == "GET":
+            return await self._poll(request, session)
+        if request.method == "POST":
+            return await self._post(request, session)
+        return self._error(BAD_REQUEST, f"method {request.method} not allowed")
+
+    def _open_session(self, query: dict[str, str], binary: bool, host: str = "") -> Session:
+        session = Session(self, secrets.token_urlsafe(15), query, binary, host)
+        self.sessions[session.sid] = session
+        handshake = {"sid": session.sid, "upgrades": ["websocket"] if self.allow_upgrades else [],
+                     "pingInterval": int(self.ping_interval * 1000), "pingTimeout": int(self.ping_timeout * 1000)}
+        session.send(OPEN + json.dumps(handshake, separators=(",", ":")))
+        self.on_connect(session)
+        return session
+
+    async def _poll(self, request: Request, session: Session) -> Response:
+        if session.polling_now:
+            self.close_session(session, "overlapping polls")
+            return self._error(BAD_REQUEST, "a poll is already waiting for this session")
+        session.polling_now = True
+        session.last_seen = time.monotonic()
+        try:
+            if not session.outbox and not session.closed:
+                try:
+                    await asyncio.wait_for(session.wakeup.wait(), self.ping_interval)
+                except asyncio.TimeoutError:
+                    pass
+            if session.transport != "polling" or session.data.get("probing"):
+                packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling
+                if not session.outbox:
+                    session.wakeup.clear()
+            else:
+                packets = session.take_all() or [NOOP]  # an empty body would be a parser error for the client
+        finally:
+            session.polling_now = False
+            session.last_seen = time.monotonic()
+        return self._poll_response(request, session, packets)
+
+    async def _post(self, request: Request, session: Session) -> Response:
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > self.max_payload:
+            return self._error(BAD_REQUEST, f"body of {declared} bytes is larger than the limit of {self.max_payload}",
+                               status=413)
+        body = bytearray()
+        async for chunk in request.stream():
+            body.extend(chunk)
+            if len(body) > self.max_payload:
+                return self._error(BAD_REQUEST, f"body is larger than the limit of {self.max_payload} bytes", status=413)
+        try:
+            packets = decode_payload(bytes(body))
+        except ProtocolError as exc:
+            return self._error(BAD_REQUEST, f"malformed payload: {exc}")
+        for packet in packets:
+            if session.closed:
+                break
+            self._receive(session, packet)
+        return Response("ok", media_type="text/html", headers=self._cors(request))
+
+    def _poll_response(self, request: Request, session: Session, packets: list[str]) -> Response:
+        body = encode_payload(packets, session.binary)
+        media = "application/octet-stream" if session.binary else "text/plain; charset=UTF-8"
+        headers = self._cors(request)
+        headers["Set-Cookie"] = f"io={session.sid}; Path=/; HttpOnly"
+        return Response(body, media_type=media, headers=headers)
+
+    def _cors(self, request: Request) -> dict[str, str]:
+        origin = request.headers.get("origin")
+        if not origin:
+            return {}
+        return {"Access-Control-Allow-Origin": origin, "Access-Control-Allow-Credentials": "true",
+                "Access-Control-Allow-Headers": "Content-Type, Authorization",
+                "Access-Control-Allow-Methods": "GET, POST, OPTIONS"}
+
+    @staticmethod
+    def _error(code_message: tuple[int, str], detail: str | None = None, status: int = 400) -> Response:
+        code, message = code_message
+        body = {"code": code, "message": message}
+        if detail:
+            body["detail"] = detail
+        return Response(json.dumps(body), status_code=status, media_type="application/json")
+
+    # -- WebSocket --------------------------------------------------------------------------------------------------
+
+    async def handle_websocket(self, websocket: WebSocket) -> None:
+        query = dict(websocket.query_params)
+        if query.get("EIO") != "3" or query.get("transport") != "websocket":
+            await websocket.close(code=1008, reason="expected EIO=3&transport=websocket")
+            return
+        sid = query.get("sid")
+        if sid is None:
+            if self.authorize is not None and not self.authorize(query):
+                await websocket.close(code=1008, reason="forbidden")
+                return
+            await websocket.accept()
+            session = self._open_session(query, binary=True, host=websocket.url.hostname or "")
+            await self._serve_websocket(session, websocket)
+            return
+        session = self.sessions.get(sid)
+        if session is None or session.transport != "polling" or session.websocket is not None:
+            await websocket.close(code=1008, reason=UNKNOWN_SID[1] if session is None else "upgrade not possible")
+            return
+        await websocket.accept()
+        if not await self._upgrade(session, websocket):
+            return
+        await self._serve_websocket(session, websocket)
+
+    async def _upgrade(self, session: Session, websocket: WebSocket) -> bool:
+        """Probe, then wait for `5`; the session keeps polling until then."""
+        session.websocket = websocket
+        session.data["probing"] = True
+        try:
+            while True:
+                try:
+                    text = await asyncio.wait_for(websocket.receive_text(), self.ping_timeout)
+                except (asyncio.TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
+                    return False
+                session.last_seen = time.monotonic()
+                if text == PING + "probe":
+                    await websocket.send_text(PONG + "probe")
+                    session.wakeup.set()  # a waiting poll answers noop now
+                elif text == UPGRADE:
+                    session.transport = "websocket"
+                    session.wakeup.set()
+                    return True
+                else:
+                    log.info("session %s: unexpected %r during upgrade; ignoring", session.sid, text[:40])
+        finally:
+            session.data.pop("probing", None)
+            if session.transport != "websocket":
+                session.websocket = None
+
+    async def _serve_websocket(self, session: Session, websocket: WebSocket) -> None:
+        session.transport = "websocket"
+        session.websocket = websocket
+        writer = asyncio.get_running_loop().create_task(self._write_websocket(session, websocket))
+        reason = "transport closed"
+        try:
+            while not session.closed:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                text = message.get("text")
+                if text is None:
+                    reason = "binary frames are not supported"
+                    break
+                try:
+                    self._receive(session, check_packet(text))
+                except ProtocolError as exc:  # as the reference server does: a parse error ends the session
+                    reason = f"parse error: {exc}"
+                    break
+        except (WebSocketDisconnect, RuntimeError):
+            pass
+        finally:
+            self.close_session(session, reason)
+            await _finish(writer)
+            try:
+                await websocket.close(code=1002 if reason.startswith("parse error") else 1000, reason=reason[:120])
+            except RuntimeError:
+                pass
+
+    async def _write_websocket(self, session: Session, websocket: WebSocket) -> None:
+        try:
+            while True:
+                await session.wakeup.wait()
+                for packet in session.take_all():
+                    await websocket.send_text(packet)
+                if session.closed:
+                    return
+        except (WebSocketDisconnect, RuntimeError, OSError):
+            self.close_session(session, "transport error")
+
+
+async def _finish(task: asyncio.Task) -> None:
+    """Let a writer flush what it holds (a close packet), but never wait on a dead peer for long."""
+    try:
+        await asyncio.wait_for(task, 1.0)
+    except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+        task.cancel()
+

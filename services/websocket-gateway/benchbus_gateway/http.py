@@ -1,0 +1,128 @@
+"""Plain HTTP: health, the `$state` (and retained state) of every service, recent broadcasts, and command calls.
+
+    GET  /health                       the gateway's own health (with an Opentrons-Version header: the OT-2 shape)
+    GET  /api/state                    {service: $state} for every service of the device
+    GET  /api/state/{service}          {"$state": ..., "state": {name: value}} of one service
+    GET  /api/history?limit=N          the most recent scheduler broadcasts, oldest first
+    POST /api/call/{service}/{command} body = the request; needs `Authorization: Bearer <token>`
+Reads are open unless `read_requires_token`; error replies carry the bus error body and a matching HTTP status.
+"""
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any
+
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from benchbus import BusError
+from benchbus_schemas import topics
+
+if TYPE_CHECKING:
+    from .app import Gateway
+
+STATUS_OF = {"invalid_request": 400, "unauthorized": 401, "not_found": 404, "conflict": 409, "busy": 409,
+             "hardware_error": 502, "unavailable": 503, "timeout": 504, "internal": 500}
+
+
+def bearer(request: Request) -> str | None:
+    header = request.headers.get("authorization", "")
+    return header[7:].strip() if header.lower().startswith("bearer ") else None
+
+
+def error_response(error: BusError) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": {"code": error.code, "message": error.message, "detail": error.detail}},
+                        status_code=STATUS_OF.get(error.code, 500))
+
+
+def require_write(gateway: "Gateway", request: Request) -> None:
+    if gateway.settings.token is None:
+        raise BusError("unauthorized", "writes are disabled: no token is configured for the gateway (setting `token`)")
+    if not gateway.token_ok(bearer(request)):
+        raise BusError("unauthorized", "writes need 'Authorization: Bearer <token>'")
+
+
+def require_read(gateway: "Gateway", request: Request) -> None:
+    if gateway.settings.read_requires_token and not gateway.token_ok(bearer(request)):
+        raise BusError("unauthorized", "reads need 'Authorization: Bearer <token>' on this gateway")
+
+
+def routes(gateway: "Gateway") -> list[Route]:
+    async def health(request: Request) -> Response:
+        if "opentrons-version" in request.headers:
+            from .robot_routes import ot2_health
+            return await ot2_health(gateway, request)
+        return JSONResponse({"ok": True, "service": "gateway", "device": gateway.device,
+                             "bus_connected": gateway.bridge.connected(), "clients": gateway.client_counts()})
+
+    async def all_states(request: Request) -> Response:
+        try:
+            require_read(gateway, request)
+        except BusError as error:
+            return error_response(error)
+        states = {}
+        for topic_name, (_text, data) in gateway.retained.items():
+            parsed = topics.parse(topic_name)
+            if parsed and parsed[2] == "$state":
+                states[parsed[1]] = data
+        return JSONResponse(dict(sorted(states.items())))
+
+    async def one_service(request: Request) -> Response:
+        try:
+            require_read(gateway, request)
+        except BusError as error:
+            return error_response(error)
+        service = request.path_params["service"]
+        lifecycle = gateway.state_of(service)
+        values = {}
+        for topic_name, (_text, data) in gateway.retained.items():
+            parsed = topics.parse(topic_name)
+            if parsed and parsed[1] == service and parsed[2] == "state":
+                values[parsed[3]] = data
+        if lifecycle is None and not values:
+            return error_response(BusError("not_found", f"no service '{service}' has published on this device"))
+        return JSONResponse({"$state": lifecycle, "state": values})
+
+    async def history(request: Request) -> Response:
+        try:
+            require_read(gateway, request)
+            limit = _int_param(request, "limit", len(gateway.history) or 1)
+        except BusError as error:
+            return error_response(error)
+        kept = list(gateway.history)
+        return JSONResponse({"size": gateway.history.maxlen, "broadcasts": kept[-limit:] if limit else []})
+
+    async def call(request: Request) -> Response:
+        try:
+            require_write(gateway, request)
+            body = await request.body()
+            if len(body) > gateway.settings.max_payload_bytes:
+                raise BusError("invalid_request", f"body larger than {gateway.settings.max_payload_bytes} bytes")
+            try:
+                payload: Any = json.loads(body) if body.strip() else {}
+            except ValueError as exc:
+                raise BusError("invalid_request", f"body is not valid JSON: {exc}") from None
+            result = await gateway.bridge.call(request.path_params["service"], request.path_params["command"], payload,
+                                               gateway.settings.call_timeout_s)
+        except BusError as error:
+            return error_response(error)
+        return JSONResponse({"ok": True, "result": result})
+
+    return [
+        Route("/health", health, methods=["GET"]),
+        Route("/api/health", health, methods=["GET"]),
+        Route("/api/state", all_states, methods=["GET"]),
+        Route("/api/state/{service}", one_service, methods=["GET"]),
+        Route("/api/history", history, methods=["GET"]),
+        Route("/api/call/{service}/{command}", call, methods=["POST"]),
+    ]
+
+
+def _int_param(request: Request, name: str, default: int) -> int:
+    raw = request.query_params.get(name)
+    if raw is None:
+        return default
+    if not raw.isdigit():
+        raise BusError("invalid_request", f"query '{name}': a whole number >= 0 is required")
+    return int(raw)

@@ -1,0 +1,145 @@
+"""`benchbus-gateway`: the bus wiring of the gateway (the only place that subscribes and publishes).
+
+The web server (uvicorn, one asyncio loop) runs on a thread of its own beside the service's main loop. Bus messages
+arrive on paho's network thread and are handed to the web loop with call_soon_threadsafe; commands for clients run
+the blocking BusClient.call on a small thread pool so the web loop never waits.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import uvicorn
+
+from benchbus import RequestContext, Service
+from benchbus.runner import run_service
+from benchbus_schemas.gateway import Clients
+
+from .app import Gateway, create_app
+from .settings import GatewaySettings
+
+SEGMENT = "gateway"
+log = logging.getLogger("benchbus.gateway")
+
+
+class BusBridge:
+    """What the web side may do with the bus: call a command (async) and know whether the broker is there."""
+
+    def __init__(self, service: Service, threads: int = 16):
+        self.service = service
+        self.device = service.device
+        self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gateway-call")
+
+    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None) -> Any:
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._pool, self.service.bus.call, service, command, payload,
+                                          timeout or 10.0)
+
+    def connected(self) -> bool:
+        return self.service.connection.connected.is_set()
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+class GatewayService(Service):
+    """A Service that also runs the web server, and stops it first when asked to stop."""
+
+    def __init__(self, settings: GatewaySettings):
+        super().__init__(SEGMENT, settings)
+        self.bridge = BusBridge(self)
+        self.asgi, self.gateway = create_app(settings, self.bridge)
+        self.web: uvicorn.Server | None = None
+        self._web_thread: threading.Thread | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://localhost:{self.port}/"
+
+    def start_web(self, timeout: float = 15.0) -> None:
+        settings: GatewaySettings = self.settings  # type: ignore[assignment]
+        config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
+                                lifespan="on", access_log=False, ws_max_size=settings.max_payload_bytes,
+                                ws_ping_interval=None, timeout_graceful_shutdown=2)
+        self.web = uvicorn.Server(config)
+        self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
+        self._web_thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.web.started:
+            if not self._web_thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"the web server did not start on {settings.host}:{settings.port}")
+            time.sleep(0.02)
+        self.port = self.web.servers[0].sockets[0].getsockname()[1]
+        log.info("listening on %s:%d (Socket.IO namespace %s)", settings.host, self.port, settings.namespace)
+
+    def follow_bus(self) -> None:
+        """Every $state, retained state and event of the device, handed to the web loop as raw bytes."""
+        loop = self.gateway.loop
+        assert loop is not None, "start_web first"
+        deliver = self.gateway.deliver
+
+        def forward(message) -> None:
+            if not loop.is_closed():
+                loop.call_soon_threadsafe(deliver, message.topic, message.payload)
+
+        self._followed = [f"benchbus/{self.device}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
+        for topic_filter in self._followed:
+            self.connection.subscribe(topic_filter, forward)
+
+    def stop(self) -> None:
+        for topic_filter in getattr(self, "_followed", []):
+            self.connection.unsubscribe(topic_filter)
+        loop = self.gateway.loop
+        if loop is not None and not loop.is_closed():
+            # end waiting polls and WebSockets first, so the web server's graceful shutdown has nothing to wait for
+            done = asyncio.run_coroutine_threadsafe(self.gateway.shutdown(), loop)
+            try:
+                done.result(3)
+            except Exception:
+                log.warning("closing the clients at shutdown did not finish in time")
+        if self.web is not None:
+            self.web.should_exit = True
+            if self._web_thread is not None:
+                self._web_thread.join(5)
+        self.bridge.close()
+        super().stop()
+
+
+def build(settings: GatewaySettings) -> tuple[GatewayService, Any]:
+    service = GatewayService(settings)
+    published: dict[str, Any] = {}
+
+    def counts() -> Clients:
+        return Clients(**service.gateway.client_counts(), url=service.url)
+
+    @service.handles("clients")
+    def clients(_request, _ctx: RequestContext) -> Clients:
+        return counts()
+
+    def publish_counts() -> None:
+        now = counts()
+        if published.get("last") != now:
+            published["last"] = now
+            service.set_state("clients", now)
+
+    def setup() -> None:
+        service.start_web()
+        service.follow_bus()
+        publish_counts()
+        service.every(1.0, publish_counts)
+
+    return service, setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(SEGMENT, GatewaySettings, build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
