@@ -185,7 +185,9 @@ class SamdLine:
             if self._port is None:
                 return False
             try:
-                self._port.read(1)
+                self._port.timeout = 0  # look, do not wait: a request may be right behind us
+                self._port.read(256)
+                self._port.timeout = self.settings.read_tick_s
             except (serial.SerialException, OSError) as exc:
                 self._lost(exc)
                 return False

@@ -17,6 +17,7 @@ API for tests of any service (in-process):
     emu.wait_applied("stir", values, timeout=2)  # True once applied == values (no sleeps in tests)
     emu.frames("stir")                        # ReceivedFrame(t, param, type, values, text) the boards understood
     emu.wire                                  # WireEvent log: every byte run on the line, both directions
+    LineTiming.fast(), DEFAULT_PARAMS         # fast test timing; param -> (default values, fields_out, fields_in)
     emu.physical_limit_s(events)              # bytes on the wire at the baud rate + turnaround delays
     emu.first_byte_times                      # monotonic time of each host frame's first byte (latency benches)
     emu.inject("od_90", "garbled", probability=1.0, count=1)   # kinds: FAULT_KINDS; count=None: until cleared
@@ -58,6 +59,16 @@ OUT_TERMINATOR = b"_!"
 IN_TERMINATOR = "end"
 INPUT_LIMIT = 2000  # the firmware clears its input buffer when it grows past this
 
+# The default eVOLVER conf's params: values the DPU sends by default, fields out and in (conf.yml's counts).
+DEFAULT_PARAMS: dict[str, tuple[list[str], int, int]] = {
+    "od_90": (["1000"], 2, 17),
+    "od_135": (["1000"], 2, 17),
+    "od_led": (["4095"] * VIALS, 17, 17),
+    "temp": (["4095"] * VIALS, 17, 17),
+    "stir": (["8"] * VIALS, 17, 17),
+    "pump": (["--"] * PUMPS, 49, 49),
+}
+
 FAULT_KINDS = ("garbled", "truncated", "no_end", "field_count", "wrong_address", "silence", "stray_burst",
                "bad_char", "echo_mismatch", "port_close")
 # What the bridge should call each fault (for tests).
@@ -81,6 +92,11 @@ class LineTiming:
     @property
     def char_s(self) -> float:
         return self.bits_per_char / self.baudrate
+
+    @classmethod
+    def fast(cls) -> "LineTiming":
+        """For tests: the same protocol, 24x the baud rate and 2-5 ms turnarounds."""
+        return cls(baudrate=230400, reply_delay_s=0.002, hold_s=0.002, stir_hold_s=0.005)
 
     def hold_for(self, param: str) -> float:
         return self.stir_hold_s if param == "stir" else self.hold_s
