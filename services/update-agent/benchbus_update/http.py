@@ -1,0 +1,299 @@
+"""The update server's HTTP routes (OT-2 reference §3.2), on Starlette; `HttpServer` runs uvicorn on a thread.
+
+Errors are the reference's: `{"error": <short>, "message": <long>}` with its status codes. The upload
+(`POST /server/update/{token}/file`) is parsed as it arrives: multipart parts go through python-multipart's push
+parser straight into the session's file, a chunk at a time; nothing holds the body. A raw `application/zip` (or
+octet-stream) body is accepted too (`curl --data-binary @bundle.zip`).
+
+Key management (`/server/ssh_keys`) is allowed only when the address the client reached us on is link-local
+(169.254/16, fe80::/10) - `X-Host-IP` when a proxy on loopback (nginx) sets it - or with the admin token
+(`Authorization: Bearer <token>` or `X-Admin-Token`).
+"""
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import threading
+import time
+
+import uvicorn
+from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
+from starlette.applications import Starlette
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+
+from . import names, sshkeys
+from .agent import UpdateAgent
+from .session import SessionError, Upload
+
+log = logging.getLogger("benchbus.update.http")
+FILE_FIELDS = (b"ot2-system.zip", b"system-update.zip")
+RAW_TYPES = (b"application/zip", b"application/x-zip-compressed", b"application/octet-stream")
+MULTIPART_OVERHEAD = 64 * 1024  # boundaries and part headers on top of the file's own bytes
+
+
+def error(status: int, short: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": short, "message": message}, status_code=status)
+
+
+def session_error(exc: SessionError) -> JSONResponse:
+    return error(exc.status, exc.short, exc.message)
+
+
+class FilePart:
+    """Push-parser callbacks: keep the first part named like a bundle, write its data to the upload."""
+
+    def __init__(self, upload: Upload):
+        self.upload = upload
+        self.found = False
+        self._in_file = False
+        self._header_field = bytearray()
+        self._header_value = bytearray()
+        self._headers: dict[bytes, bytes] = {}
+
+    def callbacks(self) -> dict:
+        return {
+            "on_part_begin": self._part_begin,
+            "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
+            "on_header_value": lambda data, start, end: self._header_value.extend(data[start:end]),
+            "on_header_end": self._header_end,
+            "on_headers_finished": self._headers_finished,
+            "on_part_data": self._part_data,
+            "on_part_end": self._part_end,
+        }
+
+    def _part_begin(self) -> None:
+        self._headers = {}
+        self._in_file = False
+
+    def _header_end(self) -> None:
+        self._headers[bytes(self._header_field).lower()] = bytes(self._header_value)
+        self._header_field.clear()
+        self._header_value.clear()
+
+    def _headers_finished(self) -> None:
+        _disposition, params = parse_options_header(self._headers.get(b"content-disposition", b""))
+        self._in_file = not self.found and params.get(b"name") in FILE_FIELDS
+
+    def _part_data(self, data: bytes, start: int, end: int) -> None:
+        if self._in_file:
+            self.upload.write(data[start:end])  # other fields are read past and dropped, as the reference does
+
+    def _part_end(self) -> None:
+        if self._in_file:
+            self.found = True
+            self._in_file = False
+
+
+def build_app(agent: UpdateAgent) -> Starlette:
+    updates = agent.updates
+    settings = agent.settings
+
+    async def health(_request: Request):
+        return JSONResponse(agent.health(), headers={"Access-Control-Allow-Origin": "*"})
+
+    async def begin(_request: Request):
+        try:
+            return JSONResponse({"token": updates.begin()}, status_code=201)
+        except SessionError as exc:
+            return session_error(exc)
+
+    async def cancel(_request: Request):
+        updates.cancel()
+        return JSONResponse({"message": "Session cancelled"})
+
+    async def status(request: Request):
+        try:
+            return JSONResponse(updates.status(request.path_params["token"]).public())
+        except SessionError as exc:
+            return session_error(exc)
+
+    async def file(request: Request):
+        token = request.path_params["token"]
+        content_type, params = parse_options_header(request.headers.get("content-type", ""))
+        multipart = content_type == b"multipart/form-data"
+        if not multipart and content_type not in RAW_TYPES:
+            return error(400, "no-file-name", "send the bundle as multipart/form-data in the field "
+                         "'ot2-system.zip' (or 'system-update.zip'), or as a raw application/zip body")
+        if multipart and not params.get(b"boundary"):
+            return error(400, "bad-request", "the multipart body has no boundary")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
+            return error(413, "Too Large", f"the upload is {declared} bytes; the limit is {settings.max_upload_bytes}")
+        try:
+            upload = updates.open_upload(token)
+        except SessionError as exc:
+            return session_error(exc)
+        part = FilePart(upload)
+        parser = MultipartParser(params[b"boundary"], part.callbacks()) if multipart else None
+        try:
+            async for chunk in request.stream():
+                if parser is not None:
+                    parser.write(chunk)
+                else:
+                    upload.write(chunk)
+            if parser is not None:
+                parser.finalize()
+        except SessionError as exc:
+            upload.fail(exc)
+            return session_error(exc)
+        except ClientDisconnect:
+            upload.fail(None)
+            log.warning("the client went away during the upload of session %s; it may send the file again", token)
+            return error(400, "upload-interrupted", "the connection closed before the whole file arrived")
+        except MultipartParseError as exc:
+            upload.fail(None)
+            return error(400, "bad-request", f"the multipart body is malformed: {exc}")
+        if parser is not None and not part.found:
+            upload.fail(None)
+            return error(400, "no-file-name", "no part named 'ot2-system.zip' or 'system-update.zip' in the upload")
+        upload.finish()
+        return JSONResponse(updates.current().public(), status_code=201)
+
+    async def commit(request: Request):
+        try:
+            return JSONResponse(updates.commit(request.path_params["token"]).public())
+        except SessionError as exc:
+            return session_error(exc)
+
+    async def restart(_request: Request):
+        agent.restart()
+        return JSONResponse({"message": f"Restarting in {settings.restart_delay_s:g}s"})
+
+    # -- SSH keys ---------------------------------------------------------------------------------------------
+
+    def key_access(request: Request) -> JSONResponse | None:
+        token = request.headers.get("x-admin-token")
+        authorization = request.headers.get("authorization", "")
+        if authorization.lower().startswith("bearer "):
+            token = authorization[7:].strip()
+        if agent.admin_token_ok(token):
+            return None
+        local = (request.scope.get("server") or ("", 0))[0]
+        peer = request.client.host if request.client else ""
+        if settings.trust_x_host_ip and _is_loopback(peer) and request.headers.get("x-host-ip"):
+            local = request.headers["x-host-ip"]
+        if sshkeys.is_link_local(local):
+            return None
+        return error(403, "bad-interface", f"SSH keys can be managed only over a link-local address "
+                     f"(169.254/16, fe80::/10) or with the admin token; this request came to {local or 'unknown'}")
+
+    async def list_keys(request: Request):
+        refused = key_access(request)
+        if refused:
+            return refused
+        return JSONResponse({"public_keys": [key.describe() for key in agent.keys.list()]})
+
+    async def add_key(request: Request):
+        refused = key_access(request)
+        if refused:
+            return refused
+        body = await _json_body(request)
+        if not isinstance(body, dict) or not isinstance(body.get("key"), str):
+            return error(400, "no-key", "the body must be JSON with a string 'key'")
+        try:
+            key, added = agent.keys.add(body["key"])
+        except sshkeys.InvalidKey as exc:
+            return error(400, "bad-key", str(exc))
+        message = "Added key" if added else "Key already present"
+        return JSONResponse({"message": message, "key_md5": key.md5, "id": key.fingerprint},
+                            status_code=201 if added else 200)
+
+    async def clear_keys(request: Request):
+        refused = key_access(request)
+        if refused:
+            return refused
+        count = agent.keys.clear()
+        return JSONResponse({"message": f"Keys cleared ({count}). Restart robot to take effect",
+                             "restart_url": "/server/restart"})
+
+    async def remove_key(request: Request):
+        refused = key_access(request)
+        if refused:
+            return refused
+        try:
+            key = agent.keys.remove(request.path_params["key_id"])
+        except sshkeys.NotFound as exc:
+            return error(404, "invalid-key-hash", str(exc))
+        return JSONResponse({"message": f"Key {key.fingerprint} deleted. Restart robot to take effect",
+                             "restart_url": "/server/restart"})
+
+    # -- the name ---------------------------------------------------------------------------------------------
+
+    async def get_name(_request: Request):
+        name, hostname = agent.names.get()
+        return JSONResponse({"name": name, "hostname": hostname})
+
+    async def set_name(request: Request):
+        body = await _json_body(request)
+        if not isinstance(body, dict) or "name" not in body:
+            return error(400, "bad-name", "the body must be JSON with a 'name'")
+        try:
+            name, hostname = agent.set_name(body["name"])
+        except names.InvalidName as exc:
+            return error(400, "bad-name", str(exc))
+        return JSONResponse({"name": name, "hostname": hostname})
+
+    routes = [
+        Route("/server/update/health", health, methods=["GET"]),
+        Route("/server/update/begin", begin, methods=["POST"]),
+        Route("/server/update/cancel", cancel, methods=["POST"]),
+        Route("/server/update/{token}/status", status, methods=["GET"]),
+        Route("/server/update/{token}/file", file, methods=["POST"]),
+        Route("/server/update/{token}/commit", commit, methods=["POST"]),
+        Route("/server/restart", restart, methods=["POST"]),
+        Route("/server/ssh_keys", list_keys, methods=["GET"]),
+        Route("/server/ssh_keys", add_key, methods=["POST"]),
+        Route("/server/ssh_keys", clear_keys, methods=["DELETE"]),
+        Route("/server/ssh_keys/{key_id:path}", remove_key, methods=["DELETE"]),
+        Route("/server/name", get_name, methods=["GET"]),
+        Route("/server/name", set_name, methods=["POST"]),
+    ]
+    return Starlette(routes=routes)
+
+
+async def _json_body(request: Request, limit: int = 65536):
+    """A small JSON body (a key, a name), read no further than `limit` bytes; None when it is not one."""
+    raw = bytearray()
+    async for chunk in request.stream():
+        raw.extend(chunk)
+        if len(raw) > limit:
+            return None
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return None
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class HttpServer:
+    """uvicorn on a thread of its own (the service's main thread runs the bus loop)."""
+
+    def __init__(self, app: Starlette, host: str, port: int):
+        self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                                    access_log=False, lifespan="off"))
+        self.thread = threading.Thread(target=self.server.run, name="update-http", daemon=True)
+
+    def start(self, timeout: float = 10.0) -> None:
+        self.thread.start()
+        deadline = time.monotonic() + timeout
+        while not self.server.started:
+            if not self.thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the HTTP server did not start (is the port taken?)")
+            time.sleep(0.02)
+
+    @property
+    def port(self) -> int:
+        return self.server.servers[0].sockets[0].getsockname()[1]
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=5)
