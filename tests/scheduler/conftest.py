@@ -52,3 +52,54 @@ def start_scheduler(make_settings, serve, conf_dir):
         settings = make_settings(SchedulerSettings, conf_path=conf_path, **fields)
         return serve(build, settings), conf_path
     return start
+
+
+FAST_LINE = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
+
+
+@pytest.fixture
+def emulator():
+    """The SAMD21 boards on a TCP port at a fast baud rate (the samd-bridge's own emulator, real bytes)."""
+    emulator_module = pytest.importorskip("benchbus_samd.emulator", reason="the samd-bridge package is not installed")
+    timing = emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE)
+    emu = emulator_module.SamdEmulator(timing)
+    emu.start_tcp(0)
+    yield emu
+    emu.close()
+
+
+@pytest.fixture
+def rig(emulator, make_settings, serve, start_scheduler):
+    """Emulator + the real samd-bridge + a scheduler, all on the test broker; returns (emulator, start)."""
+    samd_service = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
+    from benchbus_samd.settings import SamdSettings
+    serve(samd_service.build, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004},
+                                            retries=0, **FAST_LINE))
+    return emulator, start_scheduler
+
+
+class Events:
+    """Every message on one scheduler event topic, collected from the moment the fixture starts."""
+
+    def __init__(self, bus, name: str):
+        import threading
+        self.items: list[dict] = []
+        self._changed = threading.Condition()
+        bus.subscribe(bus.topic("scheduler", "event", name), self._add)
+
+    def _add(self, _topic, data, _message) -> None:
+        with self._changed:
+            self.items.append(data)
+            self._changed.notify_all()
+
+    def wait(self, predicate=lambda _d: True, timeout: float = 10.0) -> dict:
+        with self._changed:
+            found = self._changed.wait_for(lambda: next((d for d in self.items if predicate(d)), None), timeout)
+        if found is None:
+            raise AssertionError(f"no matching event within {timeout} s; got {self.items[-3:]}")
+        return found
+
+
+@pytest.fixture
+def events(bus):
+    return lambda name: Events(bus, name)

@@ -43,12 +43,13 @@ def test_stir_pause_alternate_stops_stirring_around_the_od_read():
     assert not conf.params["stir"].recurring
 
 
-def test_odled_alternate_turns_the_leds_on_for_the_read_only():
+def test_odled_alternate_turns_the_leds_on_for_the_od_reads_only():
     conf = conffile.load(ODLED_OFF)
-    steps = group_steps(conf, "od_90")
-    assert [(s.phase, s.param) for s in steps] == [("pre", "od_led"), ("pre", "wait"), ("main", "od_90"),
-                                                   ("post", "od_led")]
-    assert steps[0].values == ("4095",) * 16 and steps[3].values == ("0",) * 16
+    od_90, od_135 = group_steps(conf, "od_90"), group_steps(conf, "od_135")
+    assert [(s.phase, s.param) for s in od_90] == [("pre", "od_led"), ("pre", "wait"), ("main", "od_90")]
+    assert [(s.phase, s.param) for s in od_135] == [("main", "od_135"), ("post", "od_led")]
+    assert od_90[0].values == ("4095",) * 16 and od_135[1].values == ("0",) * 16
+    assert not conf.params["od_led"].recurring, "a recurring od_led would switch them on again every cycle"
 
 
 def test_unknown_param_in_pre_is_refused_with_line_and_field():
