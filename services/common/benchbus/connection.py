@@ -50,8 +50,12 @@ class Connection:
         self._events: deque[_Outgoing] = deque(maxlen=offline_queue)
         self._replies: list[_Outgoing] = []
         self._on_connect_hooks: list[Callable[[], None]] = []
-        self.connected = threading.Event()
+        self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
+        self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
+        self._suback_waiters: dict[int, threading.Event] = {}
         self.connect_count = 0
+        self._closing = False
+        self._batch_mid: int | None = None
         self._client = self._make_client(will)
 
     def _make_client(self, will: tuple[str, bytes] | None) -> mqtt.Client:
@@ -66,6 +70,7 @@ class Connection:
         client.on_connect = self._handle_connect
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_unrouted
+        client.on_subscribe = self._handle_suback
         return client
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -75,16 +80,19 @@ class Connection:
         self._client.loop_start()
 
     def wait_connected(self, timeout: float) -> bool:
-        return self.connected.wait(timeout)
+        """Connected, with every subscription acknowledged (so no request can slip past before we listen)."""
+        return self.subscribed.wait(timeout)
 
     def stop(self) -> None:
         """Disconnect cleanly (the broker then does not publish the last will) and end the network thread."""
+        self._closing = True
         if self.connected.is_set():
             info = self._client.disconnect()
             if info != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("disconnect returned %s", info)
         self._client.loop_stop()
         self.connected.clear()
+        self.subscribed.clear()
 
     def flush(self, timeout: float = 2.0) -> None:
         """Wait until paho has handed every queued QoS>0 message to the broker (or the timeout passes)."""
@@ -106,14 +114,17 @@ class Connection:
             callbacks = self._subscriptions.get(topic_filter)
             if callbacks is not None:
                 callbacks.append(callback)
-                if self.connected.is_set():  # subscribe again so the broker sends the retained message to this one too
-                    self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter]))
-                return
-            self._subscriptions[topic_filter] = [callback]
-            self._no_local[topic_filter] = no_local
-            self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
-            if self.connected.is_set():
-                self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=no_local))
+            else:
+                self._subscriptions[topic_filter] = [callback]
+                self._no_local[topic_filter] = no_local
+                self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
+            if not self.connected.is_set():
+                return  # subscribed with the others at the next connect
+            # (again, for a shared filter: so the broker sends the retained message to this callback too)
+            _rc, mid = self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter]))
+            acked = self._suback_waiters.setdefault(mid, threading.Event())
+        if threading.current_thread() is not getattr(self._client, "_thread", None):
+            acked.wait(5.0)  # never block paho's own thread: it is the one that reads the SUBACK
 
     def unsubscribe(self, topic_filter: str, callback: Callback | None = None) -> None:
         with self._lock:
@@ -181,7 +192,11 @@ class Connection:
         _no_delay(client)
         with self._lock:
             if self._subscriptions:
-                client.subscribe([(f, SubscribeOptions(qos=1, noLocal=self._no_local[f])) for f in self._subscriptions])
+                _rc, mid = client.subscribe([(f, SubscribeOptions(qos=1, noLocal=self._no_local[f]))
+                                             for f in self._subscriptions])
+                self._batch_mid = mid
+            else:
+                self.subscribed.set()
             self.connect_count += 1
             self.connected.set()
             for hook in self._on_connect_hooks:
@@ -198,10 +213,19 @@ class Connection:
                 self._send(message)
         log.info("connected to broker %s:%s (connection %d)", self.broker.host, self.broker.port, self.connect_count)
 
+    def _handle_suback(self, _client, _userdata, mid, _reason_codes, _properties) -> None:
+        with self._lock:
+            if mid == self._batch_mid:
+                self.subscribed.set()
+            waiter = self._suback_waiters.pop(mid, None)
+        if waiter is not None:
+            waiter.set()
+
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
+        self.subscribed.clear()
         self.connected.clear()
-        if was_connected:
+        if was_connected and not self._closing:
             log.warning("disconnected from broker (%s); reconnecting with backoff", reason_code)
 
 

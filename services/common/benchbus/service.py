@@ -12,7 +12,6 @@ ways, so nothing leaves the service that its model did not produce.
 """
 from __future__ import annotations
 
-import json
 import logging
 import os
 import queue
@@ -28,7 +27,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
 
-from benchbus_schemas import ErrorReply, OkReply, ServiceState, lookup, topics
+from benchbus_schemas import ErrorReply, ServiceState, lookup, topics
 
 from . import sdnotify
 from .client import BusClient, decode
@@ -274,15 +273,15 @@ class Service:
             raise BusError("not_found", f"unknown command '{context.command}' of {self.segment}; known: {known}")
         spec = lookup(self.segment, "cmd", context.command)
         try:
-            data = json.loads(raw) if raw.strip() else {}
-        except ValueError as exc:
-            raise BusError("invalid_request", f"payload is not valid JSON: {exc}") from None
-        try:
-            request = spec.model.model_validate(data)
+            request = spec.model.model_validate_json(raw if raw.strip() else b"{}")
         except ValidationError as exc:
+            if exc.errors()[0]["type"] == "json_invalid":
+                raise BusError("invalid_request", f"payload is not valid JSON: {exc.errors()[0]['msg']}") from None
             message, problems = describe_validation_error(exc)
             raise BusError("invalid_request", message, {"errors": problems}) from None
         result = handler(request, context)
+        if isinstance(result, spec.result):
+            return result
         if result is None:
             result = {}
         return spec.result.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
@@ -293,15 +292,15 @@ class Service:
                 pass  # already logged with its traceback
             else:
                 self.log.info("%s from %s: %s", context.command, context.client, outcome)
-            reply = ErrorReply(error=outcome.body())
+            body = ErrorReply(error=outcome.body()).model_dump_json().encode()
         else:
-            reply = OkReply(result=outcome.model_dump(mode="json"))
+            # OkReply's envelope around the result model's own JSON: one serialisation, no re-validation.
+            body = b'{"ok":true,"result":' + outcome.model_dump_json().encode() + b"}"
         if context.response_topic is None:
             self.log.info("%s had no response topic (fire-and-forget): %s", context.command,
-                          "ok" if reply.ok else reply.error.code)
+                          outcome.code if isinstance(outcome, BusError) else "ok")
             return
-        self.connection.publish(context.response_topic, reply.model_dump_json().encode(), kind="reply",
-                                properties=reply_properties(correlation))
+        self.connection.publish(context.response_topic, body, kind="reply", properties=reply_properties(correlation))
 
     def _watch_loop(self) -> None:
         while True:

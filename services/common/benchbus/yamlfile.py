@@ -44,20 +44,21 @@ class LocatedYaml:
         """The 1-based line of the deepest node along `loc` that exists (pydantic's error location)."""
         node, line = self.node, (self.node.start_mark.line + 1 if self.node is not None else None)
         for key in loc:
-            child = _child(node, key)
-            if child is None:
+            found = _child(node, key)
+            if found is None:
                 break
-            node, line = child, child.start_mark.line + 1
+            node, line = found[1], found[0].start_mark.line + 1
         return line
 
 
 def _child(node, key):
+    """(the node that marks the line: the key of a mapping entry or the item itself, the child node)."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
             if key_node.value == str(key):
-                return value_node
+                return key_node, value_node
     if isinstance(node, yaml.SequenceNode) and isinstance(key, int) and 0 <= key < len(node.value):
-        return node.value[key]
+        return node.value[key], node.value[key]
     return None
 
 
