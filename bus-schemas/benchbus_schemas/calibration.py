@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BeforeValidator, Field, model_serializer, model_validator
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -55,7 +55,16 @@ NumberTree = Union[Number, list[Number], list[list[Number]]]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
-class Fit(Payload):
+class EvolverPayload(Payload):
+    """An object of calibrations.json: optional fields that are absent are left out (never written as null),
+    so what the GUI and the DPU read looks like what the original server wrote."""
+
+    @model_serializer(mode="wrap")
+    def _without_nulls(self, handler):
+        return {key: value for key, value in handler(self).items() if value is not None}
+
+
+class Fit(EvolverPayload):
     """One fit of a calibration (eVOLVER format). `coefficients` holds one entry per vial (a list: sigmoid 4,
     3d 6, linear [m, b]) or, for `constant`, one number per pump (48)."""
 
@@ -67,14 +76,14 @@ class Fit(Payload):
     timeFit: Number | None = Field(None, description="when the fit was made, seconds since the epoch")
 
 
-class RawData(Payload):
+class RawData(EvolverPayload):
     param: str = Field(..., min_length=1)
     vialData: list[NumberTree] = Field(default_factory=list, max_length=256)
     timeCollected: Number | None = None
     name: str | None = None
 
 
-class Calibration(Payload):
+class Calibration(EvolverPayload):
     """One calibration of calibrations.json, as the eVOLVER GUI writes it (`setrawcalibration`)."""
 
     name: Name

@@ -8,6 +8,7 @@ import json
 import random
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -72,3 +73,45 @@ def test_500_kills_lose_no_acknowledged_write(tmp_path):
     assert len(acknowledged) > 100, "the storm must actually write (kills landed mid-write, not only at start)"
     assert stored >= len(acknowledged)
     assert not list(tmp_path.glob("*.corrupt-*")), "an atomic write never leaves a corrupt current file"
+
+
+@pytest.mark.slow
+def test_killing_the_service_mid_storm_loses_no_acknowledged_write(spawn, bus, tmp_path):
+    """The real service, over the real broker: writers keep calling set_raw; kill -9; start again; every name that
+    was replied ok is listed, and calibrations.json parses."""
+    from benchbus import BusError
+
+    env = {"BENCHBUS_CALIBRATION_DATA_DIR": str(tmp_path / "calibration")}
+    argv = ["python", "-m", "benchbus_calibration.service"]
+    rng = random.Random(4)
+    acknowledged: set[str] = set()
+    lock = threading.Lock()
+    for round_number in range(3):
+        service = spawn(argv, "calibration", env=env)
+        stop = threading.Event()
+
+        def writer(k: int) -> None:
+            n = 0
+            while not stop.is_set():
+                name = f"r{round_number}-w{k}-{n}"
+                n += 1
+                try:
+                    bus.call("calibration", "set_raw", {"name": name, "calibrationType": "od"}, timeout=1.5)
+                except BusError:
+                    continue  # no reply (killed): not acknowledged
+                with lock:
+                    acknowledged.add(name)
+
+        writers = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        for t in writers:
+            t.start()
+        time.sleep(rng.uniform(0.3, 0.8))
+        service.kill9()
+        stop.set()
+        for t in writers:
+            t.join()
+        json.loads((tmp_path / "calibration" / "calibrations.json").read_bytes())  # parses, whatever the moment
+    spawn(argv, "calibration", env=env)
+    listed = {c["name"] for c in bus.call("calibration", "list_calibrations")["calibrations"]}
+    assert len(acknowledged) > 20
+    assert acknowledged <= listed, f"lost: {sorted(acknowledged - listed)[:10]}"
