@@ -1,0 +1,479 @@
+"""`benchbus-smoothie`: the smoothie-bridge, the only process that opens the Smoothieboard UART.
+
+Every motion command passes, in this order: the travel check (invalid_request, nothing sent), the lease, then,
+holding the driver's lock (so a door opened while it waited still counts), the gate (door, pause, alarm), the lease
+again, and only then the board. Reads never need the lease. The retained state is published after every motion.
+"""
+from __future__ import annotations
+
+import fnmatch
+import logging
+import sys
+import threading
+from typing import Any, Callable
+
+from benchbus import BusError, CallTimeout, RequestContext, Service
+from benchbus.runner import run_service
+from benchbus_schemas import topics
+from benchbus_schemas.smoothie import AXES
+
+from .driver import (AlarmLock, AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse,
+                     ParseError, SerialLink, SmoothieDriver, SmoothieError, expand_home_axes, strip_response,
+                     travel_check)
+from .safety import MotionGate, MotionLease
+from .settings import SmoothieSettings
+
+SEGMENT = "smoothie"
+log = logging.getLogger("benchbus.smoothie")
+MAX_CURRENT_A = 2.5
+MAX_SPEED_MM_S = 1000.0
+
+
+class Bridge:
+    def __init__(self, service: Service, settings: SmoothieSettings):
+        self.svc = service
+        self.settings = settings
+        config = DriverConfig(ack_timeout_s=settings.ack_timeout_s, retries=settings.retries,
+                              execute_timeout_s=settings.execute_timeout_s, boot_timeout_s=settings.boot_timeout_s,
+                              probe_timeout_s=settings.probe_timeout_s, current_table=settings.current_table,
+                              steps_per_mm=dict(settings.steps_per_mm), max_speeds=dict(settings.max_speeds),
+                              acceleration=dict(settings.acceleration), default_speed=settings.default_speed,
+                              recovery_pause_s=settings.recovery_pause_s)
+        self.driver = SmoothieDriver(SerialLink(settings.port, settings.baudrate), config)
+        self.lease = MotionLease()
+        self.gate = MotionGate(settings.door_safety, settings.door_unknown_is_open)
+        self.booted = False
+        self.gpio_ready = False
+        self.halt_generation = 0
+        self.pipettes: dict[str, Any] = {"left": None, "right": None}
+        self._halt_lock = threading.Lock()
+
+    # -- wiring ------------------------------------------------------------------------------------------------------
+
+    def register(self) -> None:
+        s = self.svc
+        handlers: dict[str, Callable] = {
+            "home": self.home, "move": self.move, "move_relative": self.move_relative, "position": self.position,
+            "switches": self.switches, "homed": self.homed, "engaged": self.engaged, "set_current": self.set_current,
+            "set_max_speed": self.set_max_speed, "disengage": self.disengage, "dwell": self.dwell,
+            "probe": self.probe, "read_pipette": self.read_pipette, "halt": self.halt, "pause": self.pause,
+            "resume": self.resume, "gcode": self.gcode, "acquire_motion": self.acquire_motion,
+            "release_motion": self.release_motion,
+        }
+        for name, handler in handlers.items():
+            s.handles(name)(handler)
+        if self.settings.use_gpio:
+            s.watch(topics.lifecycle_topic(s.device, "gpio"), self._on_gpio_lifecycle)
+            s.watch(s.topic("state", "door", service="gpio"), self._on_door)
+        s.every(1.0, self._housekeeping)
+
+    def setup(self) -> None:
+        """Boot the board; when it does not answer, stay degraded and keep trying (the bus stays served)."""
+        self.publish_all()
+        self._try_boot()
+
+    def _try_boot(self) -> None:
+        try:
+            with self.driver.lock:
+                self._boot()
+        except SmoothieError as exc:
+            self.booted = False
+            self.driver.link.close()
+            self.svc.degraded(f"Smoothieboard at {self.settings.port} not ready: {exc.message}")
+
+    def _boot(self) -> None:
+        self._reset_board("boot")
+        self.driver.link.open()
+        try:
+            self.driver.ping()
+        except NoResponse:
+            log.warning("no answer to the boot ping; resetting the board and trying once more")
+            self._reset_board("no answer to the boot ping")
+            self.driver.ping()
+        self.driver.setup()
+        log.info("Smoothieboard firmware %s", self.driver.firmware_version)
+        self.svc.set_state("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
+        if self.settings.read_pipettes_at_boot:
+            self._read_pipettes(["left", "right"], quiet_motors=True)
+        self.booted = True
+        self.publish_all()
+        if self.svc.state != "starting":
+            self.svc.ready()
+
+    def _reset_board(self, why: str) -> None:
+        if not (self.settings.use_gpio and self.gpio_ready):
+            log.info("reset pulse skipped (%s): gpio-service is not running", why)
+            return
+        try:
+            self.svc.call("gpio", "smoothie_reset", {}, timeout=self.settings.gpio_timeout_s)
+        except BusError as exc:
+            log.warning("reset pulse through gpio-service failed (%s): %s", why, exc)
+
+    def _housekeeping(self) -> None:
+        if self.lease.expire():
+            self.svc.set_state("lease", self.lease.info())
+        if not self.booted and self.driver.lock.acquire(blocking=False):
+            try:
+                self._try_boot()
+            finally:
+                self.driver.lock.release()
+
+    def _on_gpio_lifecycle(self, _topic: str, data: Any) -> None:
+        self.gpio_ready = isinstance(data, dict) and data.get("state") == "ready"
+
+    def _on_door(self, _topic: str, data: Any) -> None:
+        if not isinstance(data, dict):
+            return
+        is_open = data.get("door") == "open" or data.get("window") == "open"
+        door = "open" if is_open else ("closed" if data.get("door") == "closed" else "unknown")
+        log.info("door %s", door)
+        for name, payload in self.gate.door_changed(door):
+            self.svc.emit(name, payload)
+        self.svc.set_state("paused", self.gate.pause_info())
+
+    # -- publishing --------------------------------------------------------------------------------------------------
+
+    def publish_motion_state(self) -> None:
+        d = self.driver
+        self.svc.set_state("position", d.position)
+        self.svc.set_state("homed", d.homed)
+        self.svc.set_state("engaged", d.engaged)
+        self.svc.set_state("alarm", self.gate.alarm_info())
+
+    def publish_all(self) -> None:
+        self.publish_motion_state()
+        self.svc.set_state("paused", self.gate.pause_info())
+        self.svc.set_state("lease", self.lease.info())
+        self.svc.set_state("pipettes", self.pipettes)
+
+    # -- the two paths every command takes ---------------------------------------------------------------------------
+
+    def _require_board(self) -> None:
+        if not self.booted:
+            raise BusError("unavailable", f"the Smoothieboard at {self.settings.port} is not ready; retrying")
+
+    def motion(self, ctx: RequestContext, fn: Callable[[], Any], allow_alarm: bool = False,
+               gate: bool = True) -> Any:
+        """Run a motion command under the lease, the gate and the driver lock, with errors turned into replies."""
+        self._require_board()
+        self.lease.check(ctx.client, renew=False)
+        with self.driver.lock:
+            self._require_board()
+            if gate:
+                self.gate.check(ctx.command, allow_alarm)
+            self.lease.check(ctx.client)
+            generation = self.halt_generation
+            try:
+                result = self._guarded(ctx, fn)
+            finally:
+                self.publish_motion_state()
+            if generation != self.halt_generation:
+                raise BusError("conflict", f"{ctx.command} was interrupted by a halt")
+            return result
+
+    def read(self, ctx: RequestContext, fn: Callable[[], Any]) -> Any:
+        self._require_board()
+        with self.driver.lock:
+            return self._guarded(ctx, fn)
+
+    def _guarded(self, ctx: RequestContext, fn: Callable[[], Any]) -> Any:
+        try:
+            result = fn()
+        except MotionAlarm as alarm:
+            self._enter_alarm(alarm.message)
+            self.svc.emit("alarm", {"message": alarm.message, "axis": alarm.axis, "command": ctx.command,
+                                    "recovered_by_homing": alarm.homed_axes})
+            raise BusError("hardware_error", f"{ctx.command} failed: {alarm.message}; the robot is in alarm until "
+                           "homed", {"raw": alarm.raw, "axis": alarm.axis, "homed": alarm.homed_axes}) from None
+        except Halted as exc:
+            raise BusError("conflict", f"{ctx.command} was interrupted by a halt", {"raw": exc.raw}) from None
+        except (AlarmLock, AlarmResponse) as exc:
+            # the board halted outside a move we sent (kill input, a raw command): clear it, refuse motion till homed
+            self._recover_unexpected_halt(exc)
+            raise BusError("hardware_error", f"{ctx.command} failed: the board is halted ({exc.raw}); the robot is "
+                           "in alarm until homed", {"raw": exc.raw, "command": exc.command}) from None
+        except NoResponse as exc:
+            self.svc.degraded(f"Smoothieboard not answering: {exc.message}")
+            raise BusError("timeout", f"{ctx.command}: the Smoothieboard did not answer: {exc.message}",
+                           {"raw": exc.raw, "command": exc.command}) from None
+        except ParseError as exc:
+            raise BusError("hardware_error", f"{ctx.command}: reply did not parse: {exc.message}",
+                           {"raw": exc.raw, "command": exc.command}) from None
+        except (ErrorResponse, SmoothieError) as exc:
+            raise BusError("hardware_error", f"{ctx.command}: the board answered {exc.raw or exc.message!r}",
+                           {"raw": exc.raw, "command": exc.command}) from None
+        if self.svc.state == "degraded" and self.booted:
+            self.svc.ready()
+        return result
+
+    def _enter_alarm(self, message: str) -> None:
+        self.gate.raise_alarm(message)
+        self.svc.set_state("alarm", self.gate.alarm_info())
+
+    def _recover_unexpected_halt(self, exc: SmoothieError) -> None:
+        self._enter_alarm(exc.raw or exc.message)
+        self.svc.emit("alarm", {"message": exc.raw or exc.message, "axis": None, "command": exc.command or "",
+                                "recovered_by_homing": []})
+        d = self.driver
+        d.current_now = None
+        d.tolerate_alarm_lock = True
+        try:
+            d.clear_halt()
+            d.read_homed()
+            d.read_position()
+        except SmoothieError as again:
+            log.warning("clearing the halt failed too: %s", again)
+        finally:
+            d.tolerate_alarm_lock = False
+
+    # -- checks before anything is sent ------------------------------------------------------------------------------
+
+    def _check_travel(self, targets: dict[str, float]) -> None:
+        problems = travel_check(targets, self.settings.travel)
+        if problems:
+            raise BusError("invalid_request", "target outside travel: " + "; ".join(problems),
+                           {"travel": {a: list(self.settings.travel[a]) for a in targets}})
+
+    def _check_homed(self, axes) -> None:
+        if not self.settings.require_homed:
+            return
+        missing = [a for a in AXES if a in set(axes) and not self.driver.homed.get(a)]
+        if missing:
+            raise BusError("conflict", f"axes {', '.join(missing)} are not homed; home them first",
+                           {"not_homed": missing})
+
+    # -- motion commands ---------------------------------------------------------------------------------------------
+
+    def home(self, request, ctx: RequestContext):
+        wanted = list(request.axes) if request.axes else list(AXES)
+        everything = set(expand_home_axes(wanted)) == set(AXES)
+
+        def run():
+            if self.gate.alarm_active:
+                self._clear_board_halt()
+            self.driver.home(wanted)
+            if everything and all(self.driver.homed.values()):
+                self.gate.clear_alarm()
+            return self.driver.position
+        return self.motion(ctx, run, allow_alarm=True)
+
+    def _clear_board_halt(self) -> None:
+        d = self.driver
+        d.current_now = None
+        d.tolerate_alarm_lock = True
+        try:
+            d.clear_halt()
+        finally:
+            d.tolerate_alarm_lock = False
+
+    def move(self, request, ctx: RequestContext):
+        self._check_travel(request.target)
+
+        def run():
+            self._check_homed(request.target)
+            return self.driver.move(dict(request.target), request.speed)
+        return self.motion(ctx, run)
+
+    def move_relative(self, request, ctx: RequestContext):
+        # the travel check needs the position, so it runs under the lock; still before anything is sent
+        def run():
+            self._check_homed(request.delta)
+            targets = {axis: self.driver.position[axis] + delta for axis, delta in request.delta.items()}
+            self._check_travel(targets)
+            return self.driver.move(targets, request.speed)
+        return self.motion(ctx, run)
+
+    def probe(self, request, ctx: RequestContext):
+        def run():
+            self._check_homed([request.axis])
+            target = self.driver.position[request.axis] + request.distance
+            self._check_travel({request.axis: target})
+            return {"position": self.driver.probe(request.axis, target, request.speed)}
+        return self.motion(ctx, run)
+
+    def set_current(self, request, ctx: RequestContext):
+        for name, table in (("active", request.active), ("dwelling", request.dwelling)):
+            for axis, amps in (table or {}).items():
+                if not 0 <= amps <= MAX_CURRENT_A:
+                    raise BusError("invalid_request", f"field '{name}.{axis}': {amps} A is outside 0..{MAX_CURRENT_A}")
+        if not request.active and not request.dwelling:
+            raise BusError("invalid_request", "field 'active': give active and/or dwelling currents")
+
+        def run():
+            self.driver.set_currents(request.active, request.dwelling)
+            return {"active": self.driver.active, "dwelling": self.driver.dwelling}
+        return self.motion(ctx, run, allow_alarm=True)
+
+    def set_max_speed(self, request, ctx: RequestContext):
+        for axis, speed in request.speeds.items():
+            if not 0 < speed <= MAX_SPEED_MM_S:
+                raise BusError("invalid_request", f"field 'speeds.{axis}': {speed} mm/s is outside 0..{MAX_SPEED_MM_S}")
+
+        def run():
+            self.driver.set_max_speeds(dict(request.speeds))
+            return {"speeds": self.driver.max_speeds}
+        return self.motion(ctx, run, allow_alarm=True)
+
+    def disengage(self, request, ctx: RequestContext):
+        axes = list(request.axes) if request.axes else list(AXES)
+        # de-energising never drives a motor: allowed with the door open, paused or in alarm (not against the lease)
+        return self.motion(ctx, lambda: self.driver.disengage(axes), gate=False)
+
+    def dwell(self, request, ctx: RequestContext):
+        def run():
+            self.driver.dwell(request.seconds)
+            return {}
+        return self.motion(ctx, run)
+
+    def gcode(self, request, ctx: RequestContext):
+        if not any(fnmatch.fnmatchcase(ctx.client or "", pattern) for pattern in self.settings.admin_clients):
+            raise BusError("unauthorized", f"raw G-code is for admin clients only; {ctx.client!r} is not one",
+                           {"client": ctx.client})
+        for index, line in enumerate(request.lines):
+            for bad, name in (("?", "'?' (real-time status query)"), ("\x18", "Ctrl-X (immediate halt)"),
+                              ("\r", "a carriage return"), ("\n", "a line feed")):
+                if bad in line:
+                    raise BusError("invalid_request", f"field 'lines.{index}': {name} is never sent in-band")
+
+        def run():
+            replies = []
+            for line in request.lines:
+                raw = self.driver.link.exchange(line.strip(), request.timeout_s, 0)  # raw: never resent
+                replies.append(strip_response(raw, line.strip()))
+            raw = self.driver.link.exchange("M400", self.settings.execute_timeout_s, 0)
+            tail = strip_response(raw, "M400")
+            if tail:
+                replies[-1] = (replies[-1] + " " + tail).strip()
+            if any("alarm" in reply.lower() for reply in replies):
+                self._enter_alarm(next(r for r in replies if "alarm" in r.lower()))
+            self._refresh_after_raw()
+            return {"replies": replies}
+        return self.motion(ctx, run, allow_alarm=True)
+
+    def _refresh_after_raw(self) -> None:
+        d = self.driver
+        d.current_now = None  # a raw M907 may have changed them
+        d.tolerate_alarm_lock = True
+        try:
+            d.read_homed()
+            d.read_position()
+        except SmoothieError as exc:
+            log.info("could not refresh after raw G-code: %s", exc)
+        finally:
+            d.tolerate_alarm_lock = False
+
+    # -- reads -------------------------------------------------------------------------------------------------------
+
+    def position(self, _request, ctx: RequestContext):
+        self._require_board()
+        return dict(self.driver.position)
+
+    def switches(self, _request, ctx: RequestContext):
+        found = self.read(ctx, self.driver.read_switches)
+        return {**{axis: found[axis] for axis in AXES}, "probe": found["Probe"]}
+
+    def homed(self, _request, ctx: RequestContext):
+        flags = self.read(ctx, self.driver.read_homed)
+        self.svc.set_state("homed", flags)
+        return flags
+
+    def engaged(self, _request, ctx: RequestContext):
+        return dict(self.driver.engaged)
+
+    def read_pipette(self, request, ctx: RequestContext):
+        mounts = [request.mount] if request.mount else ["left", "right"]
+        # de-energising the motors under someone else's lease could drop a mount mid-run: read without it then
+        quiet = not self.lease.held_by_other(ctx.client)
+        self.read(ctx, lambda: self._read_pipettes(mounts, quiet))
+        self.publish_motion_state()
+        return {mount: self.pipettes[mount] for mount in mounts}
+
+    def _read_pipettes(self, mounts: list[str], quiet_motors: bool) -> None:
+        for index, mount in enumerate(mounts):
+            self.pipettes[mount] = self.driver.read_pipette(mount, quiet_motors=quiet_motors and index == 0)
+        self.svc.set_state("pipettes", self.pipettes)
+
+    # -- halt, pause, resume -----------------------------------------------------------------------------------------
+
+    def halt(self, _request, ctx: RequestContext):
+        """Stop now (any client, lease or not), clear the halt, set the board up again; alarm until homed."""
+        self._require_board()
+        with self._halt_lock:
+            self.halt_generation += 1
+            self.driver.begin_halt()
+            self._pull_halt_line()
+            with self.driver.lock:
+                try:
+                    self.driver.recover_after_halt()
+                    self.driver.read_homed()
+                except SmoothieError as exc:
+                    self.driver._halting.clear()
+                    self._enter_alarm(f"halted by {ctx.client}")
+                    self.publish_motion_state()
+                    raise BusError("hardware_error", f"halt: the board did not come back: {exc.message}",
+                                   {"raw": exc.raw}) from None
+                self._enter_alarm(f"halted by {ctx.client}")
+                self.publish_motion_state()
+        self.svc.emit("halted", {"by": ctx.client})
+        return {"position": self.driver.position, "homed": self.driver.homed}
+
+    def _pull_halt_line(self) -> None:
+        via = self.settings.halt_via
+        use_line = via in ("gpio", "both") or (via == "auto" and self.settings.use_gpio and self.gpio_ready)
+        line_worked = False
+        if use_line:
+            try:
+                self.svc.call("gpio", "smoothie_halt", {}, timeout=self.settings.gpio_timeout_s)
+                line_worked = True
+            except (BusError, CallTimeout) as exc:
+                log.warning("halt line through gpio-service failed: %s; stopping with M112 instead", exc)
+        if via in ("serial", "both") or not line_worked:
+            try:
+                self.driver.emergency_stop_in_band()
+            except (SmoothieError, OSError) as exc:
+                log.error("could not write M112: %s", exc)
+
+    def pause(self, _request, ctx: RequestContext):
+        self.lease.check(ctx.client)
+        for name, payload in self.gate.pause():
+            self.svc.emit(name, payload)
+        info = self.gate.pause_info()
+        self.svc.set_state("paused", info)
+        return info
+
+    def resume(self, _request, ctx: RequestContext):
+        self.lease.check(ctx.client)
+        for name, payload in self.gate.resume(ctx.client):
+            self.svc.emit(name, payload)
+        info = self.gate.pause_info()
+        self.svc.set_state("paused", info)
+        return info
+
+    # -- lease -------------------------------------------------------------------------------------------------------
+
+    def acquire_motion(self, request, ctx: RequestContext):
+        lease = self.lease.acquire(ctx.client, request.ttl_s)
+        self.svc.set_state("lease", self.lease.info())
+        return lease
+
+    def release_motion(self, request, ctx: RequestContext):
+        self.lease.release(ctx.client, request.lease_id)
+        info = self.lease.info()
+        self.svc.set_state("lease", info)
+        return info
+
+
+def build(settings: SmoothieSettings) -> tuple[Service, Callable[[], None]]:
+    service = Service(SEGMENT, settings)
+    bridge = Bridge(service, settings)
+    bridge.register()
+    service.bridge = bridge  # reachable from tests and embedding code
+    return service, bridge.setup
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_service(SEGMENT, SmoothieSettings, build, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,17 @@
+"""`benchbus up`: the Smoothieboard emulator on a free TCP port, and the smoothie-bridge opening it over socket://."""
+from __future__ import annotations
+
+import sys
+
+from benchbus.up import Unit, UpContext
+
+
+def units(ctx: UpContext) -> list[Unit]:
+    port = ctx.free_port()
+    emulator = Unit(name="smoothie-emulator", port=port,
+                    argv=[sys.executable, "-m", "benchbus_smoothie.emulator", "--tcp", str(port)])
+    bridge = Unit(name="smoothie-bridge", segment="smoothie", argv=[sys.executable, "-m", "benchbus_smoothie"],
+                  env={"BENCHBUS_SMOOTHIE_PORT": f"socket://127.0.0.1:{port}",
+                       # gpio-service's simulated halt line is not wired to the emulator: stop it in-band as well
+                       "BENCHBUS_SMOOTHIE_HALT_VIA": "both"})
+    return [emulator, bridge]
