@@ -18,3 +18,39 @@ def gateway(serve, make_settings):
         fields.setdefault("token", TOKEN)
         return serve(build, make_settings(GatewaySettings, **fields))
     return start
+
+
+FAST_LINE = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
+
+
+@pytest.fixture
+def stack(tmp_path, make_settings, serve, gateway):
+    """The eVOLVER side on emulated hardware, in-process: SAMD21 emulator (TCP, real bytes), samd-bridge, scheduler
+    (0.5 s cycles), calibration-store (the shipped example calibrations), update-agent (the device name), gateway.
+    Returns (gateway service, emulator)."""
+    emulator_module = pytest.importorskip("benchbus_samd.emulator", reason="the samd-bridge package is not installed")
+    samd = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
+    scheduler = pytest.importorskip("benchbus_scheduler.service", reason="the broadcast-scheduler is not installed")
+    calibration = pytest.importorskip("benchbus_calibration.service", reason="the calibration-store is not installed")
+    update = pytest.importorskip("benchbus_update.service", reason="the update-agent is not installed")
+    from benchbus_calibration.settings import CalibrationSettings
+    from benchbus_samd.settings import SamdSettings
+    from benchbus_scheduler.settings import SHARED, SchedulerSettings
+    from benchbus_update.settings import UpdateSettings
+
+    emulator = emulator_module.SamdEmulator(emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE))
+    emulator.start_tcp(0)
+    serve(samd.build, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
+                                    **FAST_LINE))
+    conf_path = tmp_path / "scheduler" / "conf.yml"
+    conf_path.parent.mkdir()
+    conf_path.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.5"))
+    serve(scheduler.build, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
+    serve(calibration.build, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
+    update_dir = tmp_path / "update"
+    serve(update.build, make_settings(UpdateSettings, http_port=0, state_dir=update_dir / "state",
+                                      slot_dir=update_dir / "slots", restart_command=None,
+                                      authorized_keys=update_dir / "authorized_keys", serial_file=update_dir / "serial",
+                                      default_name="evolver-test", signature_required=False))
+    yield gateway(), emulator
+    emulator.close()

@@ -15,6 +15,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import uvicorn
+from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from benchbus import RequestContext, Service
 from benchbus.runner import run_service
@@ -47,6 +48,24 @@ class BusBridge:
         self._pool.shutdown(wait=False, cancel_futures=True)
 
 
+class HttpProtocol(HttpToolsProtocol):
+    """uvicorn's protocol, reading every `Connection` header of a request, as RFC 9110 combines repeated fields.
+
+    socketIO-client (the DPU's library) opens its WebSocket with its HTTP session's `Connection: keep-alive` after
+    websocket-client's own `Connection: Upgrade`; uvicorn alone keeps only the last one and refuses the upgrade.
+    """
+
+    def _get_upgrade(self) -> bytes | None:
+        connection: list[bytes] = []
+        upgrade = None
+        for name, value in self.headers:
+            if name == b"connection":
+                connection.extend(token.lower().strip() for token in value.split(b","))
+            elif name == b"upgrade":
+                upgrade = value.lower()
+        return upgrade if b"upgrade" in connection else None
+
+
 class GatewayService(Service):
     """A Service that also runs the web server, and stops it first when asked to stop."""
 
@@ -65,7 +84,7 @@ class GatewayService(Service):
     def start_web(self, timeout: float = 15.0) -> None:
         settings: GatewaySettings = self.settings  # type: ignore[assignment]
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
-                                lifespan="on", access_log=False, ws_max_size=settings.max_payload_bytes,
+                                lifespan="on", access_log=False, http=HttpProtocol, ws_max_size=settings.max_payload_bytes,
                                 ws_ping_interval=None, timeout_graceful_shutdown=2)
         self.web = uvicorn.Server(config)
         self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
