@@ -74,7 +74,7 @@ def bundle_members(rootfs: bytes, key=None, version: dict | None = None) -> dict
 @pytest.fixture
 def rootfs() -> bytes:
     """A small 'root filesystem': not all zeros, so a wrong byte shows."""
-    return bytes(range(256)) * 4096 + b"benchbus-rootfs-v2"
+    return bytes(range(256)) * 20480 + b"benchbus-rootfs-v2"  # 5 MiB: several progress steps
 
 
 @pytest.fixture

@@ -142,6 +142,8 @@ class UpdateAgent:
 
     def _session_changed(self, snapshot: Snapshot, stage_changed: bool) -> None:
         self.hooks.session(snapshot, stage_changed)
+        if stage_changed and snapshot.stage in ("writing", "done", "error", None):
+            self.publish_slots()  # the write marks the target slot invalid; the commit or a cancel changes more
 
     def _begin_refusal(self) -> str | None:
         status = self.slots.status()
