@@ -1,0 +1,79 @@
+"""1,000 transactions with 5 % random serial faults against the bridge as its own process (as it runs on the rig)."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from benchbus import BusError
+from benchbus_samd.emulator import DEFAULT_PARAMS
+
+from benchbus_samd.emulator import LineTiming
+
+FAST = LineTiming.fast()
+
+
+def _env(url: str) -> dict:
+    return {
+        "BENCHBUS_SAMD_PORT": url,
+        "BENCHBUS_SAMD_BAUDRATE": str(FAST.baudrate),
+        "BENCHBUS_SAMD_REPLY_DELAY_S": str(FAST.reply_delay_s),
+        "BENCHBUS_SAMD_HOLD_S": str(FAST.hold_s),
+        "BENCHBUS_SAMD_HOLD_OVERRIDES": json.dumps({"stir": FAST.stir_hold_s}),
+        "BENCHBUS_SAMD_TIMEOUT_MARGIN_S": "0.4",
+        "BENCHBUS_SAMD_STATE_INTERVAL_S": "0.1",
+    }
+
+
+@pytest.mark.slow
+def test_thousand_transactions_with_five_percent_faults(tcp_emulator, spawn, bus, device):
+    bridge = spawn(["python", "-m", "benchbus_samd"], segment="samd", env=_env(tcp_emulator.url_for_bridge))
+    errors: list[dict] = []
+    lock = threading.Lock()
+
+    def keep(_topic, data, _message):
+        with lock:
+            errors.append(data)
+
+    bus.subscribe(bus.topic("samd", "event", "error"), keep)
+    tcp_emulator.inject_random(0.05)
+    rng = random.Random(7)
+    params = [p for p in DEFAULT_PARAMS]
+    plan = [rng.choice(params) for _ in range(1000)]
+
+    def one(param: str) -> str:
+        values, fields_out, fields_in = DEFAULT_PARAMS[param]
+        payload = {"param": param, "type": "r", "values": values, "fields_out": fields_out, "fields_in": fields_in}
+        try:
+            bus.call("samd", "transact", payload, timeout=30)
+            return "ok"
+        except BusError as error:
+            return error.code
+
+    with ThreadPoolExecutor(4) as pool:  # four callers at once: the line serves them one at a time
+        outcomes = list(pool.map(one, plan))
+
+    assert len(outcomes) == 1000
+    assert set(outcomes) <= {"ok", "hardware_error"}, set(outcomes)  # every request answered, none lost
+    tcp_emulator.clear_faults()
+    state = bus.wait_for(bus.topic("samd", "state", "bus"),
+                         lambda _t, d: d["ok"] + d["failed"] == 1000, 10)[1]
+    assert state["ok"] == outcomes.count("ok")
+    assert state["failed"] == outcomes.count("hardware_error")
+    assert state["unavailable"] == 0
+    for param, counters in state["params"].items():
+        assert counters["requests"] == plan.count(param)
+        assert counters["requests"] == counters["ok"] + counters["failed"] + counters["unavailable"]
+        assert counters["attempts"] == counters["ok"] + sum(counters["errors"].values())
+    failed_attempts = sum(sum(c["errors"].values()) for c in state["params"].values())
+    assert failed_attempts == len(tcp_emulator.faults_fired)  # each injected fault was caught, nothing else failed
+    assert len(errors) == failed_attempts
+    # every successful transaction was applied exactly once on its board
+    for param in DEFAULT_PARAMS:
+        assert tcp_emulator.acks(param) == state["params"].get(param, {}).get("ok", 0)
+    assert bridge.process.poll() is None  # the service never restarted
+    lifecycle = bus.wait_for(f"benchbus/{device}/samd/$state", lambda _t, d: True, 5)[1]
+    assert lifecycle["state"] == "ready" and lifecycle["pid"] == bridge.pid
