@@ -38,6 +38,7 @@ def test_short_rsa_is_refused_with_its_size(keys):
         sshkeys.parse(keys["rsa1024"])
 
 
+@pytest.mark.filterwarnings("ignore::cryptography.utils.CryptographyDeprecationWarning")
 def test_dsa_is_refused():
     line = openssh(dsa.generate_private_key(1024).public_key())
     with pytest.raises(sshkeys.InvalidKey, match="DSA"):
