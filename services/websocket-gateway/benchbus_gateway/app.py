@@ -11,21 +11,19 @@ import json
 import logging
 import secrets
 import time
-from collections import deque
-from pathlib import Path
 from typing import Any, Awaitable, Callable, Protocol
 
 import socketio
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.routing import Mount, Route, WebSocketRoute
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import http, robot_routes, ws
+from . import dashboard, http, robot_routes, ws
+from .history import BroadcastHistory
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
 from .settings import GatewaySettings
 from .socketio_v4 import Client, SocketIOServer
@@ -50,7 +48,7 @@ class Gateway:
         self.device = bridge.device
         self.loop: asyncio.AbstractEventLoop | None = None
         self.retained: dict[str, tuple[str, Any]] = {}  # topic -> (raw JSON text, decoded) of $state and state/*
-        self.history: deque[dict] = deque(maxlen=settings.history_size)
+        self.history = BroadcastHistory(settings.history_size, settings.history_max_age_s)
         self.ws_clients: set[ws.WsClient] = set()
         self.events = EventTable(self._call)
         self.namespace = settings.namespace
@@ -106,7 +104,7 @@ class Gateway:
             else:
                 self.retained.pop(topic_name, None)
         if topic_name == self.broadcast_topic and isinstance(data, dict):
-            self.history.append({"received": time.time(), "broadcast": data})
+            self.history.add_raw(text, time.time())
             self.emit_everyone(BROADCAST_EVENT, data)
         ws.fan_out(self, topic_name, text)
 
@@ -227,9 +225,7 @@ class GatewayASGI:
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, Gateway]:
     gateway = Gateway(settings, bridge)
     routes = [*robot_routes.routes(gateway), *http.routes(gateway), WebSocketRoute("/ws", ws.endpoint(gateway))]
-    static = settings.static_dir
-    if static is not None and Path(static).is_dir():
-        routes.append(Mount("/", StaticFiles(directory=str(static), html=True), name="static"))
+    routes.extend(dashboard.routes(settings))  # the dashboard at / (static files), after every API route
 
     from contextlib import asynccontextmanager
 

@@ -87,11 +87,10 @@ def routes(gateway: "Gateway") -> list[Route]:
     async def history(request: Request) -> Response:
         try:
             require_read(gateway, request)
-            limit = _int_param(request, "limit", len(gateway.history) or 1)
+            limit = _int_param(request, "limit", len(gateway.history))
         except BusError as error:
             return error_response(error)
-        kept = list(gateway.history)
-        return JSONResponse({"size": gateway.history.maxlen, "broadcasts": kept[-limit:] if limit else []})
+        return Response(gateway.history.render(limit), media_type="application/json")
 
     async def call(request: Request) -> Response:
         try:

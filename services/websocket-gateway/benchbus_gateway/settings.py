@@ -24,6 +24,11 @@ class GatewaySettings(ServiceSettings):
     max_payload_bytes: int = Field(1_000_000, ge=1024, le=100_000_000)
     max_outbox: int = Field(1000, ge=10, description="packets waiting for one client before it is dropped")
     call_timeout_s: float = Field(10.0, gt=0, le=120)
-    history_size: int = Field(200, ge=1, le=100_000, description="recent broadcasts kept for GET /api/history")
-    static_dir: Path | None = Field(None, description="served at / when the directory exists (the dashboard)")
+    history_size: int = Field(5000, ge=1, le=100_000, description="at most this many recent broadcasts are kept "
+                              "for GET /api/history (24 h at the default 20 s cycle is 4320)")
+    history_max_age_s: float = Field(86400.0, gt=0, description="broadcasts older than this leave the history; "
+                                     "long-term storage belongs to a recorder on the bus")
+    static_dir: Path | None = Field(None, description="served at / when the directory exists; unset: the "
+                                    "dashboard of this checkout (services/websocket-gateway/dashboard/public)")
+    dashboard: bool = Field(True, description="serve the bundled dashboard at / when static_dir is unset")
     max_ws_subscriptions: int = Field(64, ge=1)
