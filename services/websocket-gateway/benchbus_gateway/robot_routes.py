@@ -100,6 +100,7 @@ def _require_ready(gateway: "Gateway", *services: str) -> None:
 
 
 async def _call(gateway: "Gateway", service: str, command: str, payload: Any = None) -> Any:
+    _require_ready(gateway, service)  # answer 503 at once, as the robot server does before its hardware is up
     return await gateway.bridge.call(service, command, payload or {}, gateway.settings.call_timeout_s)
 
 
