@@ -386,7 +386,7 @@ class Bridge:
         quiet = not self.lease.held_by_other(ctx.client)
         self.read(ctx, lambda: self._read_pipettes(mounts, quiet))
         self.publish_motion_state()
-        return {mount: self.pipettes[mount] for mount in mounts}
+        return dict(self.pipettes)  # the mounts not asked for: as last read
 
     def _read_pipettes(self, mounts: list[str], quiet_motors: bool) -> None:
         for index, mount in enumerate(mounts):
