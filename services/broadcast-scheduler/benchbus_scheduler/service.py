@@ -185,6 +185,7 @@ class Scheduler:
 
     def command(self, request: CommandRequest, ctx: RequestContext) -> CommandAccepted:
         given = request.model_fields_set
+        command_id = uuid.uuid4().hex[:12]
         with self.write_lock:
             try:
                 new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
@@ -192,14 +193,21 @@ class Scheduler:
                                              value_given="value" in given)
             except conffile.CommandRefused as refused:
                 raise BusError(refused.code, refused.message, {"field": refused.field}) from None
-            self.store(new, conffile.dump(new.data))
+            entry = new.params[request.param]
+            if request.immediate:
+                # queued before the fsync (~10 ms here, more on an SD card) so the board hears it at once;
+                # its values are fixed by the merge, and event/command_result reports what the board did
+                self.loop.submit(Immediate(command_id, request.param, tuple(conffile.values_of(entry.value)),
+                                           entry.fields_expected_outgoing, entry.fields_expected_incoming,
+                                           ctx.client))
+            try:
+                self.store(new, conffile.dump(new.data))
+            except OSError as error:
+                sent = " (the immediate command is still sent; see event/command_result)" if request.immediate else ""
+                raise BusError("internal", f"conf.yml could not be written: {error}{sent}",
+                               {"path": str(self.path)}) from None
         self.publish_config()
-        entry = new.params[request.param]
-        command_id = uuid.uuid4().hex[:12]
         if request.immediate:
-            values = tuple(conffile.values_of(entry.value))
-            self.loop.submit(Immediate(command_id, request.param, values, entry.fields_expected_outgoing,
-                                       entry.fields_expected_incoming, ctx.client))
             applies = "next_boundary"
         elif entry.recurring:
             self.loop.expect(Pending(command_id, request.param, ctx.client))
