@@ -136,6 +136,15 @@ def test_changes_slower_than_the_window_each_count():
     assert [c.level for c in seen] == [0, 1, 0]
 
 
+def test_changes_read_late_still_each_count():
+    """A reader that wakes late finds several changes in the buffer at once; their timestamps decide, not the clock."""
+    debouncer = Debouncer(0.020, {20: 1})
+    for edge in edges(20, [0, 1, 0], 1000 * MS, 60 * MS) + edges(20, [1, 0], 1200 * MS, 2 * MS):
+        debouncer.feed(edge)
+    changes = debouncer.due(1300 * MS)
+    assert [(c.level, c.started_ns) for c in changes] == [(0, 1000 * MS), (1, 1060 * MS), (0, 1120 * MS)]
+
+
 def test_a_blip_that_comes_back_is_no_change():
     debouncer = Debouncer(0.020, {5: 1})
     for edge in edges(5, [0, 1], 0, 3 * MS):

@@ -31,11 +31,16 @@ class Debouncer:
         self.window_ns = int(window_s * 1e9)
         self.stable: dict[int, int] = dict(levels)
         self._unsettled: dict[int, _Unsettled] = {}
+        self._settled: list[Change] = []  # settled by the edges' own timestamps, not yet handed out
 
     def feed(self, edge: Edge) -> None:
         if edge.offset not in self.stable:
             return
         current = self._unsettled.get(edge.offset)
+        if current is not None and edge.timestamp_ns - current.last_ns >= self.window_ns:
+            # the level before this edge was quiet for a whole window: it counts, even if we read both late
+            self._settle(edge.offset, current)
+            current = None
         if current is None:
             self._unsettled[edge.offset] = _Unsettled(edge.level, edge.timestamp_ns, edge.timestamp_ns)
         else:
@@ -44,14 +49,19 @@ class Debouncer:
 
     def due(self, now_ns: int) -> list[Change]:
         """The changes that have settled by `now_ns`, oldest first; bounces that came back to the old level vanish."""
-        changes = []
         for offset, pending in list(self._unsettled.items()):
             if pending.last_ns + self.window_ns <= now_ns:
                 del self._unsettled[offset]
-                if pending.level != self.stable[offset]:
-                    self.stable[offset] = pending.level
-                    changes.append(Change(offset, pending.level, pending.first_ns))
+                self._settle(offset, pending, remove=False)
+        changes, self._settled = self._settled, []
         return sorted(changes, key=lambda c: c.started_ns)
+
+    def _settle(self, offset: int, pending: _Unsettled, remove: bool = True) -> None:
+        if remove:
+            del self._unsettled[offset]
+        if pending.level != self.stable[offset]:
+            self.stable[offset] = pending.level
+            self._settled.append(Change(offset, pending.level, pending.first_ns))
 
     def next_deadline(self) -> int | None:
         deadlines = [p.last_ns + self.window_ns for p in self._unsettled.values()]
