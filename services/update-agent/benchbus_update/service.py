@@ -3,8 +3,18 @@
 The bus side: the session's commands (`begin`, `cancel`, `status`, `load_file`, `commit`, `restart`), retained
 `state/session`, `state/slots`, `state/name`, and `event/progress` / `event/trial`; SSH keys (`list_ssh_keys`,
 `add_ssh_key`, `remove_ssh_key`, `clear_ssh_keys`, which need the admin token: the bus has no link-local address);
-the name (`get_name`, `set_name`). It follows `benchbus/<device>/+/$state` to confirm or roll back a trial boot;
-agent.py says how, and what the boot script (delivered by the deployment) must do.
+the name (`get_name`, `set_name`). It follows `benchbus/<device>/+/$state` to confirm or roll back a trial boot
+(agent.py has the details): the slot is confirmed only when every service is `ready` since this boot within
+`confirm_timeout_s`; otherwise the agent points the boot environment back at the good slot and reboots.
+
+The boot-counter check, delivered with the deployment (U-Boot's boot script; emulator.DevBootLoader is its
+stand-in here), must at every boot, before loading the kernel:
+  1. if `bb_trial` is set: `bb_tries += 1` and save; when `bb_tries > bb_max_tries`, set `bb_slot := bb_good`,
+     clear `bb_trial` and `bb_tries`, add the trial slot to `bb_invalid`, and save;
+  2. never boot a slot listed in `bb_invalid` (boot `bb_good` instead);
+  3. boot `root=` the partition of `bb_slot` (a = mmcblk0p2, b = mmcblk0p3).
+So a trial that hangs or panics before the agent runs (with the hardware watchdog armed) still returns to the
+good slot, and the agent reports that rollback at its next start.
 """
 from __future__ import annotations
 

@@ -164,6 +164,9 @@ class KernelBootSource:
 
     def current(self) -> Boot:
         root = next((arg.split("=", 1)[1] for arg in self.cmdline.read_text().split() if arg.startswith("root=")), "")
+        for prefix, folder in (("PARTUUID=", "/dev/disk/by-partuuid/"), ("UUID=", "/dev/disk/by-uuid/")):
+            if root.startswith(prefix):
+                root = folder + root[len(prefix):].lower()
         slot = next((name for name, dev in self.devices.items() if os.path.realpath(dev) == os.path.realpath(root)), None)
         if slot is None:
             raise SlotError("Boot Env", f"root={root} is neither slot ({', '.join(map(str, self.devices.values()))})")
