@@ -89,6 +89,7 @@ def test_homing_without_a_switch_and_probe_miss_alarm_and_clear_flags(emu, port)
 
 
 def test_kill_input_and_ctrl_x_halt(emu, port):
+    send(port, "G90")  # the board has its connection
     emu.kill()
     assert settle(port).startswith(b"ALARM: Kill button pressed")
     assert send(port, "G0 X1").startswith("error:Alarm lock")

@@ -357,6 +357,7 @@ class DriverConfig:
     acceleration: dict[str, float] = field(default_factory=lambda: dict(DEFAULT_ACCELERATION))
     default_speed: float = DEFAULT_SPEED
     recovery_pause_s: float = 0.1
+    home_ack_timeout_cap_s: float | None = None  # caps the homing ack timeouts below (a test or a known-fast robot)
 
 
 def expand_home_axes(axes: Iterable[str]) -> list[str]:
@@ -630,6 +631,8 @@ class SmoothieDriver:
         raise MotionAlarm(alarm.raw, alarm.raw, alarm.command, None, [])
 
     def _home_line(self, line: str, ack_timeout: float, axes: Iterable[str]) -> None:
+        if self.config.home_ack_timeout_cap_s is not None:
+            ack_timeout = min(ack_timeout, self.config.home_ack_timeout_cap_s)
         self.send(line, motion=True, ack_timeout=ack_timeout, motion_timeout=HOME_M400_TIMEOUT_S)
         for axis in axes:
             self.engaged[axis] = True

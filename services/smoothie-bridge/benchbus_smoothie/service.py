@@ -38,7 +38,8 @@ class Bridge:
                               probe_timeout_s=settings.probe_timeout_s, current_table=settings.current_table,
                               steps_per_mm=dict(settings.steps_per_mm), max_speeds=dict(settings.max_speeds),
                               acceleration=dict(settings.acceleration), default_speed=settings.default_speed,
-                              recovery_pause_s=settings.recovery_pause_s)
+                              recovery_pause_s=settings.recovery_pause_s,
+                              home_ack_timeout_cap_s=settings.home_ack_timeout_cap_s)
         self.driver = SmoothieDriver(SerialLink(settings.port, settings.baudrate), config)
         self.lease = MotionLease()
         self.gate = MotionGate(settings.door_safety, settings.door_unknown_is_open)

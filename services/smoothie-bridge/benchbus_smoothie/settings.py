@@ -27,6 +27,8 @@ class SmoothieSettings(ServiceSettings):
     execute_timeout_s: float = Field(12000.0, gt=0, description="wait for M400 (motion finished)")
     boot_timeout_s: float = Field(3.0, gt=0, description="wait for the boot ping's ack")
     probe_timeout_s: float = Field(30.0, gt=0)
+    home_ack_timeout_cap_s: float | None = Field(None, gt=0, description="cap on the homing ack timeouts "
+                                                 "(default: the reference's, up to 12000 s for Z/A/B/C)")
     recovery_pause_s: float = Field(0.1, ge=0, description="pause before M999 after an alarm")
     current_table: Literal["2.1", "default"] = Field("2.1", description="'2.1' (OG/unknown board) or 'default' "
                                                      "(refresh boards A/B/C)")
