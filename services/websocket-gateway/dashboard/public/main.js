@@ -1,0 +1,173 @@
+// The page: one /ws connection feeds everything (nothing polls); the history of broadcasts comes once per connection
+// from GET /api/history so the curves survive a reload. Writes (lights, home, resume) need the gateway's token.
+
+import { Bus } from "./bus.js";
+import { RobotPanel, ServicesPanel } from "./panels.js";
+import { RigData, RigView } from "./rig.js";
+
+const $ = (id) => document.getElementById(id);
+const FILTERS = ["+/$state", "+/state/#", "+/event/#"];
+
+const rig = new RigData();
+const robot = new RobotPanel();
+const services = new ServicesPanel();
+let rigView = null;
+let liveSince = null;  // when the page first went live: pump runs before it come from the history
+
+if (typeof uPlot === "undefined") {
+  notice("The charts need uPlot: run `npm ci` in services/websocket-gateway/dashboard on the gateway.");
+} else {
+  rigView = new RigView(rig, {
+    vials: $("vials"), cycleChart: $("cycle-chart"), cycle: $("cycle"), units: $("units"),
+    status: $("param-status"), overruns: $("overruns"),
+  });
+}
+
+const bus = new Bus({ filters: FILTERS, onMessage, onLink, onAccess });
+bus.connect();
+
+// -- from the bus ---------------------------------------------------------------------------------------------------
+
+function onMessage(topic, payload) {
+  const levels = topic.split("/");  // benchbus/<device>/<service>/<kind>[/<name>]
+  if (levels.length < 4 || levels[0] !== "benchbus") return;
+  const [, device, service, kind] = levels;
+  const name = levels.slice(4).join("/");
+  $("device").textContent = device;
+  if (kind === "$state") services.updateState(service, payload);
+  else if (kind === "state") onState(service, name, payload);
+  else if (kind === "event") onEvent(service, name, payload);
+}
+
+function onState(service, name, payload) {
+  robot.update(service, name, payload);
+  if (service === "calibration" && name === "active") {
+    rig.setTemperatureFit(payload);
+    redrawRig();
+  }
+}
+
+function onEvent(service, name, payload) {
+  if (service === "scheduler" && name === "broadcast") {
+    if (rig.add(payload)) redrawRig();
+  } else if (service === "scheduler" && name === "command_result") {
+    if (payload.param === "pump" && payload.outcome === "applied") {
+      rig.addPumpMark(Date.now() / 1000, payload.values || []);
+      redrawRig();
+    } else if (payload.outcome === "failed") {
+      services.addError(service, `command ${payload.param} failed`, payload.error || payload);
+    }
+  } else if (service === "scheduler" && name === "overrun") {
+    rig.overruns.push(payload);
+    services.addError(service, name, payload);
+    redrawRig();
+  } else if (name === "error" || (service === "smoothie" && name === "alarm")) {
+    services.addError(service, name, payload);
+  }
+}
+
+function redrawRig() {
+  if (rigView) rigView.schedule();
+}
+
+async function loadHistory() {
+  try {
+    const response = await fetch("api/history", { cache: "no-store" });
+    if (!response.ok) throw new Error(`HTTP ${response.status}`);
+    const body = await response.json();
+    for (const entry of body.broadcasts || []) rig.add(entry.broadcast);
+    rig.marksFromHistory(liveSince);
+    redrawRig();
+  } catch (error) {
+    notice(`Could not load the recent broadcasts (${error.message}); the curves start now.`);
+  }
+}
+
+// -- connection and access ------------------------------------------------------------------------------------------
+
+function onLink(state, detail = "") {
+  const link = $("link");
+  link.dataset.state = state;
+  link.className = `pill ${state === "live" ? "good" : "bad"}`;
+  link.textContent = state === "live" ? "live" : state === "connecting" ? "connecting…" : `disconnected, ${detail}`;
+  if (state === "live") {
+    if (liveSince === null) liveSince = Date.now() / 1000;
+    loadHistory();
+  }
+}
+
+function onAccess(state, detail = "") {
+  const writable = state === "writes";
+  const text = $("access-text");
+  text.dataset.state = state;
+  text.className = `pill ${writable ? "good" : "warn"}`;
+  text.textContent = { "read-only": "read-only", checking: "checking token…", writes: "writes enabled",
+                       refused: "token refused: read-only" }[state];
+  $("token").hidden = writable;
+  $("token-save").hidden = writable;
+  $("token-forget").hidden = !writable;
+  for (const button of document.querySelectorAll("button.write")) button.disabled = !writable;
+  const hint = $("readonly");
+  hint.hidden = writable || state === "checking";
+  hint.textContent = `Read-only: enter the gateway's token to switch the lights or home the robot.${detail ? ` (${detail})` : ""}`;
+}
+
+$("access").addEventListener("submit", (event) => {
+  event.preventDefault();
+  const token = $("token").value;
+  $("token").value = "";
+  if (token.trim()) bus.useToken(token);
+});
+
+$("token-forget").addEventListener("click", () => {
+  bus.forgetToken();
+  onAccess("read-only");
+});
+
+// -- actions (writes) -----------------------------------------------------------------------------------------------
+
+async function act(label, action) {
+  const result = $("robot-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    result.textContent = await action();
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+  }
+}
+
+$("lights-toggle").addEventListener("click", () => act("lights", async () => {
+  const lights = await bus.call("gpio", "set_rail_lights", { on: !robot.lightsOn() });
+  robot.update("gpio", "lights", lights);
+  return `lights ${lights.on ? "on" : "off"}`;
+}));
+
+// Homing takes the motion lease for itself and always gives it back, so it never interrupts another client's move.
+$("home").addEventListener("click", () => act("home", async () => {
+  const lease = await bus.call("smoothie", "acquire_motion", { ttl_s: 120 });
+  try {
+    await bus.call("smoothie", "home", {}, 120);
+  } finally {
+    await bus.call("smoothie", "release_motion", { lease_id: lease.lease_id }).catch(() => {});
+  }
+  return "homed all axes";
+}));
+
+$("resume").addEventListener("click", () => act("resume", async () => {
+  await bus.call("smoothie", "resume", {});
+  return "motion resumed";
+}));
+
+// -- helpers --------------------------------------------------------------------------------------------------------
+
+function notice(text) {
+  const element = $("notice");
+  element.textContent = text;
+  element.hidden = !text;
+}
+
+// the "since" column says how long ago: refresh that text from the local clock (no request)
+setInterval(() => services.render(), 15000);
