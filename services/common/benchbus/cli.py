@@ -115,6 +115,19 @@ def cmd_status(args) -> int:
     return 0 if all(s.get("state") == "ready" for s in states.values()) else 1
 
 
+def cmd_health(args) -> int:
+    """Exit 0 only when the service's retained $state is ready (compose health checks, scripts)."""
+    try:
+        with _client(args) as client:
+            _topic, state = client.wait_for(topics.lifecycle_topic(args.device, args.service), timeout=args.timeout)
+    except BusError:
+        print(f"{args.service}: no $state on the bus", file=sys.stderr)
+        return 1
+    state = state if isinstance(state, dict) else {}
+    print(f"{args.service}: {state.get('state', 'unknown')}" + (f" ({state['reason']})" if state.get("reason") else ""))
+    return 0 if state.get("state") == "ready" else 1
+
+
 def cmd_up(args) -> int:
     from .up import up
 
@@ -157,6 +170,10 @@ def parser() -> argparse.ArgumentParser:
     p_status.add_argument("--wait", type=float, default=0.5, help="seconds to collect retained states")
     common(p_status)
     p_status.set_defaults(func=cmd_status)
+    p_health = sub.add_parser("health", help="exit 0 when one service's $state is ready")
+    p_health.add_argument("service", help="the service's MQTT segment (samd, smoothie, gpio, ...)")
+    common(p_health, timeout=3.0)
+    p_health.set_defaults(func=cmd_health)
     return top
 
 

@@ -70,7 +70,8 @@ class Service:
         offline = ServiceState(state="offline", version=self.version, pid=os.getpid()).model_dump_json(exclude_none=True)
         self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
                                      will=(self._lifecycle_topic, offline.encode()), offline_queue=settings.offline_queue)
-        self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
+        # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
+        self.bus = BusClient(self.device, name=f"{segment}/{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
         self._watch_queue: queue.Queue = queue.Queue()
         self._inflight = 0

@@ -34,6 +34,7 @@ class Unit:
     segment: str | None = None  # a bus service: `up` waits for its $state to be ready
     port: int | None = None  # an emulator: `up` waits until it listens on this TCP port
     url: str | None = None  # shown in the table (the dashboard, a Socket.IO endpoint)
+    control: str | None = None  # an emulator's test/fault-injection HTTP interface (listed in up.json)
 
 
 @dataclass
@@ -153,6 +154,11 @@ def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[s
     return states
 
 
+def unit_record(unit: Unit) -> dict:
+    """What up.json says of a unit, so tests and tools find an emulator's port and control interface."""
+    return {"name": unit.name, "segment": unit.segment, "port": unit.port, "url": unit.url, "control": unit.control}
+
+
 def state_table(states: dict[str, dict], segments: list[str]) -> str:
     rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
     for segment in segments:
@@ -191,7 +197,8 @@ def up(args) -> int:
         elapsed = time.monotonic() - started_at
         not_ready = [s for s in segments if states.get(s, {}).get("state") != "ready"]
         (data_dir / STATE_FILE).write_text(json.dumps({"broker": f"{broker.host}:{broker.port}", "device": ctx.device,
-                                                       "pid": os.getpid()}))
+                                                       "pid": os.getpid(), "http_port": ctx.http_port,
+                                                       "units": [unit_record(u) for u in units]}))
         print(state_table(states, segments))
         print(f"\nbroker      mqtt://{broker.host}:{broker.port}   device {ctx.device}")
         for unit in units:

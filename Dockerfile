@@ -1,0 +1,19 @@
+# One image for every benchbus service and both emulators; docker-compose.yml picks the command per service.
+FROM node:20-bookworm-slim AS dashboard
+WORKDIR /app
+COPY services/websocket-gateway/dashboard/ services/websocket-gateway/dashboard/
+RUN if [ -f services/websocket-gateway/dashboard/package-lock.json ]; then \
+        cd services/websocket-gateway/dashboard && npm ci --omit=dev --no-audit --no-fund; fi
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
+WORKDIR /app
+COPY . /app
+COPY --from=dashboard /app/services/websocket-gateway/dashboard/ /app/services/websocket-gateway/dashboard/
+# Editable installs keep the repository layout, so services find shared-data/ where the code expects it.
+RUN pip install --no-cache-dir -e bus-schemas -e services/common \
+    && for project in services/*/pyproject.toml; do \
+         dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
+       done
+RUN useradd --system --create-home --home-dir /data benchbus && chown -R benchbus /data
+USER benchbus
