@@ -21,6 +21,7 @@ closes that one session.
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import secrets
@@ -78,6 +79,17 @@ def _utf16_prefix(text: str, units: int) -> int:
 
 
 def encode_payload(packets: list[str], binary: bool) -> bytes:
+    if len(packets) == 1:
+        return _encode_one(packets[0], binary)  # a broadcast polled by many clients is encoded once
+    return _encode_many(packets, binary)
+
+
+@functools.lru_cache(maxsize=32)
+def _encode_one(packet: str, binary: bool) -> bytes:
+    return _encode_many([packet], binary)
+
+
+def _encode_many(packets: list[str], binary: bool) -> bytes:
     if not binary:
         return "".join(f"{utf16_length(p)}:{p}" for p in packets).encode()
     out = bytearray()
@@ -449,8 +461,8 @@ class EngineIO3Server:
             await _finish(writer)
             try:
                 await websocket.close(code=1002 if reason.startswith("parse error") else 1000, reason=reason[:120])
-            except RuntimeError:
-                pass
+            except (RuntimeError, WebSocketDisconnect):
+                pass  # the peer is already gone
 
     async def _write_websocket(self, session: Session, websocket: WebSocket) -> None:
         try:

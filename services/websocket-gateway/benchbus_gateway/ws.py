@@ -69,7 +69,7 @@ class WsClient:
         self.wakeup.set()
         try:
             await self.websocket.close(code, reason)
-        except RuntimeError:
+        except (RuntimeError, WebSocketDisconnect):
             pass
 
     async def write_forever(self) -> None:
