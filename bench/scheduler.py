@@ -6,7 +6,8 @@ Prints, in one run:
 - the default conf's cycle duration against the physical limit of the same transactions (bytes on the wire at the
   baud rate plus the boards' turnaround, from the emulator's wire log); target <= 1.10x;
 - the latency from an immediate command (the bus call leaving this process) to its first byte on the serial line,
-  p50/p99, idle (between cycles) and busy (cycles back to back); targets: p99 <= 20 ms idle, <= one transaction busy;
+  p50/p99, idle (between cycles) and busy (cycles back to back); targets: p99 <= 20 ms idle, <= one transaction
+  busy (`cmd_latency_p50_ms` is the idle p50; the busy p50 has a key of its own);
 - the CPU time the scheduler and the samd-bridge processes use per minute while idle between cycles (target < 0.6 s;
   the original server busy-waits, i.e. 60 s per minute).
 The last line is one JSON object.
@@ -196,16 +197,16 @@ def main() -> int:
             rig.bus.call("scheduler", "pause")
         finally:
             rig.close()
-    p50 = percentile(idle + busy, 50)
+    p50 = percentile(idle, 50)
     p99_idle, p99_busy = percentile(idle, 99), percentile(busy, 99)
-    print(f"immediate command -> first byte, idle: p50 {percentile(idle, 50):.1f} ms, p99 {p99_idle:.1f} ms "
+    print(f"immediate command -> first byte, idle: p50 {p50:.1f} ms, p99 {p99_idle:.1f} ms "
           f"(target <= 20 ms)")
     print(f"immediate command -> first byte, busy: p50 {percentile(busy, 50):.1f} ms, p99 {p99_busy:.1f} ms "
           f"(target <= one transaction, {transaction_s * 1000:.0f} ms; ratio {p99_busy / (transaction_s * 1000):.2f})")
     print(json.dumps({
         "cycle_s": round(cycle_s, 4), "limit_s": round(limit_s, 4), "cycle_ratio": round(cycle_s / limit_s, 4),
         "transaction_s": round(transaction_s, 4),
-        "cmd_latency_p50_ms": round(p50, 2), "cmd_latency_p50_ms_idle": round(percentile(idle, 50), 2),
+        "cmd_latency_p50_ms": round(p50, 2),
         "cmd_latency_p50_ms_busy": round(percentile(busy, 50), 2),
         "cmd_latency_p99_ms_idle": round(p99_idle, 2), "cmd_latency_p99_ms_busy": round(p99_busy, 2),
         "idle_cpu_s_per_min": round(idle_cpu, 4), "idle_cpu_s_per_min_scheduler": round(per_min["scheduler"], 4),
