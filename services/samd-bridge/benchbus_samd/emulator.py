@@ -29,7 +29,7 @@ API for tests of any service (in-process):
 
 As a program: `benchbus-samd-emulator --tcp PORT` or `--pty [--link PATH]` (options: --baud, --reply-delay,
 --hold, --stir-hold, --fault PARAM:KIND[:PROB], --control-port PORT for a small JSON HTTP interface:
-GET /state, POST /fault {param, kind, probability, count}, POST /clear, POST /drop {down_s}).
+GET /state, GET /frames?param=P, POST /fault {param, kind, probability, count}, POST /clear, POST /drop {down_s}).
 """
 from __future__ import annotations
 
@@ -807,10 +807,15 @@ def _control_server(emulator: SamdEmulator, port: int) -> ThreadingHTTPServer:
             self.wfile.write(data)
 
         def do_GET(self) -> None:
-            if self.path == "/state":
+            path, _, query = self.path.partition("?")
+            if path == "/state":
                 self._answer(200, emulator.snapshot())
+            elif path == "/frames":  # ?param=stir: every frame that board understood, oldest first
+                param = dict(p.partition("=")[::2] for p in query.split("&") if p).get("param")
+                self._answer(200, {"frames": [{"t": f.t, "param": f.param, "type": f.type, "values": f.values}
+                                              for f in emulator.frames(param)]})
             else:
-                self._answer(404, {"error": "GET /state"})
+                self._answer(404, {"error": "GET /state or /frames[?param=P]"})
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length") or 0)

@@ -12,8 +12,9 @@ Faithful where the real board and the simple Opentrons stand-in differ (opentron
 - fault injection: silence, garbled replies, a dropped ack, a spurious limit alarm mid-move, the port closing.
 
 In tests: `emu = SmoothieEmulator(speedup=200); url = emu.start_tcp()` (`socket://127.0.0.1:<port>` for pyserial),
-then `emu.lines` (the G-code log), `emu.position`, `emu.homed`, `emu.inject("silence")`, `emu.stop()`.
-From a shell: `benchbus-smoothie-emulator --tcp 9996` or `--pty` (prints the device path).
+then `emu.lines` (the G-code log), `emu.position`, `emu.homed`, `emu.inject("silence")`, `emu.drop_port(0.5)`,
+`emu.stop()`. From a shell: `benchbus-smoothie-emulator --tcp 9996` or `--pty` (prints the device path);
+`--control-port PORT` adds the JSON HTTP interface of `emulator_control.py` for tests in another process.
 """
 from __future__ import annotations
 
@@ -304,6 +305,29 @@ class SmoothieEmulator:
             self._conn = conn
         threading.Thread(target=self._read_loop, args=(conn,), name="smoothie-emu-pty", daemon=True).start()
         return self.pty_path
+
+    def drop_port(self, down_s: float = 0.5) -> None:
+        """The TCP port closes, the open connection with it (a cable pulled), and listens again after `down_s`."""
+        server, self._server = self._server, None
+        if server is None:
+            return
+        host, port = server.getsockname()[:2]
+        try:
+            server.shutdown(socket.SHUT_RDWR)  # wakes the accept loop, which then ends
+        except OSError:
+            pass
+        server.close()
+        with self._conn_lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+        timer = threading.Timer(down_s, self._listen_again, args=(host, port))
+        timer.daemon = True
+        timer.start()
+
+    def _listen_again(self, host: str, port: int) -> None:
+        if not self._stopped.is_set():
+            self.start_tcp(port, host)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -848,6 +872,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--echo", action="store_true", help="echo each command line back, as some boards do")
     parser.add_argument("--left", type=_pipette_arg, default=DEFAULT_PIPETTES["left"], help="MODEL:ID or none")
     parser.add_argument("--right", type=_pipette_arg, default=DEFAULT_PIPETTES["right"], help="MODEL:ID or none")
+    parser.add_argument("--control-port", type=int, help="a JSON HTTP interface on 127.0.0.1:PORT (state, faults)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     emulator = SmoothieEmulator(speedup=args.speedup, echo=args.echo, baud=args.baud or None,
@@ -856,6 +881,10 @@ def main(argv: list[str] | None = None) -> int:
         print(emulator.start_pty(args.link), flush=True)
     else:
         print(emulator.start_tcp(args.tcp, args.host), flush=True)
+    if args.control_port is not None:
+        from .emulator_control import serve_control
+        serve_control(emulator, args.control_port)
+        print(f"control on http://127.0.0.1:{args.control_port}/state", flush=True)
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
