@@ -75,6 +75,8 @@ class Gateway:
     async def shutdown(self) -> None:
         """Close every client (idempotent: service.stop calls it before the web server's own shutdown)."""
         await self.sio3.engine.stop()
+        for sid in list(self.sio4_clients):
+            await self.sio4.disconnect(sid, namespace=self.namespace)
         for client in list(self.ws_clients):
             await client.close(1001, "server shutting down")
 

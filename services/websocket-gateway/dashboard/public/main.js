@@ -12,7 +12,7 @@ const rig = new RigData();
 const robot = new RobotPanel();
 const services = new ServicesPanel();
 let rigView = null;
-let liveSince = null;  // when the page first went live: pump runs before it come from the history
+let liveSince = null;  // the rig time of the first live broadcast: pump runs before it come from the history
 
 if (typeof uPlot === "undefined") {
   notice("The charts need uPlot: run `npm ci` in services/websocket-gateway/dashboard on the gateway.");
@@ -49,10 +49,11 @@ function onState(service, name, payload) {
 
 function onEvent(service, name, payload) {
   if (service === "scheduler" && name === "broadcast") {
-    if (rig.add(payload)) redrawRig();
+    if (liveSince === null) liveSince = payload.timestamp;
+    if (rig.addLive(payload)) redrawRig();
   } else if (service === "scheduler" && name === "command_result") {
     if (payload.param === "pump" && payload.outcome === "applied") {
-      rig.addPumpMark(Date.now() / 1000, payload.values || []);
+      rig.addPumpMark(rig.rigNow(), payload.values || []);
       redrawRig();
     } else if (payload.outcome === "failed") {
       services.addError(service, `command ${payload.param} failed`, payload.error || payload);
@@ -76,7 +77,7 @@ async function loadHistory() {
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     for (const entry of body.broadcasts || []) rig.add(entry.broadcast);
-    rig.marksFromHistory(liveSince);
+    rig.marksFromHistory(liveSince ?? Infinity);
     redrawRig();
   } catch (error) {
     notice(`Could not load the recent broadcasts (${error.message}); the curves start now.`);
@@ -91,7 +92,6 @@ function onLink(state, detail = "") {
   link.className = `pill ${state === "live" ? "good" : "bad"}`;
   link.textContent = state === "live" ? "live" : state === "connecting" ? "connecting…" : `disconnected, ${detail}`;
   if (state === "live") {
-    if (liveSince === null) liveSince = Date.now() / 1000;
     loadHistory();
   }
 }

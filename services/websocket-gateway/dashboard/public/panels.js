@@ -128,7 +128,8 @@ export function since(iso) {
   const seconds = Math.max(0, (Date.now() - then.getTime()) / 1000);
   const ago = seconds < 60 ? `${Math.round(seconds)} s` : seconds < 3600 ? `${Math.round(seconds / 60)} min`
     : seconds < 172800 ? `${Math.round(seconds / 3600)} h` : `${Math.round(seconds / 86400)} d`;
-  return `${then.toLocaleString()} (${ago} ago)`;
+  const sameDay = then.toDateString() === new Date().toDateString();
+  return `${sameDay ? then.toLocaleTimeString() : then.toLocaleString()} (${ago} ago)`;
 }
 
 function describe(payload) {

@@ -13,6 +13,18 @@ export class RigData {
     this.pumpMarks = [];        // {t, vials: [bool x 16]}
     this.overruns = [];         // scheduler event/overrun payloads, newest last
     this.tempFit = null;        // per vial [m, b] of the active linear temperature fit, for the setpoints
+    this.clockOffset = 0;       // the rig's clock minus this browser's, from the last live broadcast
+  }
+
+  // The rig's time now, so a live pump mark lands on the broadcasts' time axis even when the clocks disagree.
+  rigNow() {
+    return Date.now() / 1000 + this.clockOffset;
+  }
+
+  addLive(broadcast) {
+    const t = Number(broadcast && broadcast.timestamp);
+    if (Number.isFinite(t)) this.clockOffset = t - Date.now() / 1000;
+    return this.add(broadcast);
   }
 
   add(broadcast) {
