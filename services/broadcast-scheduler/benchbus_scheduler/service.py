@@ -274,6 +274,9 @@ def load_own_conf(settings: SchedulerSettings) -> conffile.Conf:
     path.parent.mkdir(parents=True, exist_ok=True)
     conffile.remove_stale_temps(path.parent)
     if not path.exists():
+        if not settings.default_conf.is_file():
+            raise FileError(str(path), [{"field": None, "line": None, "message": "missing, and so is the default "
+                                         f"conf to copy ({settings.default_conf}): set conf_path or default_conf"}])
         shutil.copyfile(settings.default_conf, path)
     return conffile.load(path)
 
