@@ -7,7 +7,7 @@
 //   {"op": "wait", "js": "...", "timeout_ms": 20000}             until the expression is truthy; its value
 //   {"op": "click", "selector": "#home"} / {"op": "fill", "selector": "#token", "text": "..."}
 //   {"op": "screenshot", "path": "...", "full_page": true}
-//   {"op": "reload"}
+//   {"op": "reload"} / {"op": "viewport", "width": 768, "height": 1024}
 //   {"op": "problems"}                                           console errors and uncaught exceptions so far
 //   {"op": "close"}
 import { mkdtempSync, rmSync } from "node:fs";
@@ -51,6 +51,7 @@ async function handle(order) {
     case "click": await page.click(order.selector, { timeout: order.timeout_ms ?? 10000 }); return null;
     case "fill": await page.fill(order.selector, order.text); return null;
     case "screenshot": await page.screenshot({ path: order.path, fullPage: order.full_page ?? false }); return order.path;
+    case "viewport": await page.setViewportSize({ width: order.width, height: order.height }); return null;
     case "reload": await page.reload({ waitUntil: "load" }); return null;
     case "problems": return problems;
     case "close": await shutdown(); return null;

@@ -36,7 +36,7 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
 
     assert browser.open(stack.url, *TABLET)["status"] == 200
     assert browser.wait("document.querySelector('#link').dataset.state === 'live' && 'live'") == "live"
-    assert browser.eval("document.querySelectorAll('.vial .uplot').length") == 16
+    assert browser.wait("document.querySelectorAll('.vial .uplot').length === 16 && 16") == 16
     from_history = wait_points_above(browser, 2)
     assert "calibrated: example_od_od90" in browser.text("#units")  # the shipped example calibration is active
 
@@ -107,7 +107,12 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     browser.wait("document.querySelector('#access-text').dataset.state === 'writes'")
     assert wait_points_above(browser, before_reload - 1) >= before_reload
 
-    shot = browser.screenshot(tmp_path / "dashboard.png")
+    # for a person to look at: the tablet landscape, and portrait (two columns of vials)
     (REPO / "test-output").mkdir(exist_ok=True)
-    shutil.copyfile(shot, REPO / "test-output" / "dashboard.png")
+    for name, (width, height) in {"dashboard": TABLET, "dashboard-portrait": TABLET[::-1]}.items():
+        browser.order("viewport", width=width, height=height)
+        browser.eval("window.scrollTo(0, 0)")
+        browser.wait("document.querySelector('.vial .uplot').offsetWidth <= document.querySelector('.vial').clientWidth")
+        shot = browser.screenshot(tmp_path / f"{name}.png")
+        shutil.copyfile(shot, REPO / "test-output" / f"{name}.png")
     assert browser.problems() == []
