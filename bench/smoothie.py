@@ -1,0 +1,120 @@
+"""Round trip through the smoothie-bridge over the bus, beside the same work done directly on the serial line.
+
+Two emulator processes, identical and realistic (115200 baud pacing, real motion timing): one is driven directly
+by the driver in this process (the floor: what a program owning the UART would do), the other by the bridge running
+as its own process (`benchbus-smoothie`), called through Mosquitto by a BusClient. Per command kind:
+- short move (1 mm on X, alternating): direct = driver.move (M907/G0, M400, M114.2); bus = `move`;
+- position read: direct = M114.2 on the line; bus = `position` (served from the bridge's cache);
+- switch read: direct = M119 on the line; bus = `switches`.
+Kinds are interleaved in blocks so machine noise lands on both alike. The last line is one JSON object.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+from benchbus import BusClient
+from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
+from benchbus_schemas import topics
+from benchbus_smoothie.driver import DriverConfig, SerialLink, SmoothieDriver
+
+
+def percentile(samples: list[float], fraction: float) -> float:
+    ordered = sorted(samples)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def start_emulator() -> tuple[subprocess.Popen, int]:
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie.emulator", "--tcp", str(port)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wait_for_port("127.0.0.1", port, 10, process)
+    return process, port
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return (time.perf_counter() - start) * 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=300, help="samples per kind and path")
+    args = parser.parse_args()
+    broker = MosquittoProcess()
+    broker.start()
+    emulators = []
+    bridge = None
+    try:
+        direct_emu, direct_port = start_emulator()
+        bus_emu, bus_port = start_emulator()
+        emulators += [direct_emu, bus_emu]
+        device = "bench"
+        env = dict(os.environ, BENCHBUS_DEVICE=device, BENCHBUS_BROKER_HOST=broker.host,
+                   BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_SMOOTHIE_PORT=f"socket://127.0.0.1:{bus_port}",
+                   BENCHBUS_SMOOTHIE_USE_GPIO="false", BENCHBUS_LOG_LEVEL="warning")
+        bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        driver = SmoothieDriver(SerialLink(f"socket://127.0.0.1:{direct_port}"), DriverConfig())
+        driver.ping()
+        driver.setup()
+        driver.home()
+        driver.move({"X": 200.0})  # start both beside where the short moves happen
+        with BusClient(device, broker.settings(), name="bench") as client:
+            client.wait_for(topics.lifecycle_topic(device, "smoothie"), lambda _t, d: d.get("state") == "ready", 30)
+            client.call("smoothie", "home", {}, timeout=60)
+            client.call("smoothie", "move", {"target": {"X": 200.0}}, timeout=60)
+            direct = {"move": [], "position": [], "switches": []}
+            bus = {"move": [], "position": [], "switches": []}
+            block = 25
+            step = 0
+            for _ in range(max(1, args.rounds // block)):
+                for _ in range(block):
+                    step += 1
+                    x = 200.0 + (step % 2)
+                    direct["move"].append(timed(lambda: driver.move({"X": x})))
+                    bus["move"].append(timed(lambda: client.call("smoothie", "move", {"target": {"X": x}})))
+                for _ in range(block):
+                    direct["position"].append(timed(driver.read_position))
+                    bus["position"].append(timed(lambda: client.call("smoothie", "position")))
+                for _ in range(block):
+                    direct["switches"].append(timed(driver.read_switches))
+                    bus["switches"].append(timed(lambda: client.call("smoothie", "switches")))
+        driver.link.close()
+    finally:
+        if bridge is not None:
+            bridge.terminate()
+            bridge.wait(10)
+        for process in emulators:
+            process.terminate()
+            process.wait(10)
+        broker.close()
+
+    result: dict = {}
+    overheads = []
+    for kind in ("move", "position", "switches"):
+        d50, d99 = statistics.median(direct[kind]), percentile(direct[kind], 0.99)
+        b50, b99 = statistics.median(bus[kind]), percentile(bus[kind], 0.99)
+        overheads.append(b99 - d99)
+        result[kind] = {"direct_p50_ms": round(d50, 3), "direct_p99_ms": round(d99, 3), "bus_p50_ms": round(b50, 3),
+                        "bus_p99_ms": round(b99, 3), "overhead_p99_ms": round(b99 - d99, 3),
+                        "ratio_p50": round(b50 / d50, 3)}
+        print(f"{kind:<9} direct p50 {d50:8.3f} ms  p99 {d99:8.3f} ms | bus p50 {b50:8.3f} ms  p99 {b99:8.3f} ms"
+              f" | added p99 {b99 - d99:+.3f} ms  ratio p50 {b50 / d50:.2f}x  ({len(bus[kind])} each)")
+    worst = max(("move", "position", "switches"), key=lambda k: result[k]["overhead_p99_ms"])
+    summary = {"direct_p99_ms": result[worst]["direct_p99_ms"], "bus_p99_ms": result[worst]["bus_p99_ms"],
+               "overhead_p99_ms": round(max(overheads), 3), "worst_kind": worst,
+               "overhead_p50_ms": round(max(r["bus_p50_ms"] - r["direct_p50_ms"] for r in result.values()), 3), "target_overhead_p99_ms": 2.0,
+               **{f"{k}_{m}": v for k, r in result.items() for m, v in r.items()}}
+    print(f"largest added p99: {summary['overhead_p99_ms']} ms ({worst}); target <= 2 ms")
+    print(json.dumps(summary))
+
+
+if __name__ == "__main__":
+    main()
