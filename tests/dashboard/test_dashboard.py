@@ -101,6 +101,13 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     listed = browser.eval("[...document.querySelectorAll('#service-states tr')].map(r => r.dataset.service)")
     assert {"calibration", "gateway", "gpio", "samd", "scheduler", "smoothie"} <= set(listed)
 
+    # without an active calibration the curves are raw, and labelled so; with it, calibrated again
+    bus.call("calibration", "set_active", {"calibration_names": []})
+    browser.wait("document.querySelector('#units').textContent.includes('OD raw (od_90')")
+    assert "temperature raw" in browser.text("#units")
+    bus.call("calibration", "set_active", {"calibration_names": ["example_od_od90", "example_temp", "example_pump"]})
+    browser.wait("document.querySelector('#units').textContent.includes('calibrated: example_temp')")
+
     # a reload keeps the history (from the gateway's ring) and the token (kept in the browser)
     before_reload = browser.eval(VIAL_POINTS)
     browser.order("reload")

@@ -5,6 +5,8 @@
 const MAX_BROADCASTS = 5000;   // the gateway's default history size: 24 h at a 20 s cycle fits
 const VIALS = 16;
 const PUMP_COLOR = "#2f6fdf";
+const OD_COLOR = "#0a7a45";
+const TEMP_COLOR = "#c0392b";
 
 export class RigData {
   constructor() {
@@ -180,7 +182,9 @@ export class RigView {
   renderSummary(last, units) {
     const when = new Date(last.timestamp * 1000).toLocaleTimeString();
     this.el.cycle.textContent = `cycle ${last.cycle} at ${when} · ${this.data.broadcasts.length} broadcasts kept`;
-    this.el.units.textContent = `${units.od.label} · ${units.temp.label}`;
+    const key = (color, text) => { const span = document.createElement("span"); span.style.color = color; span.textContent = text; return span; };
+    this.el.units.replaceChildren(key(OD_COLOR, `— ${units.od.label}`), " · ", key(TEMP_COLOR, `— ${units.temp.label}`),
+      " · ", key(TEMP_COLOR, "- - setpoint"), " · ", key(PUMP_COLOR, "▲ pump run"));
     const chips = Object.entries(last.status || {}).map(([param, status]) => {
       const chip = document.createElement("span");
       chip.className = `pill ${status === "ok" ? "good" : "bad"}`;
@@ -259,14 +263,14 @@ function vialOptions(data, vial, units, { width, height }) {
     },
     axes: [
       { size: 30, space: 60, font: "10px system-ui, sans-serif" },
-      { scale: "od", size: 42, font: "10px system-ui, sans-serif", stroke: "#0a7a45" },
-      { scale: "temp", side: 1, size: 36, font: "10px system-ui, sans-serif", stroke: "#c0392b", grid: { show: false } },
+      { scale: "od", size: 42, font: "10px system-ui, sans-serif", stroke: OD_COLOR },
+      { scale: "temp", side: 1, size: 36, font: "10px system-ui, sans-serif", stroke: TEMP_COLOR, grid: { show: false } },
     ],
     series: [
       {},
-      { label: units.od.label, scale: "od", stroke: "#0a7a45", width: 1.5, spanGaps: true },
-      { label: units.temp.label, scale: "temp", stroke: "#c0392b", width: 1.2, spanGaps: true },
-      { label: "temperature setpoint", scale: "temp", stroke: "#c0392b", dash: [4, 4], width: 1, spanGaps: true },
+      { label: units.od.label, scale: "od", stroke: OD_COLOR, width: 1.5, spanGaps: true },
+      { label: units.temp.label, scale: "temp", stroke: TEMP_COLOR, width: 1.2, spanGaps: true },
+      { label: "temperature setpoint", scale: "temp", stroke: TEMP_COLOR, dash: [4, 4], width: 1, spanGaps: true },
     ],
     hooks: { draw: [(u) => drawPumpMarks(u, data.pumpMarks, vial)] },
   };
