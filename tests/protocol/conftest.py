@@ -1,0 +1,98 @@
+"""The robot's stack for protocol tests: the Smoothieboard emulator over TCP, and the real smoothie-bridge,
+gpio-service (simulated chip) and calibration-store in-process on the real broker. The protocol API talks to them
+only through the bus; the emulator is read directly to see what the board received."""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import pytest
+
+from benchbus import BusClient
+
+from benchbus_calibration.service import build as build_calibration
+from benchbus_calibration.settings import CalibrationSettings
+from benchbus_gpio.service import build as build_gpio
+from benchbus_gpio.settings import GpioSettings
+from benchbus_protocol import connect
+from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.service import build as build_bridge
+from benchbus_smoothie.settings import SmoothieSettings
+
+FAST = 400.0  # emulated motion runs this much faster than the robot (tests never measure time)
+LEFT = ("p300_single_v2.1", "P3HSV2120200101")
+RIGHT = ("p20_multi_v2.0", "P20MV2020200101")
+MOTION = re.compile(r"^(G0|G1|G28|G38)")
+
+
+def motion_codes(emulator, since: int = 0) -> list[str]:
+    """The G-codes that move something (G0 with an axis word, homing, probing) received since a mark."""
+    codes = [c for line in emulator.lines[since:] for c in _split(line)]
+    return [c for c in codes if MOTION.match(c) and (not c.startswith("G0") or re.search(r"[XYZABC]-?\d", c))]
+
+
+def _split(line: str) -> list[str]:
+    return [part.strip() for part in re.split(r"(?=\b[GM]\d)", line) if part.strip()]
+
+
+@dataclass
+class Stack:
+    device: str
+    broker: object
+    emulator: SmoothieEmulator
+    bus: object
+
+    def connect(self, **options):
+        options.setdefault("pause_timeout_s", 30)
+        return connect(self.device, self.broker.settings(), **options)
+
+    def door(self, is_open: bool) -> None:
+        self.bus.call("gpio", "sim_set_input", {"input": "door", "active": is_open})
+        self.bus.wait_for(self.bus.topic("smoothie", "state", "paused"),
+                          lambda _t, d: isinstance(d, dict) and d.get("door") == ("open" if is_open else "closed"))
+
+    def press_button(self) -> None:
+        self.bus.call("gpio", "sim_set_input", {"input": "button", "active": True})
+        self.bus.call("gpio", "sim_set_input", {"input": "button", "active": False})
+
+
+@pytest.fixture
+def emulator():
+    emu = SmoothieEmulator(speedup=FAST, baud=None, pipettes={"left": LEFT, "right": RIGHT})
+    emu.start_tcp()
+    yield emu
+    emu.stop()
+
+
+@pytest.fixture
+def start_stack(broker, device, bus, make_settings, serve, emulator, tmp_path):
+    def start(admin_clients=("admin", "protocol-*")) -> Stack:
+        serve(build_gpio, make_settings(GpioSettings, backend="sim", debounce_ms=2.0, long_press_s=5.0))
+        serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration"))
+        serve(build_bridge, make_settings(SmoothieSettings, port=emulator.url, ack_timeout_s=2.0, retries=1,
+                                          boot_timeout_s=1.0, recovery_pause_s=0.0,
+                                          admin_clients=list(admin_clients)))
+        for segment in ("gpio", "smoothie"):
+            bus.wait_for(f"benchbus/{device}/{segment}/$state", lambda _t, d: (d or {}).get("state") == "ready")
+        return Stack(device, broker, emulator, bus)
+    return start
+
+
+@pytest.fixture
+def stack(start_stack) -> Stack:
+    return start_stack()
+
+
+@pytest.fixture
+def client_named(broker, device):
+    """Other bus clients (a dashboard, another script) with names of their own."""
+    clients = []
+
+    def make(name: str) -> BusClient:
+        client = BusClient(device, broker.settings(), name=name)
+        client.start()
+        clients.append(client)
+        return client
+    yield make
+    for client in clients:
+        client.close()
