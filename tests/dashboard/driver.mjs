@@ -3,6 +3,7 @@
 // {"ok": false, "error": "..."}). The test decides what to do and asserts; this only does what a hand would.
 //
 //   {"op": "open", "url": "...", "width": 1024, "height": 768}
+//   {"op": "goto", "url": "..."}                                 another page in the same browser
 //   {"op": "eval", "js": "document.title"}                       a JS expression evaluated in the page
 //   {"op": "wait", "js": "...", "timeout_ms": 20000}             until the expression is truthy; its value
 //   {"op": "click", "selector": "#home"} / {"op": "fill", "selector": "#token", "text": "..."}
@@ -52,6 +53,7 @@ async function handle(order) {
     case "fill": await page.fill(order.selector, order.text); return null;
     case "screenshot": await page.screenshot({ path: order.path, fullPage: order.full_page ?? false }); return order.path;
     case "viewport": await page.setViewportSize({ width: order.width, height: order.height }); return null;
+    case "goto": return { status: (await page.goto(order.url, { waitUntil: "load" }))?.status() ?? null };
     case "reload": await page.reload({ waitUntil: "load" }); return null;
     case "problems": return problems;
     case "close": await shutdown(); return null;
