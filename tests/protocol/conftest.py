@@ -22,7 +22,7 @@ from benchbus_smoothie.settings import SmoothieSettings
 FAST = 400.0  # emulated motion runs this much faster than the robot (tests never measure time)
 LEFT = ("p300_single_v2.1", "P3HSV2120200101")
 RIGHT = ("p20_multi_v2.0", "P20MV2020200101")
-MOTION = re.compile(r"^(G0|G1|G28|G38)")
+MOTION = re.compile(r"^(G0|G1|G28\.2|G28(?![.\d])|G38)")  # G28.6 only reads the homed flags
 
 
 def motion_codes(emulator, since: int = 0) -> list[str]:
