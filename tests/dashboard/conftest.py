@@ -72,7 +72,10 @@ class Browser:
 
     def wait(self, js: str, timeout_s: float = 20.0) -> Any:
         """The value of a JS expression once it is truthy (BrowserError when it never is)."""
-        return self.order("wait", timeout=timeout_s + 10, js=js, timeout_ms=int(timeout_s * 1000))
+        try:
+            return self.order("wait", timeout=timeout_s + 10, js=js, timeout_ms=int(timeout_s * 1000))
+        except BrowserError as error:
+            raise BrowserError(f"{error}\n  waiting for: {js}\n  page problems: {self.problems()}") from None
 
     def text(self, selector: str) -> str:
         return self.eval(f"document.querySelector({json.dumps(selector)}).textContent")
@@ -151,13 +154,15 @@ def stack(tmp_path, rig_emulator, robot_emulator, make_settings, serve, bus):
                                     **FAST_LINE))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()
-    conf_path.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.5"))
+    conf_text = (SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.5")
+    conf_path.write_text(conf_text)
     serve(scheduler_build, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
     serve(smoothie_build, make_settings(SmoothieSettings, port=robot_emulator.url, ack_timeout_s=1.0,
                                         boot_timeout_s=1.0, recovery_pause_s=0.0))
     gateway = serve(gateway_build, make_settings(GatewaySettings, host="127.0.0.1", port=0, token=TOKEN))
     return type("Stack", (), {"gateway": gateway, "url": gateway.url, "rig": rig_emulator, "robot": robot_emulator,
-                             "token": TOKEN})
+                             "token": TOKEN,
+                             "conf_text": conf_text})
 
 
 @pytest.fixture

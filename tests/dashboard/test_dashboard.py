@@ -69,6 +69,14 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     assert red.startswith("stir: ")
     browser.wait("document.querySelector('#errors').textContent.includes('samd')")  # samd event/error listed
 
+    # cycles longer than broadcast_timing are overruns: counted, and listed with the slowest step
+    bus.call("scheduler", "load_conf", {"text": stack.conf_text.replace("broadcast_timing: 0.5", "broadcast_timing: 0.01")})
+    overruns = browser.wait("document.querySelector('#overruns').textContent.includes('slowest step') && "
+                            "document.querySelector('#overruns').textContent")
+    assert "overrun(s); last: cycle" in overruns
+    browser.wait("document.querySelector('#errors').textContent.includes('overran by')")
+    bus.call("scheduler", "load_conf", {"text": stack.conf_text})
+
     # a pump run marks vial 2's time axis
     pumps = ["--"] * 48
     pumps[2] = "1"
@@ -112,6 +120,7 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     before_reload = browser.eval(VIAL_POINTS)
     browser.order("reload")
     browser.wait("document.querySelector('#access-text').dataset.state === 'writes'")
+    browser.wait("document.querySelector('#overruns').textContent.includes('overrun(s)')")
     assert wait_points_above(browser, before_reload - 1) >= before_reload
 
     # for a person to look at: the tablet landscape, and portrait (two columns of vials)

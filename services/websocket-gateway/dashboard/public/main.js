@@ -60,6 +60,7 @@ function onEvent(service, name, payload) {
     }
   } else if (service === "scheduler" && name === "overrun") {
     rig.overruns.push(payload);
+    if (rig.overruns.length > 100) rig.overruns.shift();
     services.addError(service, name, payload);
     redrawRig();
   } else if (name === "error" || (service === "smoothie" && name === "alarm")) {

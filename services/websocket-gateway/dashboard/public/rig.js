@@ -13,7 +13,7 @@ export class RigData {
     this.broadcasts = [];       // sorted by timestamp
     this.seen = new Set();      // timestamps already kept (the history and the live stream overlap)
     this.pumpMarks = [];        // {t, vials: [bool x 16]}
-    this.overruns = [];         // scheduler event/overrun payloads, newest last
+    this.overruns = [];         // scheduler event/overrun payloads (for their slowest steps), newest last
     this.tempFit = null;        // per vial [m, b] of the active linear temperature fit, for the setpoints
     this.clockOffset = 0;       // the rig's clock minus this browser's, from the last live broadcast
   }
@@ -194,12 +194,17 @@ export class RigView {
       return chip;
     });
     this.el.status.replaceChildren(...chips);
-    const overrun = this.data.overruns[this.data.overruns.length - 1];
-    if (overrun) {
-      const slowest = (overrun.slowest || [])[0];
-      this.el.overruns.textContent = `${this.data.overruns.length} overrun(s); last: cycle ${overrun.cycle} took `
-        + `${overrun.cycle_s.toFixed(2)} s of ${overrun.broadcast_timing} s`
+    // overruns from the broadcasts kept (so they survive a reload); the slowest step where the live event said it
+    const over = this.data.broadcasts.filter((b) => b.cycle_s > b.broadcast_timing);
+    const lastOver = over[over.length - 1];
+    if (lastOver) {
+      const event = this.data.overruns.find((o) => o.cycle === lastOver.cycle);
+      const slowest = event ? (event.slowest || [])[0] : null;
+      this.el.overruns.textContent = `${over.length} overrun(s); last: cycle ${lastOver.cycle} took `
+        + `${Number(lastOver.cycle_s).toFixed(2)} s of ${lastOver.broadcast_timing} s`
         + (slowest ? ` (slowest step: ${slowest.param} ${slowest.duration_s.toFixed(2)} s)` : "");
+    } else {
+      this.el.overruns.textContent = "no overrun";
     }
   }
 
