@@ -41,3 +41,11 @@ def test_watch_shows_traffic(spawn, broker, device):
     run = run_cli(broker, device, "watch", "--seconds", "1")
     assert f"benchbus/{device}/demo/$state [retained]" in run.stdout
     assert '"ready"' in run.stdout
+
+
+def test_health_is_zero_only_when_ready(spawn, broker, device):
+    assert run_cli(broker, device, "health", "demo", "--timeout", "0.5").returncode == 1
+    service = spawn(["python", "-m", "benchbus.demo"], segment="demo")
+    assert run_cli(broker, device, "health", "demo").returncode == 0
+    service.terminate()
+    assert run_cli(broker, device, "health", "demo").returncode == 1
