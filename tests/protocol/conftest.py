@@ -4,6 +4,7 @@ only through the bus; the emulator is read directly to see what the board receiv
 from __future__ import annotations
 
 import re
+import threading
 from dataclasses import dataclass
 
 import pytest
@@ -52,8 +53,16 @@ class Stack:
                           lambda _t, d: isinstance(d, dict) and d.get("door") == ("open" if is_open else "closed"))
 
     def press_button(self) -> None:
-        self.bus.call("gpio", "sim_set_input", {"input": "button", "active": True})
-        self.bus.call("gpio", "sim_set_input", {"input": "button", "active": False})
+        """Press (until gpio-service reports it, past its debounce), then release."""
+        pressed = threading.Event()
+        topic = self.bus.topic("gpio", "event", "button")
+        handle = self.bus.subscribe(topic, lambda _t, d, _m: (d or {}).get("action") == "pressed" and pressed.set())
+        try:
+            self.bus.call("gpio", "sim_set_input", {"input": "button", "active": True})
+            assert pressed.wait(10), "gpio-service never reported the button pressed"
+        finally:
+            self.bus.unsubscribe(topic, handle)
+            self.bus.call("gpio", "sim_set_input", {"input": "button", "active": False})
 
 
 @pytest.fixture
