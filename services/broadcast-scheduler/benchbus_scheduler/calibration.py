@@ -1,31 +1,15 @@
 """Calibrated values for the broadcast, from the calibration-store's retained `state/active` (read, never imported).
 
-The fit math is the DPU's (reference A3): `sigmoid` OD from one OD param, `3d` OD from od_90 and od_135, `linear`
-degrees C from temp. Anything this module cannot read is skipped: no active calibration means no calibrated values,
-never a failed broadcast.
+What each fit type computes is `benchbus_schemas.calibration_math` (the DPU's formulas, reference A3), shared with
+the calibration-store; this module only picks the fits out of `state/active` and lays the results out per vial:
+`sigmoid` OD from one OD param, `3d` OD from od_90 and od_135, `linear` degrees C from temp. Anything this module
+cannot read is skipped: no active calibration means no calibrated values, never a failed broadcast.
 """
 from __future__ import annotations
 
-import math
-from typing import Any, Iterable
+from typing import Any
 
-
-def sigmoid_od(raw: float, a: float, b: float, c: float, d: float) -> float | None:
-    """Invert raw = a + (b - a) / (1 + 10^((c - OD) * d)); None outside the curve's range."""
-    if raw == a or d == 0:
-        return None
-    inner = (b - a) / (raw - a) - 1
-    if inner <= 0:
-        return None
-    return c - math.log10(inner) / d
-
-
-def quadratic_od(x: float, y: float, c0: float, c1: float, c2: float, c3: float, c4: float, c5: float) -> float:
-    return c0 + c1 * x + c2 * y + c3 * x * x + c4 * x * y + c5 * y * y
-
-
-def linear(raw: float, m: float, b: float) -> float:
-    return m * raw + b
+from benchbus_schemas.calibration_math import apply_fit
 
 
 def _fits(state: Any) -> list[dict]:
@@ -38,29 +22,27 @@ def _fits(state: Any) -> list[dict]:
     return [item for item in items or [] if isinstance(item, dict) and "coefficients" in item]
 
 
-def _numbers(values: list[str]) -> list[float | None]:
-    out = []
-    for value in values:
-        try:
-            out.append(float(value))
-        except (TypeError, ValueError):
-            out.append(None)
-    return out
-
-
-def _per_vial(fit: dict, inputs: list[list[float | None]], formula) -> list[float | None] | None:
+def _per_vial(fit: dict, data: dict[str, list[str]]) -> list[float | None] | None:
+    """The fit applied to each vial of the broadcast's string values; None when its vial count differs from the
+    broadcast's (a fit for another rig), a vial's None when its reading is outside what the fit can invert."""
     coefficients = fit.get("coefficients")
-    if not isinstance(coefficients, list) or not inputs or any(len(i) != len(coefficients) for i in inputs):
+    columns = [data[p] for p in fit["params"]]
+    if not isinstance(coefficients, list) or any(len(column) != len(coefficients) for column in columns):
         return None
-    result: list[float | None] = []
-    for vial, coeffs in enumerate(coefficients):
-        args = [column[vial] for column in inputs]
-        try:
-            value = None if None in args else formula(*args, *[float(c) for c in coeffs])
-        except (TypeError, ValueError, ZeroDivisionError, OverflowError):
-            value = None
-        result.append(round(value, 6) if isinstance(value, float) and math.isfinite(value) else None)
-    return result
+    results = [apply_fit(fit, vial, data) for vial in range(len(coefficients))]
+    return [round(result.value, 6) if result.ok else None for result in results]
+
+
+def _key(fit: dict, calibrated: dict) -> str | None:
+    """Which calibrated value a fit gives ("od" or "temp"), or None when it gives none here (the first OD fit wins)."""
+    kind, params = fit.get("type"), fit["params"]
+    if kind == "sigmoid" and len(params) == 1 and "od" not in calibrated:
+        return "od"
+    if kind == "3d" and len(params) == 2 and "od" not in calibrated:
+        return "od"
+    if kind == "linear" and params == ["temp"]:
+        return "temp"
+    return None
 
 
 def apply(state: Any, data: dict[str, list[str]]) -> tuple[dict[str, list[float | None]], dict[str, str]]:
@@ -68,18 +50,11 @@ def apply(state: Any, data: dict[str, list[str]]) -> tuple[dict[str, list[float 
     calibrated: dict[str, list[float | None]] = {}
     names: dict[str, str] = {}
     for fit in _fits(state):
-        kind, params = fit.get("type"), fit.get("params") or []
-        inputs = [_numbers(data[p]) for p in params if p in data]
-        if len(inputs) != len(params) or not params:
+        params = fit.get("params")
+        if not isinstance(params, list) or not params or any(p not in data for p in params):
             continue  # its raw data did not arrive this cycle
-        if kind == "sigmoid" and len(params) == 1 and "od" not in calibrated:
-            values, key = _per_vial(fit, inputs, sigmoid_od), "od"
-        elif kind == "3d" and len(params) == 2 and "od" not in calibrated:
-            values, key = _per_vial(fit, inputs, quadratic_od), "od"
-        elif kind == "linear" and params == ["temp"]:
-            values, key = _per_vial(fit, inputs, linear), "temp"
-        else:
-            continue
+        key = _key(fit, calibrated)
+        values = _per_vial(fit, data) if key else None
         if values is not None:
             calibrated[key] = values
             names[key] = str(fit.get("fit") or fit.get("name") or "")
