@@ -15,12 +15,14 @@ import bisect
 import functools
 import json
 import os
+import re
 from pathlib import Path
 from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 ENV_VAR = "BENCHBUS_SHARED_DATA"
+SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")  # a file name, never a path (served over HTTP too)
 PACKAGED = Path(__file__).resolve().parent / "_shared_data"
 IN_REPOSITORY = Path(__file__).resolve().parents[3] / "shared-data"
 Number = float
@@ -355,6 +357,12 @@ def _read(path: Path, model: type[BaseModel], what: str):
         raise DefinitionError(f"{what}: {path} is not a valid definition: {exc}") from None
 
 
+def _checked(name: str, what: str) -> str:
+    if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
+        raise DefinitionError(f"no {what} named {name!r}: names are letters, digits, '.', '_' and '-'")
+    return name
+
+
 def _names(directory: Path, pattern: str) -> list[str]:
     return sorted(p.name if p.is_dir() else p.stem for p in directory.glob(pattern)) if directory.is_dir() else []
 
@@ -393,7 +401,7 @@ def _labware(root: Path, load_name: str, version: int | None) -> LabwareDefiniti
 
 def load_labware(load_name: str, version: int | None = None) -> LabwareDefinition:
     """The definition of `load_name` (its newest version unless one is given)."""
-    return _labware(shared_data_dir(), load_name, version)
+    return _labware(shared_data_dir(), _checked(load_name, "labware"), version)
 
 
 @functools.lru_cache(maxsize=64)
@@ -408,7 +416,7 @@ def _pipette(root: Path, name: str) -> PipetteDefinition:
 
 
 def load_pipette(name: str) -> PipetteDefinition:
-    return _pipette(shared_data_dir(), name)
+    return _pipette(shared_data_dir(), _checked(name, "pipette"))
 
 
 def pipette_for_model(model: str) -> PipetteDefinition | None:
@@ -429,12 +437,12 @@ def _deck(root: Path, name: str) -> DeckDefinition:
 
 
 def load_deck(name: str = "ot2_standard") -> DeckDefinition:
-    return _deck(shared_data_dir(), name)
+    return _deck(shared_data_dir(), _checked(name, "deck"))
 
 
 def load_schema(name: str) -> dict:
     """One of the JSON Schemas in shared-data/schemas (labware-2, pipette, deck)."""
-    path = shared_data_dir() / "schemas" / f"{name}.schema.json"
+    path = shared_data_dir() / "schemas" / f"{_checked(name, 'schema')}.schema.json"
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
