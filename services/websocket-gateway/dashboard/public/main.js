@@ -74,7 +74,9 @@ function redrawRig() {
 
 async function loadHistory() {
   try {
-    const response = await fetch("api/history", { cache: "no-store" });
+    // reads are open by default; a gateway that closes them (read_requires_token) takes the same token
+    const headers = bus.token ? { Authorization: `Bearer ${bus.token}` } : {};
+    const response = await fetch("api/history", { cache: "no-store", headers });
     if (!response.ok) throw new Error(`HTTP ${response.status}`);
     const body = await response.json();
     for (const entry of body.broadcasts || []) rig.add(entry.broadcast);

@@ -262,14 +262,15 @@ function vialOptions(data, vial, units, { width, height }) {
     cursor: { drag: { x: true, y: false } },
     scales: {
       x: { time: true },
-      od: { auto: true },
-      // the temperature axis follows the measured values, so a far setpoint (heater off) does not flatten them
-      temp: { range: (u) => measuredRange(u.data[2]) },
+      // both axes follow the measured values with a least span, so sensor noise is not blown up to fill the chart,
+      // and the temperature axis ignores a far setpoint (heater off) that would flatten the curve
+      od: { range: (u) => measuredRange(u.data[1], units.od.calibrated ? 0.1 : 200) },
+      temp: { range: (u) => measuredRange(u.data[2], units.temp.calibrated ? 1 : 20) },
     },
     axes: [
       { size: 30, space: 60, font: "10px system-ui, sans-serif" },
-      { scale: "od", size: 42, font: "10px system-ui, sans-serif", stroke: OD_COLOR },
-      { scale: "temp", side: 1, size: 36, font: "10px system-ui, sans-serif", stroke: TEMP_COLOR, grid: { show: false } },
+      { scale: "od", size: 50, font: "10px system-ui, sans-serif", stroke: OD_COLOR },
+      { scale: "temp", side: 1, size: 44, font: "10px system-ui, sans-serif", stroke: TEMP_COLOR, grid: { show: false } },
     ],
     series: [
       {},
@@ -281,12 +282,13 @@ function vialOptions(data, vial, units, { width, height }) {
   };
 }
 
-function measuredRange(values) {
+function measuredRange(values, leastSpan) {
   let low = Infinity, high = -Infinity;
   for (const v of values) if (v !== null && v !== undefined) { low = Math.min(low, v); high = Math.max(high, v); }
-  if (!Number.isFinite(low)) return [0, 1];
-  const pad = Math.max((high - low) * 0.15, Math.abs(high) * 0.01, 0.1);
-  return [low - pad, high + pad];
+  if (!Number.isFinite(low)) return [0, leastSpan];
+  const middle = (low + high) / 2;
+  const half = Math.max((high - low) * 0.6, leastSpan / 2);
+  return [middle - half, middle + half];
 }
 
 // Pump runs as small blue marks on the time axis.
