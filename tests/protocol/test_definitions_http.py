@@ -5,8 +5,10 @@ import json
 from pathlib import Path
 
 import pytest
+import asyncio
+
+import httpx
 from starlette.applications import Starlette
-from starlette.testclient import TestClient
 
 from benchbus_gateway import definitions_routes
 from benchbus_protocol import definitions
@@ -14,8 +16,16 @@ from benchbus_protocol import definitions
 SHARED = Path(__file__).resolve().parents[2] / "shared-data"
 
 
-def client() -> TestClient:
-    return TestClient(Starlette(routes=definitions_routes.routes()))
+class client:
+    """GET through the ASGI app in-process (httpx's ASGI transport)."""
+
+    app = Starlette(routes=definitions_routes.routes())
+
+    def get(self, path: str) -> httpx.Response:
+        async def fetch():
+            async with httpx.AsyncClient(transport=httpx.ASGITransport(app=self.app), base_url="http://gw") as http:
+                return await http.get(path)
+        return asyncio.run(fetch())
 
 
 def test_the_definitions_are_served_as_the_files_say():

@@ -33,6 +33,10 @@ class DefinitionError(ValueError):
     """A definition is missing, unreadable or invalid; the message names the file and the problem."""
 
 
+class DefinitionNotFound(DefinitionError):
+    """No definition of that name (or version)."""
+
+
 class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False, populate_by_name=True)
 
@@ -348,7 +352,7 @@ def _read(path: Path, model: type[BaseModel], what: str):
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DefinitionError(f"{what}: no file {path}") from None
+        raise DefinitionNotFound(f"{what}: no file {path}") from None
     except (OSError, ValueError) as exc:
         raise DefinitionError(f"{what}: {path} is not readable JSON: {exc}") from None
     try:
@@ -359,7 +363,7 @@ def _read(path: Path, model: type[BaseModel], what: str):
 
 def _checked(name: str, what: str) -> str:
     if not isinstance(name, str) or not SAFE_NAME.match(name) or ".." in name:
-        raise DefinitionError(f"no {what} named {name!r}: names are letters, digits, '.', '_' and '-'")
+        raise DefinitionNotFound(f"no {what} named {name!r}: names are letters, digits, '.', '_' and '-'")
     return name
 
 
@@ -389,7 +393,7 @@ def _labware(root: Path, load_name: str, version: int | None) -> LabwareDefiniti
     directory = root / "labware" / load_name
     if not directory.is_dir():
         known = ", ".join(labware_names(root))
-        raise DefinitionError(f"no labware named {load_name!r}; known: {known}")
+        raise DefinitionNotFound(f"no labware named {load_name!r}; known: {known}")
     version = version or _latest_version(directory)
     if version is None:
         raise DefinitionError(f"labware {load_name!r} has no version files in {directory}")
@@ -408,7 +412,7 @@ def load_labware(load_name: str, version: int | None = None) -> LabwareDefinitio
 def _pipette(root: Path, name: str) -> PipetteDefinition:
     path = root / "pipettes" / f"{name}.json"
     if not path.exists():
-        raise DefinitionError(f"no pipette named {name!r}; known: {', '.join(pipette_names(root))}")
+        raise DefinitionNotFound(f"no pipette named {name!r}; known: {', '.join(pipette_names(root))}")
     definition = _read(path, PipetteDefinition, f"pipette {name}")
     if definition.name != name:
         raise DefinitionError(f"{path} says its name is {definition.name!r}")
@@ -432,7 +436,7 @@ def pipette_for_model(model: str) -> PipetteDefinition | None:
 def _deck(root: Path, name: str) -> DeckDefinition:
     path = root / "deck" / f"{name}.json"
     if not path.exists():
-        raise DefinitionError(f"no deck named {name!r}; known: {', '.join(deck_names(root))}")
+        raise DefinitionNotFound(f"no deck named {name!r}; known: {', '.join(deck_names(root))}")
     return _read(path, DeckDefinition, f"deck {name}")
 
 
@@ -446,7 +450,7 @@ def load_schema(name: str) -> dict:
     try:
         return json.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DefinitionError(f"no schema {name!r} at {path}") from None
+        raise DefinitionNotFound(f"no schema {name!r} at {path}") from None
 
 
 def clear_cache() -> None:

@@ -39,7 +39,7 @@ def _serve(load) -> Response:
     try:
         found = load(definitions)
     except definitions.DefinitionError as exc:
-        missing = str(exc).startswith("no ")
+        missing = isinstance(exc, definitions.DefinitionNotFound)
         return _error(404 if missing else 500, "not_found" if missing else "internal", str(exc))
     if hasattr(found, "model_dump"):
         found = found.model_dump(mode="json", by_alias=True, exclude_none=True)
