@@ -39,3 +39,16 @@ def test_simulate_reports_a_failing_protocol_and_exits_non_zero(tmp_path):
     nothing.write_text("x = 1\n")
     refused = simulate(str(nothing))
     assert refused.returncode != 0 and "defines no run(protocol) function" in refused.stderr
+
+
+def test_connect_with_simulate_starts_and_stops_a_private_stack():
+    from benchbus_protocol import connect
+    with connect(simulate=True, speedup=50, right="none") as protocol:
+        stack = protocol._stack
+        assert stack.device.startswith("simulate-")
+        tips = protocol.load_labware("benchbus_96_tiprack_20ul", 3)
+        p300 = protocol.load_pipette("p300_single_gen2", "left")
+        p300.pick_up_tip(tips["A1"])
+        assert p300.has_tip and protocol.position["X"] != protocol.home_position["X"]
+        assert protocol._attached("right") is None  # the emulator was started with no right pipette
+    assert stack._broker is None and not stack.data_dir.exists()

@@ -19,9 +19,12 @@ anything. The motion lease is held from connect to close. A door opened mid-prot
 """
 from __future__ import annotations
 
+import atexit
 import contextlib
 import logging
 import math
+import os
+import socket
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator, Sequence
@@ -59,12 +62,15 @@ class Calibration:
     notes: list = field(default_factory=list)  # what fell back to defaults, or is marked bad
 
 
-def connect(device: str, broker: str | BrokerSettings | None = None, *, simulate: bool = False,
+def connect(device: str | None = None, broker: str | BrokerSettings | None = None, *, simulate: bool = False,
             deck: str = "ot2_standard", use_calibration: bool = True, pause_timeout_s: float | None = None,
             on_pause: Callable[[str], None] | None = None, on_resume: Callable[[], None] | None = None,
             lease_ttl_s: float = 30.0, **simulate_options) -> "ProtocolContext":
     """Connect to `device`'s bus (broker 'host:port') and take the motion lease; use as a context manager or
-    call close(). `simulate=True` starts the stack on emulators first (see simulate.py) and stops it at close."""
+    call close(). device defaults to $BENCHBUS_DEVICE, else this host's name (on the robot itself).
+    `simulate=True` starts the stack on emulators first (see simulate.py; options left=, right=, speedup=) and
+    stops it at close."""
+    device = device or os.environ.get("BENCHBUS_DEVICE") or socket.gethostname()
     stack = None
     if simulate:
         from .simulate import SimulatedStack
@@ -102,6 +108,7 @@ class ProtocolContext:
         self.fixed_trash = Labware(_definition(lambda: definitions.load_labware(trash.labware)), trash.slot,
                                    Point(*trash.position), label="fixed trash")
         robot.open()
+        atexit.register(self.close)  # a notebook that never calls close() still gives the lease back
         try:
             robot.acquire_lease()
             self.calibration = self._read_deck_calibration()
@@ -123,6 +130,7 @@ class ProtocolContext:
         if self._closed:
             return
         self._closed = True
+        atexit.unregister(self.close)
         try:
             self.robot.close()
         finally:
