@@ -1,0 +1,127 @@
+"""`benchbus up` end to end, as a user runs it: one eVOLVER cycle and one robot home + move through the bus, the
+dashboard served, then Ctrl-C (SIGINT) and nothing left behind: no process, no bound port.
+
+The tests share one running stack (started once for this module) and run in file order; the last one stops it.
+"""
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+import urllib.request
+
+import psutil
+import pytest
+
+from .conftest import UpStack, http_json, port_is_bound
+
+RECURRING_WITH_DATA = ("od_90", "od_135", "temp")  # the boards that answer a cycle with readings (`b`)
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory):
+    stack = UpStack(tmp_path_factory.mktemp("benchbus-up")).start()
+    yield stack
+    if stack.running:
+        try:
+            stack.stop(30)
+        except subprocess.TimeoutExpired:
+            stack.kill()
+
+
+def test_up_reports_every_service_ready_and_where_the_dashboard_is(stack):
+    printed = stack.out.text()
+    assert f"all {len(stack.segments())} services ready" in printed
+    assert f"http://localhost:{stack.http_port}/" in printed
+    assert set(stack.segments()) >= {"samd", "smoothie", "gpio", "calibration", "scheduler", "update", "gateway"}
+    states = stack.states()
+    assert {s: states[s]["state"] for s in stack.segments()} == {s: "ready" for s in stack.segments()}
+    with urllib.request.urlopen(f"http://127.0.0.1:{stack.http_port}/", timeout=10) as page:
+        assert page.status == 200
+        assert b"<html" in page.read().lower()
+
+
+def recurring_params(stack: UpStack) -> list[str]:
+    config = stack.bus.call("scheduler", "get_config", {}, timeout=10)["config"]
+    return [name for name, p in config["experimental_params"].items() if p.get("recurring")]
+
+
+def test_one_evolver_cycle_reaches_every_board_and_is_broadcast(stack):
+    recurring = recurring_params(stack)
+    broadcasts: list[dict] = []
+    arrived = threading.Event()
+
+    def on_broadcast(_topic, data, _message) -> None:
+        broadcasts.append(data)
+        if all(data["status"].get(p) == "ok" for p in recurring):
+            arrived.set()
+
+    stack.bus.subscribe(stack.bus.topic("scheduler", "event", "broadcast"), on_broadcast)
+    # the first cycle ran at start, maybe before we listened: pause + resume starts the next one at once
+    stack.bus.call("scheduler", "pause", {}, timeout=10)
+    stack.bus.call("scheduler", "resume", {}, timeout=10)
+    assert arrived.wait(60), f"no broadcast with every param ok: {broadcasts}"
+    cycle = next(b for b in broadcasts if all(b["status"].get(p) == "ok" for p in recurring))
+    for param in RECURRING_WITH_DATA:  # 16 vials' readings, as numbers in text (the original's format)
+        assert len(cycle["data"][param]) == 16 and all(v.lstrip("-").isdigit() for v in cycle["data"][param])
+    assert cycle["errors"] == {}
+
+    emulator = http_json(f"{stack.control('samd-emulator')}/state")
+    for param in recurring:  # each board took the cycle's `r` frame and its `a`
+        assert emulator["boards"][param]["acks"] >= 1, param
+
+
+def test_a_dpu_command_reaches_the_samd_board(stack):
+    values = ["13", "0", "7", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "11"]
+    results: list[dict] = []
+    done = threading.Event()
+
+    def on_result(_topic, data, _message) -> None:
+        results.append(data)
+        done.set()
+
+    stack.bus.subscribe(stack.bus.topic("scheduler", "event", "command_result"), on_result)
+    accepted = stack.bus.call("scheduler", "command", {"param": "stir", "value": values, "immediate": True},
+                              timeout=10)
+    assert accepted["applies"] == "next_boundary" and accepted["value"] == values
+    deadline = time.monotonic() + 60
+    while not any(r["command_id"] == accepted["command_id"] for r in results) and time.monotonic() < deadline:
+        done.wait(1)
+        done.clear()
+    result = next(r for r in results if r["command_id"] == accepted["command_id"])
+    assert result["outcome"] == "applied", result
+    assert result["values"] == values
+    board = http_json(f"{stack.control('samd-emulator')}/state")["boards"]["stir"]
+    assert board["applied"] == values  # the board itself runs the new stir rates
+
+
+def test_the_robot_homes_and_moves_through_the_bus(stack):
+    home = stack.bus.call("smoothie", "home", {"axes": ["Z"]}, timeout=60)
+    assert home["Z"] == pytest.approx(218.0)
+    moved = stack.bus.call("smoothie", "move", {"target": {"Z": 150.0}}, timeout=60)
+    assert moved["Z"] == pytest.approx(150.0)
+    _topic, position = stack.bus.wait_for(stack.bus.topic("smoothie", "state", "position"),
+                                          lambda _t, data: data and data.get("Z") == pytest.approx(150.0), timeout=10)
+    assert position["Z"] == pytest.approx(150.0)
+    board = http_json(f"{stack.control('smoothie-emulator')}/state")
+    assert board["homed"]["Z"] is True
+    assert board["position"]["Z"] == pytest.approx(150.0, abs=0.01)
+    log = http_json(f"{stack.control('smoothie-emulator')}/lines?since=0")["lines"]
+    motion = [line for line in log if "G28.2" in line or "G0 " in line]  # a line may carry several codes
+    assert any("G28.2 Z" in line for line in motion), motion
+    assert any("Z150" in line.split("G0 ", 1)[-1].replace(" ", "") for line in motion if "G0 " in line), motion
+
+
+def test_sigint_stops_every_process_and_frees_every_port(stack):
+    children = stack.children()
+    names = sorted(" ".join(c.cmdline()[1:3]) for c in children)
+    assert len(children) >= 10, names  # broker, 2 emulators, 7 services
+    ports = stack.ports()
+    assert all(port_is_bound(p) for p in ports.values()), {k: p for k, p in ports.items() if not port_is_bound(p)}
+
+    assert stack.stop(60) == 0
+
+    _gone, alive = psutil.wait_procs(children, timeout=10)
+    assert [(p.pid, " ".join(p.cmdline())) for p in alive if p.status() != psutil.STATUS_ZOMBIE] == []
+    assert {name: port for name, port in ports.items() if port_is_bound(port)} == {}
+    assert not (stack.data_dir / "up.json").exists()
