@@ -8,6 +8,11 @@ applied (the samd emulator's frames show the board applying exactly its values) 
 (an error reply, a timeout, or a failed `event/command_result`); nothing was reported applied that the board did
 not apply; calibrations.json, robot-calibrations.json and conf.yml parse and validate; every stored calibration
 is still there; every service is ready.
+
+A command that was accepted and then neither applied nor reported leaves its sender waiting for
+`event/command_result` until it gives up (a timeout). That is allowed only for commands the scheduler still held
+in its queue when it was killed, or whose result was in flight while the broker was away; anywhere else it fails
+the test as a silent loss. Run with `-s` to see the counts.
 """
 from __future__ import annotations
 
@@ -178,6 +183,7 @@ def applied_history(stack: UpStack, param: str) -> set[tuple[str, ...]]:
 def kill_and_wait_restart(stack: UpStack, segment: str) -> tuple[int, int]:
     """SIGKILL the service's process; the supervisor must start a new one that becomes ready. (old, new) pids."""
     old = stack.states()[segment]["pid"]
+    assert psutil.Process(old).ppid() == stack.process.pid  # a process of this stack, nothing else
     os.kill(old, signal.SIGKILL)
     _topic, state = stack.bus.wait_for(
         topics.lifecycle_topic(stack.info["device"], segment),
@@ -277,7 +283,6 @@ def run_faults(stack: UpStack, broker: MosquittoProcess, faults: FaultLog) -> No
                RESULT_WAIT_S + 5, every=0.5)
     check_outcomes(stack, dpu, drop_samd_at, faults)
     check_files_and_states(stack, dpu, gui)
-    assert "exited with -9; restarting it" in stack.err.text()
     assert stack.err.text().count("exited with -9; restarting it") == len(SERVICES_IN_TURN)
 
 
