@@ -36,7 +36,6 @@ from __future__ import annotations
 import argparse
 import heapq
 import itertools
-import json
 import math
 import os
 import random
@@ -49,9 +48,10 @@ import threading
 import time
 import tty
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Callable
+
+from benchbus.control import serve_json_control
 
 VIALS = 16
 PUMPS = 48
@@ -793,50 +793,19 @@ class SamdEmulator:
 # -- the program ---------------------------------------------------------------------------------------------------
 
 
-def _control_server(emulator: SamdEmulator, port: int) -> ThreadingHTTPServer:
-    class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args) -> None:
-            pass
+def _control_server(emulator: SamdEmulator, port: int):
+    def frames(query: dict) -> dict:  # ?param=stir: every frame that board understood, oldest first
+        return {"frames": [{"t": f.t, "param": f.param, "type": f.type, "values": f.values}
+                           for f in emulator.frames(query.get("param"))]}
 
-        def _answer(self, status: int, body: dict) -> None:
-            data = json.dumps(body).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def do_GET(self) -> None:
-            path, _, query = self.path.partition("?")
-            if path == "/state":
-                self._answer(200, emulator.snapshot())
-            elif path == "/frames":  # ?param=stir: every frame that board understood, oldest first
-                param = dict(p.partition("=")[::2] for p in query.split("&") if p).get("param")
-                self._answer(200, {"frames": [{"t": f.t, "param": f.param, "type": f.type, "values": f.values}
-                                              for f in emulator.frames(param)]})
-            else:
-                self._answer(404, {"error": "GET /state or /frames[?param=P]"})
-
-        def do_POST(self) -> None:
-            length = int(self.headers.get("Content-Length") or 0)
-            try:
-                body = json.loads(self.rfile.read(length) or b"{}")
-                if self.path == "/fault":
-                    emulator.inject(body["param"], body["kind"], float(body.get("probability", 1.0)),
-                                    body.get("count"))
-                elif self.path == "/clear":
-                    emulator.clear_faults()
-                elif self.path == "/drop":
-                    emulator.drop_port(float(body.get("down_s", 0.5)))
-                else:
-                    return self._answer(404, {"error": "POST /fault, /clear or /drop"})
-            except (ValueError, KeyError, TypeError) as exc:
-                return self._answer(400, {"error": str(exc)})
-            self._answer(200, {"ok": True})
-
-    server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
-    threading.Thread(target=server.serve_forever, name="samd-emulator-control", daemon=True).start()
-    return server
+    post = {
+        "/fault": lambda body: emulator.inject(body["param"], body["kind"], float(body.get("probability", 1.0)),
+                                               body.get("count")),
+        "/clear": lambda _body: emulator.clear_faults(),
+        "/drop": lambda body: emulator.drop_port(float(body.get("down_s", 0.5))),
+    }
+    return serve_json_control("samd-emulator", "127.0.0.1", port,
+                              get={"/state": lambda _query: emulator.snapshot(), "/frames": frames}, post=post)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,57 @@
+"""A tiny JSON-over-HTTP control interface for emulators run as separate processes (tests, `benchbus up`).
+
+    serve_json_control("samd-emulator", "127.0.0.1", port,
+                       get={"/state": lambda query: emulator.snapshot()},
+                       post={"/clear": lambda body: emulator.clear_faults()})
+
+GET handlers take the parsed query string ({name: first value}) and return a JSON object; POST handlers take the
+JSON body and return nothing (the answer is {"ok": true}) or an object. A bad body or argument is a 400 naming
+the problem, an unknown path a 404 listing the known ones.
+"""
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable
+from urllib.parse import parse_qs, urlsplit
+
+GetHandler = Callable[[dict[str, str]], dict]
+PostHandler = Callable[[dict[str, Any]], dict | None]
+
+
+def serve_json_control(name: str, host: str, port: int, get: dict[str, GetHandler],
+                       post: dict[str, PostHandler]) -> ThreadingHTTPServer:
+    class Handler(BaseHTTPRequestHandler):
+        def log_message(self, *_args) -> None:
+            pass
+
+        def _answer(self, status: int, body: dict) -> None:
+            data = json.dumps(body).encode()
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _run(self, routes: dict, argument_of: Callable[[Any], Any]) -> None:
+            url = urlsplit(self.path)
+            handler = routes.get(url.path)
+            if handler is None:
+                return self._answer(404, {"error": f"{self.command} one of {sorted(routes)}"})
+            try:
+                result = handler(argument_of(url))
+            except (ValueError, KeyError, TypeError) as exc:
+                return self._answer(400, {"error": f"{type(exc).__name__}: {exc}"})
+            self._answer(200, result if result is not None else {"ok": True})
+
+        def do_GET(self) -> None:
+            self._run(get, lambda url: {k: v[0] for k, v in parse_qs(url.query).items()})
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length") or 0)
+            self._run(post, lambda _url: json.loads(self.rfile.read(length) or b"{}"))
+
+    server = ThreadingHTTPServer((host, port), Handler)
+    threading.Thread(target=server.serve_forever, name=f"{name}-control", daemon=True).start()
+    return server
