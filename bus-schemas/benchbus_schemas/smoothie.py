@@ -4,11 +4,11 @@ Axes: X gantry left/right, Y gantry front/back, Z left mount, A right mount, B l
 Positions are machine coordinates in mm, as the board's `M114.2` reports them.
 
 Motion lease. Motion commands (home, move, move_relative, set_current, set_max_speed, disengage, dwell, probe,
-halt, resume, gcode) are served to anyone while nobody holds the lease. `acquire_motion` gives the calling client
-(its name, the MQTT 5 user property `client`) the lease for `ttl_s` seconds; while it is held, motion commands of
-every other client get `conflict` naming the holder. The holder renews by calling `acquire_motion` again (same
-`lease_id` back, the time to live starts over; every motion command of the holder renews it too) and gives it up
-with `release_motion` (or lets it expire). Reads (position, switches, homed, engaged, read_pipette) never need it.
+halt, resume, configure_pipette, gcode) are served to anyone while nobody holds the lease. `acquire_motion` gives
+the calling client (its name, the MQTT 5 user property `client`) the lease for `ttl_s` seconds; while it is held,
+motion commands of every other client get `conflict` naming the holder. The holder renews by calling
+`acquire_motion` again (same `lease_id` back, the time to live starts over; every motion command of the holder renews
+it too) and gives it up with `release_motion` (or lets it expire). Reads (position, switches, homed, engaged, read_pipette) never need it.
 `halt` is the one exception: any client may halt, lease or not, because stopping is always safe.
 """
 from __future__ import annotations
@@ -140,6 +140,33 @@ class ReadPipetteRequest(Strict):
     mount: Mount | None = Field(None, description="null or absent = both mounts")
 
 
+class ConfigurePipetteRequest(Strict):
+    """A pipette's mount settings (reference 5.3 `smoothieConfigs`): GEN1 768 / 220 / 30, GEN2 single
+    3200 / 172.15 / 60, GEN2 multi 3200 / 155.75 / 60."""
+
+    mount: Mount
+    steps_per_mm: float = Field(..., ge=100, le=6400, strict=True, description="plunger steps per mm (M92 B|C)")
+    home_position: float = Field(..., ge=100, le=220, strict=True,
+                                 description="the mount axis's homing position, mm (M365.0 Z|A); it lands this "
+                                 "minus the 2 mm retract after homing")
+    travel_distance: float = Field(..., ge=10, le=60, strict=True,
+                                   description="the plunger's max travel when homing, mm (M365.1 B|C); the plunger "
+                                   "may go no lower than 20 minus this")
+
+
+class MountConfig(Strict):
+    steps_per_mm: float
+    home_position: float
+    travel_distance: float
+    travel: dict[Axis, list[float]] = Field(..., description="the [min, max] mm the bridge now allows for the mount "
+                                            "and plunger axes (targets outside are refused)")
+
+
+class MountConfigs(Strict):
+    left: MountConfig | None = None
+    right: MountConfig | None = None
+
+
 class GcodeRequest(Strict):
     lines: list[str] = Field(..., min_length=1, max_length=64,
                              description="raw G-code lines, sent one by one (admin clients only)")
@@ -220,6 +247,9 @@ command(SERVICE, "halt", Empty, Halted, "Stop at once through the halt line (gpi
         "board; motion is refused (alarm) until homed. Any client may halt.")
 command(SERVICE, "pause", Empty, PauseInfo, "Block every motion command (the running one finishes) until resume.")
 command(SERVICE, "resume", Empty, PauseInfo, "Lift a pause; refused with conflict while the door is open.")
+command(SERVICE, "configure_pipette", ConfigurePipetteRequest, MountConfig, "Configure a mount for its pipette: "
+        "plunger steps/mm (M92), mount homing position (M365.0), plunger max travel (M365.1); narrows the travel the "
+        "bridge allows for those axes. Needs the lease if one is held; home the mount afterwards.")
 command(SERVICE, "gcode", GcodeRequest, GcodeResult, "Raw G-code, admin clients only; `?` and Ctrl-X are refused.")
 command(SERVICE, "acquire_motion", AcquireMotionRequest, Lease, "Take or renew the motion lease (conflict when "
         "another client holds it).")
@@ -233,6 +263,7 @@ state(SERVICE, "paused", PauseInfo, "Paused (door or client) and the door as las
 state(SERVICE, "lease", LeaseInfo, "Who holds the motion lease.")
 state(SERVICE, "firmware", Firmware, "The board's firmware version.")
 state(SERVICE, "pipettes", Pipettes, "Attached pipettes as last read.")
+state(SERVICE, "mount_config", MountConfigs, "Each mount's pipette settings as last configured (null: defaults).")
 
 event(SERVICE, "alarm", AlarmEvent, "The board raised an alarm during motion; the recovery ran, the command failed.")
 event(SERVICE, "paused", PausedEvent, "Motion paused (door opened or a client paused).")

@@ -75,12 +75,11 @@ def emulator():
 
 @pytest.fixture
 def start_stack(broker, device, bus, make_settings, serve, emulator, tmp_path):
-    def start(admin_clients=("admin", "protocol-*")) -> Stack:
+    def start() -> Stack:
         serve(build_gpio, make_settings(GpioSettings, backend="sim", debounce_ms=2.0, long_press_s=5.0))
         serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration"))
         serve(build_bridge, make_settings(SmoothieSettings, port=emulator.url, ack_timeout_s=2.0, retries=1,
-                                          boot_timeout_s=1.0, recovery_pause_s=0.0,
-                                          admin_clients=list(admin_clients)))
+                                          boot_timeout_s=1.0, recovery_pause_s=0.0))
         for segment in ("gpio", "smoothie"):
             bus.wait_for(f"benchbus/{device}/{segment}/$state", lambda _t, d: (d or {}).get("state") == "ready")
         return Stack(device, broker, emulator, bus)

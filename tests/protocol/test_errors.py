@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from benchbus import BusError
 from benchbus_protocol import LabwareError, PipetteError, VolumeError
 
 from .conftest import motion_codes
@@ -104,10 +105,16 @@ def test_an_eight_channel_goes_to_row_a_only(start_stack, emulator):
         multi.drop_tip()
 
 
-def test_a_bridge_that_refuses_the_pipette_configuration_is_a_clear_error(start_stack):
-    stack = start_stack(admin_clients=["admin"])
+def test_protocol_clients_configure_pipettes_without_being_admins(stack):
+    """The bridge keeps its default admin_clients (["admin"]): load_pipette works through the typed
+    configure_pipette, and the protocol's own client is refused raw G-code."""
     with stack.connect() as protocol:
-        with pytest.raises(PipetteError, match=r"refused to configure the left mount .*admin_clients"):
-            protocol.load_pipette("p300_single_gen2", "left")
-        assert protocol.pipettes == {}
+        start = len(stack.emulator.lines)
+        protocol.load_pipette("p300_single_gen2", "left")
+        assert ["M92 B3200", "M365.0 Z172.15", "M365.1 B60"] == [
+            line for line in stack.emulator.lines[start:] if line.startswith(("M92", "M365"))]
+        with pytest.raises(BusError) as err:
+            protocol.robot.bus.call("smoothie", "gcode", {"lines": ["M92 B1"]}, timeout=10)
+        assert err.value.code == "unauthorized" and protocol.robot.name.startswith("protocol-")
     assert motion_codes(stack.emulator) == []
+    assert stack.emulator.steps_per_mm["B"] == 3200

@@ -230,23 +230,13 @@ class ProtocolContext:
         return (state or {}).get(mount)
 
     def _configure(self, pipette: "InstrumentContext") -> None:
-        """Plunger steps/mm, the mount's home position and the plunger's travel (M92, M365.0, M365.1), then its
-        currents. The firmware settings go through smoothie/cmd/gcode, which the bridge allows to its
-        admin_clients only."""
+        """Plunger steps/mm, the mount's home position and the plunger's travel (the bridge's typed
+        `configure_pipette`, which sends M92, M365.0, M365.1; no raw G-code), then its currents."""
         d, geometry = pipette.definition, pipette.geometry
         config = d.smoothieConfig
-        lines = [f"M92 {geometry.plungerAxis}{config.stepsPerMM:g}",
-                 f"M365.0 {geometry.mountAxis}{config.homePosition:g}",
-                 f"M365.1 {geometry.plungerAxis}{config.travelDistance:g}"]
-        try:
-            self.robot.motion("gcode", {"lines": lines}, timeout=30)
-        except MotionError as exc:
-            if exc.code == "unauthorized":
-                raise PipetteError(
-                    f"the smoothie-bridge refused to configure the {pipette.mount} mount for {pipette.name}: "
-                    f"{exc}. Allow this client's name pattern 'protocol-*' in the bridge's admin_clients "
-                    "(/etc/benchbus/smoothie.yaml or BENCHBUS_SMOOTHIE_ADMIN_CLIENTS)") from None
-            raise
+        self.robot.motion("configure_pipette", {"mount": pipette.mount, "steps_per_mm": float(config.stepsPerMM),
+                                                "home_position": float(config.homePosition),
+                                                "travel_distance": float(config.travelDistance)}, timeout=30)
         currents: dict[str, Any] = {"active": {geometry.plungerAxis: d.plungerCurrent}}
         if d.idleCurrent is not None:
             currents["dwelling"] = {geometry.plungerAxis: d.idleCurrent}

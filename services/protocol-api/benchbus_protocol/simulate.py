@@ -32,7 +32,6 @@ from benchbus.up import Supervisor, UpContext, discover, wait_ready
 from benchbus.testing.broker import MosquittoProcess
 
 SERVICES = ("smoothie", "gpio", "calibration")
-PROTOCOL_CLIENTS = "protocol-*"
 DEFAULT_LEFT = "p300_single_v2.1:P3HSV2120200101"
 DEFAULT_RIGHT = "p20_single_v2.0:P20SV2020200101"
 
@@ -57,8 +56,6 @@ class SimulatedStack:
             if unit.port is not None and "benchbus_smoothie.emulator" in " ".join(unit.argv):
                 unit.argv += ["--speedup", str(self.speedup), "--left", self.left or "none",
                               "--right", self.right or "none"]
-            if unit.segment == "smoothie":
-                unit.env["BENCHBUS_SMOOTHIE_ADMIN_CLIENTS"] = f'["admin", "{PROTOCOL_CLIENTS}"]'
 
     def start(self) -> "SimulatedStack":
         self._broker = MosquittoProcess()

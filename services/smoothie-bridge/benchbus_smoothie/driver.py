@@ -26,6 +26,11 @@ AXES: tuple[str, ...] = ("X", "Y", "Z", "A", "B", "C")
 ALPHABETICAL: tuple[str, ...] = ("A", "B", "C", "X", "Y", "Z")  # the order the OT-2 driver writes axis letters in
 PLUNGERS = ("B", "C")
 MOUNT_LETTER = {"left": "L", "right": "R"}
+MOUNT_AXIS = {"left": "Z", "right": "A"}
+PLUNGER_AXIS = {"left": "B", "right": "C"}
+# Firmware defaults (reference 1.9): the mount backs off 2 mm after homing, the plunger homes at 20 mm.
+MOUNT_RETRACT_MM = 2.0
+PLUNGER_HOMING_POSITION_MM = 20.0
 ACK = b"ok\r\nok\r\n"
 TERMINATOR = "\r\n\r\n"
 BACKLASH_MM = 0.3
@@ -499,6 +504,17 @@ class SmoothieDriver:
             self.send(f"G0 F{fmt(c.default_speed * 60)}", motion=True)
             self.send(f"M204 S{fmt(DEFAULT_ACCELERATION_S)} " + axes_words(c.acceleration), motion=True)
             self.read_version()
+
+    def configure_pipette(self, mount: str, steps_per_mm: float, home_position: float,
+                          travel_distance: float) -> None:
+        """A pipette's mount settings (reference 5.3): plunger steps/mm, mount homing position, plunger max travel
+        when homing. The steps/mm are kept so a re-setup after a halt sends them again, not the defaults."""
+        mount_axis, plunger = MOUNT_AXIS[mount], PLUNGER_AXIS[mount]
+        with self.lock:
+            self.send(f"M92 {plunger}{fmt(steps_per_mm)}", motion=True)
+            self.config.steps_per_mm[plunger] = steps_per_mm
+            self.send(f"M365.0 {mount_axis}{fmt(home_position)}", motion=True)
+            self.send(f"M365.1 {plunger}{fmt(travel_distance)}", motion=True)
 
     def clear_halt(self) -> str:
         with self.lock:

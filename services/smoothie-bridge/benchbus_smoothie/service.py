@@ -17,9 +17,9 @@ from benchbus.runner import run_service
 from benchbus_schemas import topics
 from benchbus_schemas.smoothie import AXES
 
-from .driver import (AlarmLock, AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse,
-                     ParseError, SerialLink, SmoothieDriver, SmoothieError, expand_home_axes, strip_response,
-                     travel_check)
+from .driver import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_POSITION_MM, AlarmLock,
+                     AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse, ParseError,
+                     SerialLink, SmoothieDriver, SmoothieError, expand_home_axes, strip_response, travel_check)
 from .safety import MotionGate, MotionLease
 from .settings import SmoothieSettings
 
@@ -47,6 +47,8 @@ class Bridge:
         self.gpio_ready = False
         self.halt_generation = 0
         self.pipettes: dict[str, Any] = {"left": None, "right": None}
+        self.travel: dict[str, tuple[float, float]] = dict(settings.travel)  # narrowed by configure_pipette
+        self.mount_config: dict[str, dict | None] = {"left": None, "right": None}
         self._halt_lock = threading.Lock()
 
     # -- wiring ------------------------------------------------------------------------------------------------------
@@ -58,8 +60,8 @@ class Bridge:
             "switches": self.switches, "homed": self.homed, "engaged": self.engaged, "set_current": self.set_current,
             "set_max_speed": self.set_max_speed, "disengage": self.disengage, "dwell": self.dwell,
             "probe": self.probe, "read_pipette": self.read_pipette, "halt": self.halt, "pause": self.pause,
-            "resume": self.resume, "gcode": self.gcode, "acquire_motion": self.acquire_motion,
-            "release_motion": self.release_motion,
+            "resume": self.resume, "configure_pipette": self.configure_pipette, "gcode": self.gcode,
+            "acquire_motion": self.acquire_motion, "release_motion": self.release_motion,
         }
         for name, handler in handlers.items():
             s.handles(name)(handler)
@@ -92,6 +94,7 @@ class Bridge:
             self._reset_board("no answer to the boot ping")
             self.driver.ping()
         self.driver.setup()
+        self._reapply_mount_config()
         log.info("Smoothieboard firmware %s", self.driver.firmware_version)
         self.svc.set_state("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
         if self.settings.read_pipettes_at_boot:
@@ -146,6 +149,7 @@ class Bridge:
         self.svc.set_state("paused", self.gate.pause_info())
         self.svc.set_state("lease", self.lease.info())
         self.svc.set_state("pipettes", self.pipettes)
+        self.svc.set_state("mount_config", self.mount_config)
 
     # -- the two paths every command takes ---------------------------------------------------------------------------
 
@@ -230,10 +234,10 @@ class Bridge:
     # -- checks before anything is sent ------------------------------------------------------------------------------
 
     def _check_travel(self, targets: dict[str, float]) -> None:
-        problems = travel_check(targets, self.settings.travel)
+        problems = travel_check(targets, self.travel)
         if problems:
             raise BusError("invalid_request", "target outside travel: " + "; ".join(problems),
-                           {"travel": {a: list(self.settings.travel[a]) for a in targets}})
+                           {"travel": {a: list(self.travel[a]) for a in targets}})
 
     def _check_homed(self, axes) -> None:
         if not self.settings.require_homed:
@@ -325,6 +329,36 @@ class Bridge:
             self.driver.dwell(request.seconds)
             return {}
         return self.motion(ctx, run)
+
+    def configure_pipette(self, request, ctx: RequestContext):
+        """The typed way to set a mount up for its pipette (no raw G-code needed); the travel follows it."""
+        def run():
+            self.driver.configure_pipette(request.mount, request.steps_per_mm, request.home_position,
+                                          request.travel_distance)
+            config = {"steps_per_mm": request.steps_per_mm, "home_position": request.home_position,
+                      "travel_distance": request.travel_distance}
+            self.mount_config[request.mount] = {**config, "travel": self._narrow_travel(request.mount, config)}
+            self.svc.set_state("mount_config", self.mount_config)
+            return self.mount_config[request.mount]
+        # changing settings moves nothing: allowed while the door is open, paused or in alarm (not against the lease)
+        return self.motion(ctx, run, gate=False)
+
+    def _narrow_travel(self, mount: str, config: dict) -> dict[str, list[float]]:
+        """After homing, the mount sits at its homing position less the retract (its new top); the plunger must
+        stay within its homing travel of the switch, or the next home stops short of it (reference 1.9, 5.3)."""
+        mount_axis, plunger = MOUNT_AXIS[mount], PLUNGER_AXIS[mount]
+        low, high = self.settings.travel[mount_axis]
+        self.travel[mount_axis] = (low, min(high, config["home_position"] - MOUNT_RETRACT_MM))
+        low, high = self.settings.travel[plunger]
+        self.travel[plunger] = (max(low, PLUNGER_HOMING_POSITION_MM - config["travel_distance"]), high)
+        return {axis: list(self.travel[axis]) for axis in (mount_axis, plunger)}
+
+    def _reapply_mount_config(self) -> None:
+        """A board that was reset forgot the mounts' settings: send the configured ones again."""
+        for mount, config in self.mount_config.items():
+            if config is not None:
+                self.driver.configure_pipette(mount, config["steps_per_mm"], config["home_position"],
+                                              config["travel_distance"])
 
     def gcode(self, request, ctx: RequestContext):
         if not any(fnmatch.fnmatchcase(ctx.client or "", pattern) for pattern in self.settings.admin_clients):
