@@ -3,11 +3,17 @@
 `UpStack` runs `benchbus up` in a folder of its own, waits for its "ready" line, reads `<data-dir>/up.json` (the
 broker, the device, every unit with its emulator port and control interface) and gives the test a bus client and
 the emulators' JSON control interfaces. `stop()` sends SIGINT, as Ctrl-C in a terminal does.
+
+`clean_venv` is a virtual environment holding only what the packages of this repository declare (installed
+editable, as `./dev` does, without requirements-dev.txt): a service that imports something it does not declare
+fails there. It is kept in pytest's cache and rebuilt when a pyproject.toml or the interpreter changes.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -26,6 +32,7 @@ from benchbus.client import BusClient
 from benchbus.settings import BrokerSettings
 from benchbus.testing.broker import free_port
 
+REPO = Path(__file__).resolve().parents[2]
 BENCHBUS = Path(sys.executable).with_name("benchbus")  # the console script of the virtual environment
 READY_MARK = "services ready in"
 START_TIMEOUT_S = 60.0
@@ -87,12 +94,45 @@ def port_is_bound(port: int) -> bool:
     return False
 
 
+def repository_packages() -> list[Path]:
+    """Every package `./dev` installs: the contract, the runtime, then each service folder."""
+    services = [p.parent for p in sorted(REPO.glob("services/*/pyproject.toml")) if p.parent.name != "common"]
+    return [REPO / "bus-schemas", REPO / "services" / "common", *services]
+
+
+def build_clean_venv(cache: Path) -> Path:
+    packages = repository_packages()
+    stamp = hashlib.sha256(sys.version.encode() + b"".join((p / "pyproject.toml").read_bytes() for p in packages))
+    venv = cache / stamp.hexdigest()[:16]
+    complete = venv / ".benchbus-complete"
+    if complete.exists():
+        return venv
+    shutil.rmtree(venv, ignore_errors=True)  # a build that was interrupted
+    for old in cache.iterdir():  # environments of earlier pyproject.toml versions
+        shutil.rmtree(old, ignore_errors=True)
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
+    editable = [arg for p in packages for arg in ("-e", str(p))]
+    for argv in ([sys.executable, "-m", "venv", str(venv)], pip + ["setuptools>=68"],
+                 pip + ["--no-build-isolation", *editable]):
+        done = subprocess.run(argv, capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.fail(f"building the clean virtual environment failed: {' '.join(argv)}\n{done.stdout}{done.stderr}")
+    complete.write_text(stamp.hexdigest())
+    return venv
+
+
+@pytest.fixture(scope="session")
+def clean_venv(request) -> Path:
+    return build_clean_venv(request.config.cache.mkdir("benchbus-clean-venv"))
+
+
 class UpStack:
-    def __init__(self, workdir: Path, broker: str | None = None, extra_args: list[str] | None = None):
+    def __init__(self, workdir: Path, broker: str | None = None, extra_args: list[str] | None = None,
+                 benchbus: Path = BENCHBUS):
         self.workdir = workdir
         self.data_dir = workdir / "data"
         self.http_port = free_port()
-        self.argv = [str(BENCHBUS), "up", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
+        self.argv = [str(benchbus), "up", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
         if broker:
             self.argv += ["--broker", broker]
         self.argv += extra_args or []
@@ -198,21 +238,3 @@ class UpStack:
             if time.monotonic() > deadline:
                 return states
             time.sleep(0.3)
-
-
-@pytest.fixture
-def start_up(tmp_path):
-    """start_up(broker=None) -> a running UpStack; whatever is still running at the end is stopped (or killed)."""
-    stacks: list[UpStack] = []
-
-    def start(broker: str | None = None) -> UpStack:
-        stack = UpStack(tmp_path / f"up{len(stacks)}", broker=broker)
-        stacks.append(stack)
-        return stack.start()
-    yield start
-    for stack in stacks:
-        if stack.running:
-            try:
-                stack.stop(30)
-            except subprocess.TimeoutExpired:
-                stack.kill()

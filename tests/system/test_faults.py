@@ -310,7 +310,8 @@ def check_outcomes(stack: UpStack, dpu: DpuStream, drop_samd_at: float, faults: 
                 unexplained.append(sent)
     print(f"\nfault run: {tally} {faults.counts()}")
     t0 = dpu.sent[0].sent_at
-    print("unconfirmed (accepted at, s): " + ", ".join(f"#{s.seq} {s.param} {s.accepted_at - t0:.1f}" for s in unconfirmed))
+    print("unconfirmed (accepted at, s): "
+          + ", ".join(f"#{s.seq} {s.param} {s.accepted_at - t0:.1f}" for s in unconfirmed))
     print("fault windows (s): " + ", ".join(f"{a - t0:.1f}..{b - t0:.1f}" for a, b in faults.lossy_windows))
     assert claimed_but_not_applied == [], "reported applied, never applied by the board: " + \
         ", ".join(f"#{s.seq} {s.param}" for s in claimed_but_not_applied)

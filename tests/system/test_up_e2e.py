@@ -1,14 +1,16 @@
-"""`benchbus up` end to end, as a user runs it: one eVOLVER cycle and one robot home + move through the bus, the
-dashboard served, then Ctrl-C (SIGINT) and nothing left behind: no process, no bound port.
+"""`benchbus up` end to end, as a user runs it: from a clean virtual environment (only what the packages declare),
+in an empty folder; every service ready and the dashboard served; one eVOLVER cycle and a DPU command that reaches
+the board; one robot home + move through the bus; then Ctrl-C (SIGINT) and nothing left behind: no process, no
+bound port.
 
-The tests share one running stack (started once for this module) and run in file order; the last one stops it.
+One test, in steps (each a function below), because the steps share one running stack and the last one stops it.
 """
 from __future__ import annotations
 
-import subprocess
 import threading
 import time
 import urllib.request
+from pathlib import Path
 
 import psutil
 import pytest
@@ -18,18 +20,20 @@ from .conftest import UpStack, http_json, port_is_bound
 RECURRING_WITH_DATA = ("od_90", "od_135", "temp")  # the boards that answer a cycle with readings (`b`)
 
 
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory):
-    stack = UpStack(tmp_path_factory.mktemp("benchbus-up")).start()
-    yield stack
-    if stack.running:
-        try:
-            stack.stop(30)
-        except subprocess.TimeoutExpired:
-            stack.kill()
+@pytest.mark.slow  # the first run builds the clean virtual environment (~30 s); later runs reuse it
+def test_benchbus_up_end_to_end(tmp_path, clean_venv):
+    stack = UpStack(tmp_path / "user-folder", benchbus=clean_venv / "bin" / "benchbus").start()
+    try:
+        up_reports_every_service_ready_and_where_the_dashboard_is(stack)
+        one_evolver_cycle_reaches_every_board_and_is_broadcast(stack)
+        a_dpu_command_reaches_the_samd_board(stack)
+        the_robot_homes_and_moves_through_the_bus(stack)
+        sigint_stops_every_process_and_frees_every_port(stack)
+    finally:
+        stack.kill()  # only if a step failed before the stop: nothing may outlive the test
 
 
-def test_up_reports_every_service_ready_and_where_the_dashboard_is(stack):
+def up_reports_every_service_ready_and_where_the_dashboard_is(stack):
     printed = stack.out.text()
     assert f"all {len(stack.segments())} services ready" in printed
     assert f"http://localhost:{stack.http_port}/" in printed
@@ -46,7 +50,7 @@ def recurring_params(stack: UpStack) -> list[str]:
     return [name for name, p in config["experimental_params"].items() if p.get("recurring")]
 
 
-def test_one_evolver_cycle_reaches_every_board_and_is_broadcast(stack):
+def one_evolver_cycle_reaches_every_board_and_is_broadcast(stack):
     recurring = recurring_params(stack)
     broadcasts: list[dict] = []
     arrived = threading.Event()
@@ -71,7 +75,7 @@ def test_one_evolver_cycle_reaches_every_board_and_is_broadcast(stack):
         assert emulator["boards"][param]["acks"] >= 1, param
 
 
-def test_a_dpu_command_reaches_the_samd_board(stack):
+def a_dpu_command_reaches_the_samd_board(stack):
     values = ["13", "0", "7", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "8", "11"]
     results: list[dict] = []
     done = threading.Event()
@@ -95,7 +99,7 @@ def test_a_dpu_command_reaches_the_samd_board(stack):
     assert board["applied"] == values  # the board itself runs the new stir rates
 
 
-def test_the_robot_homes_and_moves_through_the_bus(stack):
+def the_robot_homes_and_moves_through_the_bus(stack):
     home = stack.bus.call("smoothie", "home", {"axes": ["Z"]}, timeout=60)
     assert home["Z"] == pytest.approx(218.0)
     moved = stack.bus.call("smoothie", "move", {"target": {"Z": 150.0}}, timeout=60)
@@ -126,8 +130,11 @@ def describe(process: psutil.Process) -> str:
         return f"{process.pid} (gone)"
 
 
-def test_sigint_stops_every_process_and_frees_every_port(stack):
+def sigint_stops_every_process_and_frees_every_port(stack):
     children = stack.children()
+    venv_bin = Path(stack.argv[0]).parent
+    outside = [describe(c) for c in children if "mosquitto" not in c.name() and Path(c.cmdline()[0]).parent != venv_bin]
+    assert outside == [], f"ran outside the clean virtual environment {venv_bin}"
     names = sorted(" ".join(c.cmdline()[1:3]) for c in children)
     assert len(children) == len(stack.info["units"]) + 1, names  # every unit, and the broker `up` started
     ports = stack.ports()
