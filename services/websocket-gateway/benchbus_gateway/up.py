@@ -14,4 +14,5 @@ def units(ctx: UpContext) -> list[Unit]:
         token_file.chmod(0o600)
     env = {"BENCHBUS_GATEWAY_PORT": str(ctx.http_port), "BENCHBUS_GATEWAY_TOKEN": token_file.read_text().strip()}
     return [Unit(name="gateway", argv=[sys.executable, "-m", "benchbus_gateway.service"], env=env, segment="gateway",
-                 url=f"http://localhost:{ctx.http_port}/  (write token in {token_file})")]
+                 url=f"http://localhost:{ctx.http_port}/  dashboard; Socket.IO for the DPU and GUI: "
+                     f"http://localhost:{ctx.http_port}/dpu-evolver  (write token in {token_file})")]
