@@ -15,22 +15,10 @@ import time
 
 import paho.mqtt.client as mqtt
 
+from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient
 from benchbus.demo import DemoSettings, build
 from benchbus.testing.broker import MosquittoProcess
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def bare_client(broker, name: str) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.socket().setsockopt(6, 1, 1)  # TCP_NODELAY, as the runtime sets it
-    client.loop_start()
-    return client
 
 
 def bare_echo(broker, calls: int) -> list[float]:

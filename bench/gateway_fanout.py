@@ -25,6 +25,7 @@ import psutil
 import uvloop
 import websockets
 
+from benchbus.testing.bench import percentile
 from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 
 DEVICE = "bench"
@@ -211,11 +212,6 @@ async def run_clients(base: str, counts: dict[str, int], latencies: Latencies, a
         task.cancel()
 
 
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(round(q / 100 * (len(ordered) - 1))))]
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--clients", type=int, default=200)
@@ -293,13 +289,13 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     subscriber.loop_stop()
 
     expected = args.broadcasts * sum(counts.values())
-    p50, p99 = percentile(latencies.samples, 50), percentile(latencies.samples, 99)
-    floor_p50, floor_p99 = percentile(floor, 50), percentile(floor, 99)
+    p50, p99 = percentile(latencies.samples, 0.5), percentile(latencies.samples, 0.99)
+    floor_p50, floor_p99 = percentile(floor, 0.5), percentile(floor, 0.99)
     print(f"clients: {counts} in {args.processes} processes; {args.broadcasts} broadcasts, one every {args.interval} s")
     print(f"ours  (publish -> gateway -> client): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
           f"({len(latencies.samples)}/{expected} deliveries)")
     for kind, values in sorted(latencies.by_kind.items()):
-        print(f"   {kind:<15} p50 {percentile(values, 50):.2f} ms  p99 {percentile(values, 99):.2f} ms  n={len(values)}")
+        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms  n={len(values)}")
     print(f"floor (publish -> broker -> paho subscriber): p50 {floor_p50:.2f} ms  p99 {floor_p99:.2f} ms")
     print(f"ratio ours/floor: p50 {p50 / floor_p50:.1f}x  p99 {p99 / floor_p99:.1f}x")
     print(f"gateway process: cpu {cpu:.1f} % of one core, rss {rss_mb:.1f} MB; target p99 <= 50 ms")

@@ -18,6 +18,7 @@ from functools import partial
 
 import paho.mqtt.client as mqtt
 
+from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess
 from benchbus_gpio.service import build
@@ -25,19 +26,6 @@ from benchbus_gpio.settings import GpioSettings
 from benchbus_gpio.sim import SimChip
 
 DOOR = 20
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
-
-
-def bare_client(broker, name: str) -> mqtt.Client:
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=name, protocol=mqtt.MQTTv5)
-    client.connect(broker.host, broker.port)
-    client.socket().setsockopt(6, 1, 1)  # TCP_NODELAY, as the runtime sets it
-    client.loop_start()
-    return client
 
 
 def floor_notifications(broker, count: int) -> list[float]:

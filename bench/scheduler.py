@@ -28,17 +28,13 @@ from pathlib import Path
 
 import psutil
 
+from benchbus.testing.bench import percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess
 from benchbus_samd.emulator import LineTiming, SamdEmulator
 from benchbus_scheduler.settings import SHARED
 
 ORIGINAL_IDLE_CPU_S_PER_MIN = 60.0  # evolver.py's main loop is `while True` without a sleep (reference A0)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
 
 
 def conf_text(timing: float) -> str:
@@ -197,17 +193,17 @@ def main() -> int:
             rig.bus.call("scheduler", "pause")
         finally:
             rig.close()
-    p50 = percentile(idle, 50)
-    p99_idle, p99_busy = percentile(idle, 99), percentile(busy, 99)
+    p50 = percentile(idle, 0.5)
+    p99_idle, p99_busy = percentile(idle, 0.99), percentile(busy, 0.99)
     print(f"immediate command -> first byte, idle: p50 {p50:.1f} ms, p99 {p99_idle:.1f} ms "
           f"(target <= 20 ms)")
-    print(f"immediate command -> first byte, busy: p50 {percentile(busy, 50):.1f} ms, p99 {p99_busy:.1f} ms "
+    print(f"immediate command -> first byte, busy: p50 {percentile(busy, 0.5):.1f} ms, p99 {p99_busy:.1f} ms "
           f"(target <= one transaction, {transaction_s * 1000:.0f} ms; ratio {p99_busy / (transaction_s * 1000):.2f})")
     print(json.dumps({
         "cycle_s": round(cycle_s, 4), "limit_s": round(limit_s, 4), "cycle_ratio": round(cycle_s / limit_s, 4),
         "transaction_s": round(transaction_s, 4),
         "cmd_latency_p50_ms": round(p50, 2),
-        "cmd_latency_p50_ms_busy": round(percentile(busy, 50), 2),
+        "cmd_latency_p50_ms_busy": round(percentile(busy, 0.5), 2),
         "cmd_latency_p99_ms_idle": round(p99_idle, 2), "cmd_latency_p99_ms_busy": round(p99_busy, 2),
         "idle_cpu_s_per_min": round(idle_cpu, 4), "idle_cpu_s_per_min_scheduler": round(per_min["scheduler"], 4),
         "idle_cpu_s_per_min_samd": round(per_min["samd-bridge"], 4),

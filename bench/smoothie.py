@@ -18,15 +18,11 @@ import subprocess
 import sys
 import time
 
+from benchbus.testing.bench import percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 from benchbus_schemas import topics
 from benchbus_smoothie.driver import DriverConfig, SerialLink, SmoothieDriver
-
-
-def percentile(samples: list[float], fraction: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
 
 
 def start_emulator() -> tuple[subprocess.Popen, int]:
