@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from collections import deque
 from dataclasses import dataclass
 from typing import Callable, Literal
@@ -49,7 +50,6 @@ class Connection:
         self._retained: dict[str, _Outgoing] = {}
         self._events: deque[_Outgoing] = deque(maxlen=offline_queue)
         self._replies: list[_Outgoing] = []
-        self._on_connect_hooks: list[Callable[[], None]] = []
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
@@ -95,16 +95,10 @@ class Connection:
         self.subscribed.clear()
 
     def flush(self, timeout: float = 2.0) -> None:
-        """Wait until paho has handed every queued QoS>0 message to the broker (or the timeout passes)."""
-        deadline = threading.Event()
-        waited = 0.0
-        while self._client.want_write() and waited < timeout:
-            deadline.wait(0.01)
-            waited += 0.01
-
-    def on_connect(self, hook: Callable[[], None]) -> None:
-        """Run `hook` (on paho's thread) after every (re)connect, once subscriptions are renewed."""
-        self._on_connect_hooks.append(hook)
+        """Wait until paho has handed every queued message to the socket (or the timeout passes)."""
+        deadline = time.monotonic() + timeout
+        while self._client.want_write() and time.monotonic() < deadline:
+            time.sleep(0.01)
 
     # -- subscriptions ---------------------------------------------------------------------------------------------
 
@@ -199,11 +193,6 @@ class Connection:
                 self.subscribed.set()
             self.connect_count += 1
             self.connected.set()
-            for hook in self._on_connect_hooks:
-                try:
-                    hook()
-                except Exception:
-                    log.exception("on-connect hook failed")
             for message in list(self._retained.values()):
                 self._send(message)
             waiting = list(self._events) + self._replies

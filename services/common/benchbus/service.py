@@ -218,9 +218,6 @@ class Service:
                     except Exception:
                         self.log.exception("periodic task %s failed", getattr(task[2], "__name__", task[2]))
 
-    def request_stop(self) -> None:
-        self._stopping.set()
-
     def stop(self) -> None:
         """stopping -> finish in-flight requests (bounded) -> offline -> disconnect."""
         if self._stopped.is_set():
@@ -289,9 +286,7 @@ class Service:
 
     def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any) -> None:
         if isinstance(outcome, BusError):
-            if outcome.code == "internal":
-                pass  # already logged with its traceback
-            else:
+            if outcome.code != "internal":  # an internal error was logged with its traceback already
                 self.log.info("%s from %s: %s", context.command, context.client, outcome)
             body = ErrorReply(error=outcome.body()).model_dump_json().encode()
         else:
