@@ -11,6 +11,7 @@ the problem, an unknown path a 404 listing the known ones.
 from __future__ import annotations
 
 import json
+import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable
@@ -55,3 +56,13 @@ def serve_json_control(name: str, host: str, port: int, get: dict[str, GetHandle
     server = ThreadingHTTPServer((host, port), Handler)
     threading.Thread(target=server.serve_forever, name=f"{name}-control", daemon=True).start()
     return server
+
+
+def run_until_signalled(close: Callable[[], None]) -> int:
+    """The end of an emulator program: serve until SIGTERM or SIGINT, then `close` and exit 0."""
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    stop.wait()
+    close()
+    return 0

@@ -40,7 +40,6 @@ import math
 import os
 import random
 import select
-import signal
 import socket
 import sys
 import termios
@@ -51,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-from benchbus.control import serve_json_control
+from benchbus.control import run_until_signalled, serve_json_control
 
 VIALS = 16
 PUMPS = 48
@@ -841,12 +840,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.control_port is not None:
         _control_server(emulator, args.control_port)
         print(f"control on http://127.0.0.1:{args.control_port}/state", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    emulator.close()
-    return 0
+    return run_until_signalled(emulator.close)
 
 
 if __name__ == "__main__":

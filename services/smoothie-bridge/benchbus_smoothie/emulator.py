@@ -25,13 +25,14 @@ import math
 import os
 import queue
 import re
-import signal
 import socket
 import sys
 import threading
 import time
 import tty
 from dataclasses import dataclass
+
+from benchbus.control import run_until_signalled
 
 log = logging.getLogger("benchbus.smoothie.emulator")
 
@@ -885,12 +886,7 @@ def main(argv: list[str] | None = None) -> int:
         from .emulator_control import serve_control
         serve_control(emulator, args.control_port)
         print(f"control on http://127.0.0.1:{args.control_port}/state", flush=True)
-    stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    stop.wait()
-    emulator.stop()
-    return 0
+    return run_until_signalled(emulator.stop)
 
 
 if __name__ == "__main__":
