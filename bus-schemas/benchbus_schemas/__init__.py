@@ -1,6 +1,7 @@
 """benchbus bus contract. Each service's topics live in a module of their own (samd.py, smoothie.py, ...)."""
 from .envelope import (
     ERROR_CODES,
+    AuditRecord,
     Empty,
     ErrorBody,
     ErrorReply,
@@ -12,6 +13,7 @@ from .registry import TopicSpec, command, event, lookup, specs, state
 
 __all__ = [
     "ERROR_CODES",
+    "AuditRecord",
     "Empty",
     "ErrorBody",
     "ErrorReply",

@@ -44,3 +44,4 @@ command(SERVICE, "sleep", SleepRequest, Empty, "Sleep, then reply (tests in-flig
 command(SERVICE, "increment", Empty, Counter, "Add one to the retained counter.")
 state(SERVICE, "counter", Counter, "The counter, retained.")
 event(SERVICE, "ticked", Ticked, "The counter moved.")
+event(SERVICE, "sleeping", SleepRequest, "A sleep request began (so a test knows it is in flight).")

@@ -53,5 +53,24 @@ class ErrorReply(Payload):
     error: ErrorBody
 
 
+class AuditError(Payload):
+    code: ErrorCode
+    message: str
+
+
+class AuditRecord(Payload):
+    """One handled (or refused) command, at `benchbus/<device>/<service>/$audit`: who did what, and how it ended."""
+
+    time: str = Field(description="ISO 8601 UTC time the reply was sent")
+    service: str
+    command: str
+    principal: str = Field(description="the caller as the broker authenticated it (the command topic's last level)")
+    on_behalf_of: str | None = Field(None, description="whom the caller acts for (the gateway's attribution)")
+    ok: bool
+    error: AuditError | None = None
+    request: Any = Field(None, description="the request payload as JSON (null when it was not JSON)")
+    duration_ms: float
+
+
 class Empty(Payload):
     """A request or result with no fields."""

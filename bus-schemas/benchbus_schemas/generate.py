@@ -13,11 +13,11 @@ from pathlib import Path
 
 import yaml
 
-from .envelope import ErrorReply, OkReply, ServiceState
+from .envelope import AuditRecord, ErrorReply, OkReply, ServiceState
 from .registry import TopicSpec, specs
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent
-ENVELOPES = {"ServiceState": ServiceState, "OkReply": OkReply, "ErrorReply": ErrorReply}
+ENVELOPES = {"ServiceState": ServiceState, "AuditRecord": AuditRecord, "OkReply": OkReply, "ErrorReply": ErrorReply}
 
 
 def _schema(model) -> dict:
@@ -39,7 +39,8 @@ def _schema_files() -> dict[str, str]:
 
 
 def _channel_address(spec: TopicSpec) -> str:
-    return f"benchbus/{{device}}/{spec.service}/{spec.kind}/{spec.name}"
+    suffix = "/{principal}" if spec.kind == "cmd" else ""
+    return f"benchbus/{{device}}/{spec.service}/{spec.kind}/{spec.name}{suffix}"
 
 
 def _component(schemas: dict, name: str, model) -> dict:
@@ -68,13 +69,20 @@ def _asyncapi() -> str:
         "messages": {"ServiceState": {"$ref": "#/components/messages/ServiceState"}},
         "description": "Retained lifecycle state; the broker publishes `offline` as the last will.",
     }
+    channels["audit"] = {
+        "address": "benchbus/{device}/{service}/$audit",
+        "parameters": {**device, "service": {"description": "the service's MQTT segment"}},
+        "messages": {"AuditRecord": {"$ref": "#/components/messages/AuditRecord"}},
+        "description": "One record per handled or refused command: the broker-proven principal and the outcome.",
+    }
+    principal = {"principal": {"description": "the caller's broker username; the ACL pins it to the publisher"}}
     for spec in specs():
         cid = f"{spec.service}.{spec.kind}.{spec.name}".replace("/", "_")
         msg_name = f"{cid}.payload"
         messages[msg_name] = {"name": msg_name, "payload": _component(schemas, msg_name, spec.model)}
         channels[cid] = {
             "address": _channel_address(spec),
-            "parameters": dict(device),
+            "parameters": {**device, **principal} if spec.kind == "cmd" else dict(device),
             "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
             "description": spec.description,
         }

@@ -51,10 +51,12 @@ def test_sigterm_finishes_inflight_then_offline(spawn, bus, device):
     service = spawn(["python", "-m", "benchbus.demo"], segment="demo")
     seen = []
     bus.subscribe(f"benchbus/{device}/demo/$state", lambda _t, d, _m: seen.append(d["state"]))
+    sleeping = threading.Event()
+    bus.subscribe(f"benchbus/{device}/demo/event/sleeping", lambda *_: sleeping.set())
     result = {}
     slow = threading.Thread(target=lambda: result.update(r=bus.call("demo", "sleep", {"seconds": 1.0}, timeout=10)))
     slow.start()
-    time.sleep(0.3)  # the sleep request is now in flight
+    assert sleeping.wait(10), "the sleep request never reached its handler"
     service.process.send_signal(signal.SIGTERM)
     slow.join()
     assert result["r"] == {}, "the in-flight request was not answered"

@@ -30,7 +30,6 @@ def bridge_settings(make_settings, emulator):
         fields.setdefault("retries", 1)
         fields.setdefault("boot_timeout_s", 0.5)
         fields.setdefault("recovery_pause_s", 0.0)
-        fields.setdefault("admin_clients", ["admin*"])
         return make_settings(SmoothieSettings, **fields)
     return make
 

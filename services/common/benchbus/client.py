@@ -40,7 +40,11 @@ class _Pending:
 
 
 class BusClient:
-    """Talks to services of one device. Pass `connection` to share a service's own MQTT connection."""
+    """Talks to services of one device. Pass `connection` to share a service's own MQTT connection.
+
+    Who we are is the broker's word (our username: `principal`); `name` only tells this client's sessions apart
+    inside that principal's own reply namespace (leases are held per session).
+    """
 
     _sequence = itertools.count()
 
@@ -48,11 +52,14 @@ class BusClient:
                  connection: Connection | None = None):
         self.device = device
         self.name = name or f"client-{os.getpid()}-{next(self._sequence)}-{uuid.uuid4().hex[:6]}"
+        if not topics.valid_name(self.name):
+            raise ValueError(f"client name {self.name!r}: letters, digits and _.@:- only, one topic level")
         self._owns_connection = connection is None
         self.connection = connection or Connection(f"benchbus-{self.name}", broker or BrokerSettings())
+        self.principal = self.connection.principal
         self._pending: dict[bytes, _Pending] = {}
         self._lock = threading.Lock()
-        self.reply_topic = topics.reply_topic(device, self.name)
+        self.reply_topic = topics.reply_topic(device, self.principal, self.name)
         self.connection.subscribe(self.reply_topic, self._on_reply)
 
     def __enter__(self) -> "BusClient":
@@ -76,10 +83,14 @@ class BusClient:
     # -- requests --------------------------------------------------------------------------------------------------
 
     def call(self, service: str, command: str, payload: Any = None, timeout: float = 5.0,
-             device: str | None = None) -> Any:
-        """Send one request and return its `result`; raises BusError on an error reply, CallTimeout on silence."""
+             device: str | None = None, on_behalf_of: str | None = None) -> Any:
+        """Send one request and return its `result`; raises BusError on an error reply, CallTimeout on silence.
+
+        A request the broker refuses (its ACL does not give our principal that command) raises BusError
+        `unauthorized` at once. `on_behalf_of` names whom we act for (attribution in leases and the audit trail).
+        """
         deadline = time.monotonic() + timeout
-        target = topics.topic(device or self.device, service, "cmd", command)
+        target = topics.command_topic(device or self.device, service, command, self.principal)
         if not self.connection.wait_connected(timeout):
             raise CallTimeout(f"broker unreachable: {service}/{command} not sent within {timeout} s",
                               {"service": service, "command": command})
@@ -89,8 +100,9 @@ class BusClient:
             self._pending[correlation] = pending
         try:
             remaining = max(0.001, deadline - time.monotonic())
-            props = request_properties(self.reply_topic, correlation, self.name, remaining)
-            self.connection.publish(target, encode(payload), kind="request", properties=props)
+            props = request_properties(self.reply_topic, correlation, remaining, on_behalf_of)
+            self.connection.publish(target, encode(payload), kind="request", properties=props,
+                                    on_refused=lambda reason: self._refused(pending, service, command, reason))
             if not pending.done.wait(max(0.0, deadline - time.monotonic())):
                 raise CallTimeout(f"no reply from {service}/{command} within {timeout} s",
                                   {"service": service, "command": command})
@@ -101,6 +113,12 @@ class BusClient:
         if reply.get("ok") is True:
             return reply.get("result")
         raise BusError.from_body(reply.get("error") or {"code": "internal", "message": f"malformed reply {reply!r}"})
+
+    def _refused(self, pending: _Pending, service: str, command: str, reason: str) -> None:
+        message = f"the broker refused {service}/{command} for {self.principal}: {reason}"
+        pending.reply = {"ok": False, "error": {"code": "unauthorized", "message": message,
+                                                "detail": {"principal": self.principal}}}
+        pending.done.set()
 
     def _on_reply(self, message: mqtt.MQTTMessage) -> None:
         correlation = getattr(message.properties, "CorrelationData", None)

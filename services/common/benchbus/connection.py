@@ -22,6 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from benchbus_schemas import topics
+
 from .settings import BrokerSettings
 
 log = logging.getLogger("benchbus.connection")
@@ -44,6 +46,8 @@ class Connection:
                  offline_queue: int = 1000):
         self.client_id = client_id
         self.broker = broker
+        # Who the broker will say we are: our username. The anonymous development broker proves nobody.
+        self.principal = broker.username or topics.DEV_PRINCIPAL
         self._lock = threading.RLock()
         self._subscriptions: dict[str, list[Callback]] = {}
         self._no_local: dict[str, bool] = {}
@@ -53,6 +57,7 @@ class Connection:
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
+        self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -71,6 +76,7 @@ class Connection:
         client.on_disconnect = self._handle_disconnect
         client.on_message = self._handle_unrouted
         client.on_subscribe = self._handle_suback
+        client.on_publish = self._handle_puback
         return client
 
     # -- lifecycle -------------------------------------------------------------------------------------------------
@@ -149,8 +155,11 @@ class Connection:
     # -- publishing ------------------------------------------------------------------------------------------------
 
     def publish(self, topic: str, payload: bytes, kind: MessageKind, retain: bool = False, qos: int = 1,
-                properties: Properties | None = None) -> bool:
-        """Publish now, or keep it for the next connect as its kind says. Returns True when handed to paho."""
+                properties: Properties | None = None, on_refused: Callable[[str], None] | None = None) -> bool:
+        """Publish now, or keep it for the next connect as its kind says. Returns True when handed to paho.
+
+        `on_refused(reason)` runs (on the network thread) when the broker refuses a QoS 1 publish (its ACL said no).
+        """
         message = _Outgoing(topic, payload, qos, retain, properties)
         with self._lock:
             if retain:
@@ -161,7 +170,9 @@ class Connection:
             if not self.connected.is_set():
                 self._keep_for_later(message, kind)
                 return False
-            self._send(message)
+            mid = self._send(message)
+            if on_refused is not None and qos > 0:
+                self._refusal_callbacks[mid] = on_refused  # under the lock: the PUBACK handler waits for it
             return True
 
     def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
@@ -173,9 +184,10 @@ class Connection:
             log.warning("broker unreachable: request to %s not sent", message.topic)
         # state: already coalesced in self._retained, re-published on connect
 
-    def _send(self, message: _Outgoing) -> None:
-        self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
-                             properties=message.properties)
+    def _send(self, message: _Outgoing) -> int:
+        info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
+                                    properties=message.properties)
+        return info.mid
 
     # -- paho callbacks (network thread) ---------------------------------------------------------------------------
 
@@ -210,8 +222,16 @@ class Connection:
         if waiter is not None:
             waiter.set()
 
+    def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
+        with self._lock:
+            callback = self._refusal_callbacks.pop(mid, None)
+        if callback is not None and reason_code.is_failure:
+            callback(str(reason_code))
+
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
+        with self._lock:
+            self._refusal_callbacks.clear()  # those PUBACKs will never come
         self.subscribed.clear()
         self.connected.clear()
         if was_connected and not self._closing:
@@ -228,11 +248,14 @@ def _no_delay(client: mqtt.Client) -> None:
             pass
 
 
-def request_properties(response_topic: str, correlation: bytes, client_name: str, expiry_s: float) -> Properties:
+def request_properties(response_topic: str, correlation: bytes, expiry_s: float,
+                       on_behalf_of: str | None = None) -> Properties:
+    """Who calls is in the topic (proven by the broker); `on_behalf_of` is attribution only, never authority."""
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = response_topic
     props.CorrelationData = correlation
-    props.UserProperty = [("client", client_name)]
+    if on_behalf_of:
+        props.UserProperty = [("on_behalf_of", on_behalf_of)]
     # The broker discards a request nobody took in time, so a late command never surprises an instrument.
     props.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
     return props

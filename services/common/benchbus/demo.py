@@ -33,6 +33,7 @@ def build(settings: DemoSettings) -> tuple[Service, None]:
 
     @service.handles("sleep")
     def sleep(request: SleepRequest, _ctx: RequestContext) -> None:
+        service.emit("sleeping", request)
         time.sleep(request.seconds)
 
     @service.handles("increment")

@@ -27,7 +27,7 @@ from typing import Any, Callable
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
 
-from benchbus_schemas import ErrorReply, ServiceState, lookup, topics
+from benchbus_schemas import AuditRecord, ErrorReply, ServiceState, lookup, roles, topics
 
 from . import sdnotify
 from .client import BusClient, decode
@@ -42,11 +42,26 @@ def now_iso() -> str:
     return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+AUDIT_REQUEST_MAX = 4096  # bytes of a request kept verbatim in its audit record
+
+
 @dataclass
 class RequestContext:
     command: str
-    client: str | None  # the caller's name (MQTT 5 user property "client"), for leases and audit
-    response_topic: str | None
+    principal: str  # who called, as the broker proved it (the command topic's last level, pinned by the ACL)
+    session: str | None = None  # which of the principal's client sessions (from its own reply namespace)
+    on_behalf_of: str | None = None  # whom the caller acts for (the gateway's attribution; never authority)
+    response_topic: str | None = None
+
+    @property
+    def client(self) -> str:
+        """The caller's session as leases know it: only the principal itself can speak for its sessions."""
+        return f"{self.principal}/{self.session}" if self.session else self.principal
+
+    @property
+    def caller(self) -> str:
+        """For logs and events: the principal, and whom it acted for."""
+        return f"{self.client} for {self.on_behalf_of}" if self.on_behalf_of else self.client
 
 
 def describe_validation_error(error: ValidationError) -> tuple[str, list[dict]]:
@@ -66,12 +81,13 @@ class Service:
         self.log = logging.getLogger(f"benchbus.{segment}")
         self._handlers: dict[str, Handler] = {}
         self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
+        self._audit_topic = topics.audit_topic(self.device, segment)
         self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
         offline = ServiceState(state="offline", version=self.version, pid=os.getpid()).model_dump_json(exclude_none=True)
         self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
                                      will=(self._lifecycle_topic, offline.encode()), offline_queue=settings.offline_queue)
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
-        self.bus = BusClient(self.device, name=f"{segment}/{os.getpid()}", connection=self.connection)
+        self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
         self._watch_queue: queue.Queue = queue.Queue()
         self._inflight = 0
@@ -80,6 +96,7 @@ class Service:
         self._stopped = threading.Event()
         self._periodic: list[list] = []  # [interval, next_due, fn]
         self._started = False
+        self.refused: dict[str, int] = {"retained": 0, "foreign_response_topic": 0}  # requests never executed
 
     # -- declaring -------------------------------------------------------------------------------------------------
 
@@ -100,8 +117,21 @@ class Service:
         """Follow another topic; callbacks run one at a time, in arrival order, on the service's watch thread."""
         self.connection.subscribe(topic_filter, lambda message: self._watch_queue.put((callback, message)))
 
+    @property
+    def _command_filter(self) -> str:
+        return self.topic("cmd", "+") + "/+"  # .../cmd/<command>/<principal>
+
     def topic(self, kind: str, name: str, service: str | None = None) -> str:
         return topics.topic(self.device, service or self.segment, kind, name)
+
+    def caller_has_role(self, ctx: RequestContext, role: str) -> bool:
+        """Whether the caller's proven principal has `role` (roles.py). The broker's ACL already enforces this; a
+        handler asks again before something irreversible. On the anonymous development broker (we have no username
+        either) nobody is proven, and the plainly named development identity may do everything."""
+        if ctx.principal == topics.DEV_PRINCIPAL == self.connection.principal:
+            return True
+        actual = roles.role_of(ctx.principal)
+        return actual is not None and roles.role_allows(actual, role)
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
@@ -172,7 +202,7 @@ class Service:
             return
         self._started = True
         self.connection.subscribe(self._lifecycle_topic, self._on_own_lifecycle, no_local=True)
-        self.connection.subscribe(self.topic("cmd", "+"), self._on_command)
+        self.connection.subscribe(self._command_filter, self._on_command)
         threading.Thread(target=self._watch_loop, name=f"{self.segment}-watch", daemon=True).start()
         self._publish_lifecycle()
         self.connection.start()
@@ -225,7 +255,7 @@ class Service:
         self._stopping.set()
         sdnotify.notify("STOPPING=1")
         self._set_lifecycle("stopping")
-        self.connection.unsubscribe(self.topic("cmd", "+"))
+        self.connection.unsubscribe(self._command_filter)
         with self._inflight_done:
             self._inflight_done.wait_for(lambda: self._inflight == 0, timeout=self.settings.shutdown_grace_s)
         self._set_lifecycle("offline")
@@ -238,18 +268,46 @@ class Service:
     # -- requests --------------------------------------------------------------------------------------------------
 
     def _on_command(self, message: mqtt.MQTTMessage) -> None:
-        command = message.topic.rsplit("/", 1)[-1]
+        parsed = topics.parse_command(message.topic)
+        if parsed is None:
+            self.log.warning("ignored a request on %s: no valid principal level", message.topic)
+            return
+        _device, _service, command, principal = parsed
         response_topic = getattr(message.properties, "ResponseTopic", None)
-        context = RequestContext(command, user_property(message, "client"), response_topic)
+        context = RequestContext(command, principal, None, user_property(message, "on_behalf_of"), response_topic)
+        if not self._may_execute(message, context):
+            return
         correlation = getattr(message.properties, "CorrelationData", None)
         if self._stopping.is_set():
-            self._reply(context, correlation, BusError("unavailable", f"{self.segment} is stopping"))
+            self._reply(context, correlation, BusError("unavailable", f"{self.segment} is stopping"), message.payload)
             return
         with self._inflight_done:
             self._inflight += 1
         self._executor.submit(self._handle, context, correlation, message.payload)
 
+    def _may_execute(self, message: mqtt.MQTTMessage, context: RequestContext) -> bool:
+        """Refuse, without executing or publishing a reply: retained commands, replies aimed outside the caller."""
+        if message.retain:
+            # A retained command is a replay (the broker kept it for whoever subscribes next): never run it.
+            return self._refuse(context, "retained", "a retained command is never executed", message.payload)
+        if context.response_topic is not None:
+            context.session = topics.session_of(context.response_topic, self.device, context.principal)
+            if context.session is None:
+                # A reply goes only into the caller's own namespace: no publish at all on a topic a caller chose.
+                return self._refuse(context, "foreign_response_topic",
+                                    f"response topic {context.response_topic!r} lies outside "
+                                    f"{topics.reply_namespace(self.device, context.principal)}", message.payload)
+        return True
+
+    def _refuse(self, context: RequestContext, counter: str, why: str, raw: bytes) -> bool:
+        self.refused[counter] += 1
+        self.log.warning("refused %s from %s: %s (%d so far)", context.command, context.caller, why,
+                         self.refused[counter])
+        self._audit(context, BusError("unauthorized" if counter != "retained" else "invalid_request", why), raw, 0.0)
+        return False
+
     def _handle(self, context: RequestContext, correlation: bytes | None, raw: bytes) -> None:
+        started = time.perf_counter()
         try:
             outcome = self._dispatch(context, raw)
         except BusError as error:
@@ -258,7 +316,7 @@ class Service:
             self.log.exception("handler of %s failed", context.command)
             outcome = BusError("internal", f"{type(exc).__name__}: {str(exc)[:200]}")
         try:
-            self._reply(context, correlation, outcome)
+            self._reply(context, correlation, outcome, raw, (time.perf_counter() - started) * 1000)
         finally:
             with self._inflight_done:
                 self._inflight -= 1
@@ -271,7 +329,9 @@ class Service:
             raise BusError("not_found", f"unknown command '{context.command}' of {self.segment}; known: {known}")
         spec = lookup(self.segment, "cmd", context.command)
         try:
-            request = spec.model.model_validate_json(raw if raw.strip() else b"{}")
+            if not raw.strip():  # an empty payload is how a retained message is cleared: never a command
+                raise BusError("invalid_request", "empty payload: send a JSON object (`{}` for no fields)")
+            request = spec.model.model_validate_json(raw)
         except ValidationError as exc:
             if exc.errors()[0]["type"] == "json_invalid":
                 raise BusError("invalid_request", f"payload is not valid JSON: {exc.errors()[0]['msg']}") from None
@@ -284,10 +344,12 @@ class Service:
             result = {}
         return spec.result.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
 
-    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any) -> None:
+    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: bytes,
+               duration_ms: float = 0.0) -> None:
+        self._audit(context, outcome, raw, duration_ms)
         if isinstance(outcome, BusError):
             if outcome.code != "internal":  # an internal error was logged with its traceback already
-                self.log.info("%s from %s: %s", context.command, context.client, outcome)
+                self.log.info("%s from %s: %s", context.command, context.caller, outcome)
             body = ErrorReply(error=outcome.body()).model_dump_json().encode()
         else:
             # OkReply's envelope around the result model's own JSON: one serialisation, no re-validation.
@@ -297,6 +359,15 @@ class Service:
                           outcome.code if isinstance(outcome, BusError) else "ok")
             return
         self.connection.publish(context.response_topic, body, kind="reply", properties=reply_properties(correlation))
+
+    def _audit(self, context: RequestContext, outcome: Any, raw: bytes, duration_ms: float) -> None:
+        """One AuditRecord per request, handled or refused: who (as the broker proved it) did what, and how it ended."""
+        failed = isinstance(outcome, BusError)
+        record = AuditRecord(time=now_iso(), service=self.segment, command=context.command,
+                             principal=context.principal, on_behalf_of=context.on_behalf_of, ok=not failed,
+                             error={"code": outcome.code, "message": outcome.message} if failed else None,
+                             request=_audited_request(raw), duration_ms=round(duration_ms, 3))
+        self.connection.publish(self._audit_topic, record.model_dump_json().encode(), kind="event")
 
     def _watch_loop(self) -> None:
         while True:
@@ -313,6 +384,15 @@ class Service:
                 callback(message.topic, data)
             except Exception:
                 self.log.exception("watch callback for %s failed", message.topic)
+
+
+def _audited_request(raw: bytes) -> Any:
+    if len(raw) > AUDIT_REQUEST_MAX:
+        return {"truncated": True, "bytes": len(raw)}
+    try:
+        return decode(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
 
 
 def _version_of(segment: str) -> str:

@@ -6,7 +6,6 @@ again, and only then the board. Reads never need the lease. The retained state i
 """
 from __future__ import annotations
 
-import fnmatch
 import logging
 import sys
 import threading
@@ -361,9 +360,9 @@ class Bridge:
                                               config["travel_distance"])
 
     def gcode(self, request, ctx: RequestContext):
-        if not any(fnmatch.fnmatchcase(ctx.client or "", pattern) for pattern in self.settings.admin_clients):
-            raise BusError("unauthorized", f"raw G-code is for admin clients only; {ctx.client!r} is not one",
-                           {"client": ctx.client})
+        if not self.svc.caller_has_role(ctx, "admin"):
+            raise BusError("unauthorized", f"raw G-code is for admins only; {ctx.principal!r} is not one",
+                           {"principal": ctx.principal})
         for index, line in enumerate(request.lines):
             for bad, name in (("?", "'?' (real-time status query)"), ("\x18", "Ctrl-X (immediate halt)"),
                               ("\r", "a carriage return"), ("\n", "a line feed")):

@@ -41,8 +41,6 @@ class SmoothieSettings(ServiceSettings):
     require_homed: bool = Field(True, description="refuse moves of axes the board does not report homed")
     door_safety: bool = Field(True, description="an open door blocks motion until closed and resumed")
     door_unknown_is_open: bool = Field(False, description="with no door state from gpio: treat the door as open")
-    admin_clients: list[str] = Field(default_factory=lambda: ["admin"],
-                                     description="client names (fnmatch patterns) allowed to send raw G-code")
     use_gpio: bool = Field(True, description="use gpio-service for the reset and halt lines and the door")
     gpio_timeout_s: float = Field(2.0, gt=0)
     halt_via: Literal["auto", "gpio", "serial", "both"] = Field(

@@ -1,0 +1,179 @@
+"""Who may do what on the bus, declared once: the broker's ACL on the Pi is generated from this module.
+
+    python -m benchbus_schemas.roles [--check] [ACL_FILE] [USERS_FILE]
+
+Roles of people and tools: `viewer` (read), `operator` (motion, pumps, calibrations, conf), `admin` (raw G-code,
+board lines, updates, SSH keys). Every command of the contract has the least role that may call it (a test fails
+when one is missing). Each service is a principal of its own: it writes only its own topics and calls only the
+commands it needs of others. Every principal reads the public topics ($state, $audit, state/#, event/#) and its
+own reply namespace; nobody reads another principal's replies or the command topics of a service not its own.
+A request's topic ends with the caller's username, and the ACL lets a user publish only under its own name.
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .registry import specs
+
+ROLES = ("viewer", "operator", "admin")
+
+# The least role per command; a command not listed is refused by the test that keeps this table complete.
+COMMAND_ROLES: dict[str, dict[str, str]] = {
+    "calibration": {
+        "list_calibrations": "viewer", "list_fits": "viewer", "get_calibration": "viewer", "get_active": "viewer",
+        "history": "viewer", "robot_list": "viewer", "robot_get": "viewer",
+        "set_raw": "operator", "set_fit": "operator", "set_active": "operator", "delete": "operator",
+        "fit": "operator", "restore": "operator", "robot_set": "operator", "robot_delete": "operator",
+    },
+    "demo": {"echo": "viewer", "fail": "operator", "sleep": "operator", "increment": "operator"},
+    "gateway": {"clients": "viewer"},
+    "gpio": {
+        "get_lights": "viewer",
+        "set_rail_lights": "operator", "set_button_light": "operator", "identify": "operator", "audio": "operator",
+        "smoothie_reset": "admin", "smoothie_halt": "admin", "enter_bootloader": "admin", "sim_set_input": "admin",
+    },
+    "samd": {"transact": "admin"},  # raw board frames: operators go through the scheduler, which bounds values
+    "scheduler": {"get_config": "viewer", "command": "operator", "load_conf": "operator", "pause": "operator",
+                  "resume": "operator"},
+    "smoothie": {
+        "position": "viewer", "switches": "viewer", "homed": "viewer", "engaged": "viewer",
+        "home": "operator", "move": "operator", "move_relative": "operator", "set_current": "operator",
+        "set_max_speed": "operator", "disengage": "operator", "dwell": "operator", "probe": "operator",
+        "read_pipette": "operator", "halt": "operator", "pause": "operator", "resume": "operator",
+        "configure_pipette": "operator", "acquire_motion": "operator", "release_motion": "operator",
+        "gcode": "admin",
+    },
+    "update": {
+        "get_name": "viewer", "status": "viewer",
+        "set_name": "operator",
+        "begin": "admin", "cancel": "admin", "load_file": "admin", "commit": "admin", "restart": "admin",
+        "list_ssh_keys": "admin", "add_ssh_key": "admin", "remove_ssh_key": "admin", "clear_ssh_keys": "admin",
+    },
+}
+
+
+@dataclass(frozen=True)
+class ServicePrincipal:
+    """A service's broker user: its own topics, plus a role and/or single commands it needs of others."""
+
+    segment: str
+    role: str | None = None  # the gateway acts for outside users with an operator's rights, never more
+    calls: tuple[tuple[str, str], ...] = field(default_factory=tuple)
+
+    @property
+    def username(self) -> str:
+        return f"benchbus-{self.segment}"
+
+
+SERVICES: tuple[ServicePrincipal, ...] = (
+    ServicePrincipal("smoothie", calls=(("gpio", "smoothie_reset"), ("gpio", "smoothie_halt"),
+                                        ("gpio", "enter_bootloader"))),
+    ServicePrincipal("samd"),
+    ServicePrincipal("gpio"),
+    ServicePrincipal("calibration"),
+    ServicePrincipal("scheduler", calls=(("samd", "transact"),)),
+    ServicePrincipal("update"),
+    ServicePrincipal("gateway", role="operator"),
+)
+
+# People and tools, by broker username. `benchbus-client` is the trusted local tools' user (a notebook on the
+# robot, `benchbus call`). A lab adds its own users here (or in a copy) and regenerates the ACL.
+USERS: dict[str, str] = {
+    "benchbus-viewer": "viewer",
+    "benchbus-client": "operator",
+    "benchbus-admin": "admin",
+}
+
+PUBLIC_TOPICS = ("benchbus/+/+/$state", "benchbus/+/+/$audit", "benchbus/+/+/state/#", "benchbus/+/+/event/#")
+
+
+def role_allows(role: str, command_role: str) -> bool:
+    return ROLES.index(role) >= ROLES.index(command_role)
+
+
+def commands_for(role: str) -> list[tuple[str, str]]:
+    return sorted((service, command) for service, table in COMMAND_ROLES.items()
+                  for command, least in table.items() if role_allows(role, least))
+
+
+def role_of(username: str) -> str | None:
+    """The role of a person's or tool's username, or of a service acting with a role (the gateway)."""
+    if username in USERS:
+        return USERS[username]
+    return next((s.role for s in SERVICES if s.username == username), None)
+
+
+def missing_commands() -> list[str]:
+    """Declared commands that have no role here (each must have one)."""
+    return [f"{s.service}/{s.name}" for s in specs() if s.kind == "cmd"
+            and s.name not in COMMAND_ROLES.get(s.service, {})]
+
+
+def _call_lines(username: str, commands: list[tuple[str, str]]) -> list[str]:
+    return [f"topic write benchbus/+/{service}/cmd/{command}/{username}" for service, command in commands]
+
+
+def _service_block(service: ServicePrincipal) -> list[str]:
+    own = f"benchbus/+/{service.segment}"
+    lines = [f"user {service.username}",
+             f"topic write {own}/$state", f"topic write {own}/$audit", f"topic write {own}/state/#",
+             f"topic write {own}/event/#", f"topic read {own}/cmd/#",
+             "topic write benchbus/+/_client/#"]  # replies; the runtime sends one only into the caller's namespace
+    lines += [f"topic read {t}" for t in PUBLIC_TOPICS]
+    calls = set(service.calls) | set(commands_for(service.role) if service.role else [])
+    return lines + _call_lines(service.username, sorted(calls))
+
+
+def _user_block(username: str, role: str) -> list[str]:
+    return [f"user {username}"] + [f"topic read {t}" for t in PUBLIC_TOPICS] + _call_lines(username, commands_for(role))
+
+
+def acl_text() -> str:
+    blocks = ["# GENERATED from bus-schemas/benchbus_schemas/roles.py by `python -m benchbus_schemas.roles`.",
+              "# Do not edit: change roles.py and regenerate (a test fails when this file is stale).",
+              "# Every user reads only its own replies:",
+              "pattern read benchbus/+/_client/%u/#"]
+    for service in SERVICES:
+        blocks += ["", f"# service {service.segment}"] + _service_block(service)
+    for username, role in USERS.items():
+        blocks += ["", f"# {role}"] + _user_block(username, role)
+    return "\n".join(blocks) + "\n"
+
+
+def users_text() -> str:
+    """Every broker user, one a line: the first-boot credentials script makes a password for each."""
+    return "\n".join([s.username for s in SERVICES] + list(USERS)) + "\n"
+
+
+REPO = Path(__file__).resolve().parents[2]
+DEFAULT_ACL = REPO / "buildroot-overlay/etc/mosquitto/benchbus.acl"
+DEFAULT_USERS = REPO / "buildroot-overlay/usr/lib/benchbus/broker-users"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m benchbus_schemas.roles", description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files are stale")
+    parser.add_argument("acl", nargs="?", type=Path, default=DEFAULT_ACL)
+    parser.add_argument("users", nargs="?", type=Path, default=DEFAULT_USERS)
+    args = parser.parse_args(argv)
+    missing = missing_commands()
+    if missing:
+        print(f"commands without a role in roles.py: {', '.join(missing)}", file=sys.stderr)
+        return 1
+    wanted = {args.acl: acl_text(), args.users: users_text()}
+    stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
+    if args.check:
+        for path in stale:
+            print(f"stale: {path}", file=sys.stderr)
+        return 1 if stale else 0
+    for path in stale:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(wanted[path])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
