@@ -9,13 +9,17 @@ from benchbus_gateway.settings import GatewaySettings
 TOKEN = "test-token-0123456789"
 
 
+UNTRUSTED = {"trusted_networks": []}  # loopback is trusted by default; tests of the token trust nobody
+
+
 @pytest.fixture
-def gateway(serve, make_settings):
+def gateway(serve, make_settings, tmp_path):
     """start(**settings) -> the running GatewayService; `.url` is http://localhost:<port>/."""
     def start(**fields):
         fields.setdefault("host", "127.0.0.1")
         fields.setdefault("port", 0)
         fields.setdefault("token", TOKEN)
+        fields.setdefault("data_dir", tmp_path / "gateway")
         return serve(build, make_settings(GatewaySettings, **fields))
     return start
 

@@ -76,8 +76,11 @@ class BusClient:
     # -- requests --------------------------------------------------------------------------------------------------
 
     def call(self, service: str, command: str, payload: Any = None, timeout: float = 5.0,
-             device: str | None = None) -> Any:
-        """Send one request and return its `result`; raises BusError on an error reply, CallTimeout on silence."""
+             device: str | None = None, on_behalf_of: str | None = None) -> Any:
+        """Send one request and return its `result`; raises BusError on an error reply, CallTimeout on silence.
+
+        `on_behalf_of` (the gateway's outside user) travels as the MQTT 5 user property of that name: attribution
+        only, never authorisation."""
         deadline = time.monotonic() + timeout
         target = topics.topic(device or self.device, service, "cmd", command)
         if not self.connection.wait_connected(timeout):
@@ -89,7 +92,7 @@ class BusClient:
             self._pending[correlation] = pending
         try:
             remaining = max(0.001, deadline - time.monotonic())
-            props = request_properties(self.reply_topic, correlation, self.name, remaining)
+            props = request_properties(self.reply_topic, correlation, self.name, remaining, on_behalf_of)
             self.connection.publish(target, encode(payload), kind="request", properties=props)
             if not pending.done.wait(max(0.0, deadline - time.monotonic())):
                 raise CallTimeout(f"no reply from {service}/{command} within {timeout} s",

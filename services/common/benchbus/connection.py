@@ -228,11 +228,14 @@ def _no_delay(client: mqtt.Client) -> None:
             pass
 
 
-def request_properties(response_topic: str, correlation: bytes, client_name: str, expiry_s: float) -> Properties:
+def request_properties(response_topic: str, correlation: bytes, client_name: str, expiry_s: float,
+                       on_behalf_of: str | None = None) -> Properties:
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = response_topic
     props.CorrelationData = correlation
     props.UserProperty = [("client", client_name)]
+    if on_behalf_of is not None:
+        props.UserProperty = [*props.UserProperty, ("on_behalf_of", on_behalf_of)]
     # The broker discards a request nobody took in time, so a late command never surprises an instrument.
     props.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
     return props
