@@ -30,10 +30,15 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-async def send_too_large(send: Send, limit: int, declared: int | None = None) -> None:
+def bus_error_body(limit: int, message: str) -> dict:
+    """The error body of a 413 (the bus's error shape by default; a service may answer in its own protocol's)."""
+    return {"ok": False, "error": {"code": "invalid_request", "message": message, "detail": {"limit": limit}}}
+
+
+async def send_too_large(send: Send, limit: int, declared: int | None = None,
+                         render: Callable[[int, str], dict] = bus_error_body) -> None:
     size = f"{declared} bytes" if declared is not None else "more than that"
-    body = json.dumps({"ok": False, "error": {"code": "invalid_request", "detail": {"limit": limit},
-                                              "message": f"the request body is {size}; the limit is {limit} bytes"}})
+    body = json.dumps(render(limit, f"the request body is {size}; the limit is {limit} bytes"))
     await send({"type": "http.response.start", "status": 413,
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close")]})
@@ -43,9 +48,11 @@ async def send_too_large(send: Send, limit: int, declared: int | None = None) ->
 class BodyLimit:
     """ASGI middleware: `limit_for(scope)` is the largest body a request may carry."""
 
-    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int]):
+    def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int],
+                 render: Callable[[int, str], dict] = bus_error_body):
         self.app = app
         self.limit_for = limit_for
+        self.render = render
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,17 +62,18 @@ class BodyLimit:
         declared = declared_length(scope)
         if declared is not None and declared > limit:
             log.info("refused a body of %d bytes to %s (limit %d)", declared, scope.get("path"), limit)
-            await send_too_large(send, limit, declared)
+            await send_too_large(send, limit, declared, self.render)
             return
-        await _Bounded(self.app, limit).run(scope, receive, send)
+        await _Bounded(self.app, limit, self.render).run(scope, receive, send)
 
 
 class _Bounded:
     """One request whose body is counted as the application reads it."""
 
-    def __init__(self, app: ASGIApp, limit: int):
+    def __init__(self, app: ASGIApp, limit: int, render: Callable[[int, str], dict]):
         self.app = app
         self.limit = limit
+        self.render = render
         self.received = 0
         self.refused = False
         self.started = False
@@ -82,7 +90,7 @@ class _Bounded:
                     log.info("refused a streamed body to %s past %d bytes", scope.get("path"), self.limit)
                     if not self.started:
                         self.started = True
-                        await send_too_large(send, self.limit)
+                        await send_too_large(send, self.limit, render=self.render)
                     return {"type": "http.disconnect"}
             return message
 
