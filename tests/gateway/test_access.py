@@ -37,7 +37,8 @@ def test_robot_home_without_the_token_is_401_from_an_untrusted_address(gateway):
     wrong = httpx.post(base + "robot/home", json={"target": "robot"}, headers={**V, "Authorization": "Bearer nope-x"})
     assert wrong.status_code == 401 and "wrong token" in wrong.json()["message"]
     # with the token the request goes on to the bus (no smoothie-bridge runs here: 503, not 401)
-    passed = httpx.post(base + "robot/home", json={"target": "robot"}, headers={**V, "Authorization": f"Bearer {TOKEN}"})
+    with_token = {**V, "Authorization": f"Bearer {TOKEN}"}
+    passed = httpx.post(base + "robot/home", json={"target": "robot"}, headers=with_token)
     assert passed.status_code == 503
     assert httpx.post(base + "robot/lights", json={"on": True}, headers=V).status_code == 401
     assert httpx.post(base + "motors/disengage", json={"axes": ["x"]}, headers=V).status_code == 401
@@ -60,9 +61,10 @@ def test_api_call_401_and_a_bus_refusal_is_403(gateway, demo, serve, make_settin
     from benchbus_update.service import build as build_update
     from benchbus_update.settings import UpdateSettings
     update = tmp_path / "update"
-    serve(build_update, make_settings(UpdateSettings, http_port=0, state_dir=update / "state", slot_dir=update / "slots",
-                                      restart_command=None, authorized_keys=update / "keys", serial_file=update / "serial",
-                                      signature_required=False, version_file=update / "VERSION.json"))
+    serve(build_update, make_settings(UpdateSettings, http_port=0, state_dir=update / "state",
+                                      slot_dir=update / "slots", restart_command=None, authorized_keys=update / "keys",
+                                      serial_file=update / "serial", signature_required=False,
+                                      version_file=update / "VERSION.json"))
     base = gateway(**UNTRUSTED).url
     assert httpx.post(base + "api/call/update/list_ssh_keys", json={}).status_code == 401
     # the token is fine, the action is not: the update-agent refuses SSH keys without its admin token
