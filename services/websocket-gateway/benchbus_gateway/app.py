@@ -235,10 +235,9 @@ class GatewayASGI:
 
 
 def _asgi_peer(environ: dict) -> str:
-    """The client's address as python-engineio's ASGI driver passes it (the ASGI scope's `client`)."""
-    scope = environ.get("asgi.scope") or {}
-    client = scope.get("client") or (environ.get("REMOTE_ADDR"), 0)
-    return client[0] or ""
+    """The client's address: the ASGI scope's `client` (python-engineio's REMOTE_ADDR is always 127.0.0.1)."""
+    client = (environ.get("asgi.scope") or {}).get("client")
+    return client[0] if client else ""
 
 
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
