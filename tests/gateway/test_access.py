@@ -199,3 +199,13 @@ def test_no_default_token_string_in_the_repository():
     offenders = [name for name in tracked if not name.startswith("tests/") and (REPO / name).is_file()
                  and default.search((REPO / name).read_text(errors="replace"))]
     assert offenders == []
+
+
+def test_benchbus_up_points_the_gateway_at_its_data_folder_and_prints_the_token_path(tmp_path):
+    from benchbus.settings import BrokerSettings
+    from benchbus.up import UpContext
+    from benchbus_gateway.up import units
+    (unit,) = units(UpContext(broker=BrokerSettings(), device="dev", data_dir=tmp_path, http_port=8081))
+    assert unit.env["BENCHBUS_GATEWAY_DATA_DIR"] == str(tmp_path / "gateway")
+    assert "BENCHBUS_GATEWAY_TOKEN" not in unit.env  # the gateway makes its own at its first start
+    assert f"write token in {tmp_path / 'gateway' / 'token'}" in unit.url
