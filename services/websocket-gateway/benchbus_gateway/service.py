@@ -22,7 +22,7 @@ from benchbus import RequestContext, Service
 from benchbus.runner import run_service
 from benchbus_schemas.gateway import Clients
 
-from .app import Gateway, create_app
+from .app import create_app
 from .settings import GatewaySettings
 
 SEGMENT = "gateway"
