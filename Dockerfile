@@ -15,5 +15,5 @@ RUN pip install --no-cache-dir -e bus-schemas -e services/common \
     && for project in services/*/pyproject.toml; do \
          dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
        done
-RUN useradd --system --create-home --home-dir /data benchbus && chown -R benchbus /data
+RUN useradd --system --create-home --home-dir /data benchbus && mkdir -p /data/gateway && chown -R benchbus /data
 USER benchbus

@@ -118,7 +118,9 @@ def page(texts: list[str]) -> dict:
     broker = MosquittoProcess()
     broker.start()
     device = "benchdash"
-    gateway, _setup = build(GatewaySettings(device=device, broker=broker.settings(), host="127.0.0.1", port=0))
+    data_dir = tempfile.mkdtemp(prefix="bench-gateway-")  # the gateway makes its token here
+    gateway, _setup = build(GatewaySettings(device=device, broker=broker.settings(), host="127.0.0.1", port=0,
+                                            data_dir=data_dir))
     gateway.serve_in_background(_setup)
     try:
         with BusClient(device, broker.settings(), name="bench-publisher") as client:

@@ -17,6 +17,7 @@ import re
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -225,9 +226,10 @@ def main() -> int:
     broker = MosquittoProcess()
     broker.start()
     port = free_port()
+    data_dir = tempfile.mkdtemp(prefix="bench-gateway-")  # the gateway makes its token here
     env = dict(os.environ, BENCHBUS_DEVICE=DEVICE, BENCHBUS_BROKER_HOST=broker.host,
                BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_GATEWAY_PORT=str(port),
-               BENCHBUS_GATEWAY_HOST="127.0.0.1", BENCHBUS_LOG_LEVEL="warning")
+               BENCHBUS_GATEWAY_HOST="127.0.0.1", BENCHBUS_LOG_LEVEL="warning", BENCHBUS_GATEWAY_DATA_DIR=data_dir)
     gateway = subprocess.Popen([sys.executable, "-m", "benchbus_gateway.service", "--config", os.devnull], env=env)
     try:
         wait_for_port("127.0.0.1", port, 20, gateway)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import unicodedata
 from typing import Any, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, StrictBool, field_validator
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -78,6 +78,11 @@ class Progress(Payload):
     progress: float = Field(..., ge=0.0, le=1.0)
     message: str
     error: str | None = None
+
+
+class BeginRequest(Payload):
+    force: StrictBool = Field(False, description="install even a bundle older than the running system (or one without a "
+                        "version): an admin's decision, explicit on every session")
 
 
 class TokenResult(Payload):
@@ -157,7 +162,8 @@ command(SERVICE, "get_name", Empty, DeviceName, "The robot's name and the host n
 command(SERVICE, "set_name", SetNameRequest, DeviceName, "Change the robot's name (DNS-SD rules); the result is the name set.")
 state(SERVICE, "name", DeviceName, "The robot's name, retained (the gateway's Socket.IO getdevicename reads it).")
 
-command(SERVICE, "begin", Empty, TokenResult, "Open the one update session; `conflict` when one is open.")
+command(SERVICE, "begin", BeginRequest, TokenResult, "Open the one update session; `conflict` when one is open. "
+        "A bundle older than the running system is refused (stage error, `Downgrade`) unless `force`.")
 command(SERVICE, "cancel", Empty, MessageResult, "Drop the update session and its files.")
 command(SERVICE, "status", TokenRequest, SessionState, "The session's state; `not_found` for an unknown token.")
 command(SERVICE, "load_file", LoadFileRequest, SessionState,

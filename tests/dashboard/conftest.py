@@ -159,7 +159,9 @@ def stack(tmp_path, rig_emulator, robot_emulator, make_settings, serve, bus):
     serve(scheduler_build, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
     serve(smoothie_build, make_settings(SmoothieSettings, port=robot_emulator.url, ack_timeout_s=1.0,
                                         boot_timeout_s=1.0, recovery_pause_s=0.0))
-    gateway = serve(gateway_build, make_settings(GatewaySettings, host="127.0.0.1", port=0, token=TOKEN))
+    # loopback is trusted by default; the page's token flow is what this test looks at, so nothing is trusted here
+    gateway = serve(gateway_build, make_settings(GatewaySettings, host="127.0.0.1", port=0, token=TOKEN,
+                                                 trusted_networks=[], data_dir=tmp_path / "gateway"))
     return type("Stack", (), {"gateway": gateway, "url": gateway.url, "rig": rig_emulator, "robot": robot_emulator,
                              "token": TOKEN,
                              "conf_text": conf_text})

@@ -9,13 +9,17 @@ from benchbus_gateway.settings import GatewaySettings
 TOKEN = "test-token-0123456789"
 
 
+UNTRUSTED = {"trusted_networks": []}  # loopback is trusted by default; tests of the token trust nobody
+
+
 @pytest.fixture
-def gateway(serve, make_settings):
+def gateway(serve, make_settings, tmp_path):
     """start(**settings) -> the running GatewayService; `.url` is http://localhost:<port>/."""
     def start(**fields):
         fields.setdefault("host", "127.0.0.1")
         fields.setdefault("port", 0)
         fields.setdefault("token", TOKEN)
+        fields.setdefault("data_dir", tmp_path / "gateway")
         return serve(build, make_settings(GatewaySettings, **fields))
     return start
 
@@ -24,10 +28,10 @@ FAST_LINE = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
 
 
 @pytest.fixture
-def stack(tmp_path, make_settings, serve, gateway):
+def stack(request, tmp_path, make_settings, serve, gateway):
     """The eVOLVER side on emulated hardware, in-process: SAMD21 emulator (TCP, real bytes), samd-bridge, scheduler
-    (0.5 s cycles), calibration-store (the shipped example calibrations), update-agent (the device name), gateway.
-    Returns (gateway service, emulator)."""
+    (0.5 s cycles), calibration-store (the shipped example calibrations), update-agent (the device name), gateway
+    (its settings from an indirect parameter, if any). Returns (gateway service, emulator)."""
     emulator_module = pytest.importorskip("benchbus_samd.emulator", reason="the samd-bridge package is not installed")
     samd = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
     scheduler = pytest.importorskip("benchbus_scheduler.service", reason="the broadcast-scheduler is not installed")
@@ -52,5 +56,5 @@ def stack(tmp_path, make_settings, serve, gateway):
                                       slot_dir=update_dir / "slots", restart_command=None,
                                       authorized_keys=update_dir / "authorized_keys", serial_file=update_dir / "serial",
                                       default_name="evolver-test", signature_required=False))
-    yield gateway(), emulator
+    yield gateway(**getattr(request, "param", {})), emulator
     emulator.close()

@@ -171,8 +171,11 @@ def test_a_vanished_client_expires_by_the_ping_timeout(gateway):
     assert gone.json()["message"] == "Session ID unknown"
 
 
-def test_socketio_token_when_configured(gateway):
-    base = gateway(socketio_token="sesame-1234").url
+def test_closed_reads_need_the_token_or_a_trusted_address_to_connect(gateway):
+    from .conftest import TOKEN
+    base = gateway(read_requires_token=True, trusted_networks=[]).url
     refused = httpx.get(f"{base}socket.io/", params={"EIO": "3", "transport": "polling"})
     assert refused.status_code == 403
-    handshake(base, token="sesame-1234")
+    handshake(base, token=TOKEN)
+    trusted = gateway(read_requires_token=True).url  # loopback is trusted by default
+    handshake(trusted)

@@ -10,7 +10,7 @@ from websockets.sync.client import connect as ws_connect
 
 from benchbus.demo import DemoSettings, build as build_demo
 
-from .conftest import TOKEN
+from .conftest import TOKEN, UNTRUSTED
 
 
 def recv_json(socket, until, timeout: float = 10.0) -> dict:
@@ -31,7 +31,7 @@ def recv_json(socket, until, timeout: float = 10.0) -> dict:
 @pytest.fixture
 def demo_gateway(gateway, serve, make_settings):
     serve(build_demo, make_settings(DemoSettings))
-    return gateway()
+    return gateway(**UNTRUSTED)
 
 
 def test_ws_subscribe_gets_retained_state_then_events(demo_gateway, device):
@@ -74,7 +74,7 @@ def test_ws_refuses_filters_outside_the_device(demo_gateway, topic_filter, code)
 
 def test_ws_token_in_header_and_closed_reads(gateway, serve, make_settings):
     serve(build_demo, make_settings(DemoSettings))
-    service = gateway(read_requires_token=True)
+    service = gateway(read_requires_token=True, **UNTRUSTED)
     url = service.url.replace("http", "ws") + "ws"
     with ws_connect(url) as socket:
         socket.send(json.dumps({"op": "subscribe", "filter": "#"}))
@@ -108,11 +108,22 @@ def test_http_health_state_and_calls(demo_gateway):
     assert unknown.status_code == 404
 
 
-def test_writes_are_refused_when_no_token_is_configured(gateway, serve, make_settings):
+def test_the_first_start_makes_the_token_in_the_data_folder(gateway, serve, make_settings, tmp_path):
     serve(build_demo, make_settings(DemoSettings))
-    base = gateway(token=None).url
-    refused = httpx.post(base + "api/call/demo/echo", json={"text": "hi"}, headers={"Authorization": "Bearer x"})
-    assert refused.status_code == 401 and "no token is configured" in refused.json()["error"]["message"]
+    base = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED).url
+    token_file = tmp_path / "data" / "token"
+    assert token_file.stat().st_mode & 0o777 == 0o600
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and token != TOKEN
+    call = base + "api/call/demo/echo"
+    refused = httpx.post(call, json={"text": "hi"}, headers={"Authorization": "Bearer x-wrong-token"})
+    assert refused.status_code == 401 and "wrong token" in refused.json()["error"]["message"]
+    assert httpx.post(call, json={"text": "hi"}, headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    # the next start keeps the token it made
+    again = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED).url
+    assert httpx.post(again + "api/call/demo/echo", json={"text": "x"},
+                      headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert token_file.read_text().strip() == token
 
 
 def test_history_keeps_recent_broadcasts(stack):

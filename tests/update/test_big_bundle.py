@@ -2,7 +2,6 @@
 import hashlib
 import sys
 import threading
-import time
 import zipfile
 
 import httpx

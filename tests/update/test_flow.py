@@ -1,5 +1,4 @@
 """The whole update flow on file-backed slots, over HTTP and on the bus, against the real broker."""
-import json
 import threading
 import time
 

@@ -128,7 +128,18 @@ def test_file_add_list_idempotent_remove_clear(tmp_path, keys):
 # -- over HTTP and the bus ---------------------------------------------------------------------------------------
 
 
-def test_http_key_management_only_over_link_local_or_with_the_token(running, keys, tools):
+def test_a_forwarded_header_from_an_untrusted_address_is_ignored(running, keys, tools):
+    """Issue 15, attack 7: nothing proxies in front of the update-agent by default, so X-Host-IP is a claim."""
+    http = running.http
+    forged = http.post("/server/ssh_keys", json={"key": keys["ed25519"]}, headers={"X-Host-IP": "169.254.1.1"})
+    assert forged.status_code == 403 and forged.json()["error"] == "bad-interface"
+    assert "127.0.0.1" in forged.json()["message"]  # judged by the address the request really came to
+    assert not running.agent.settings.authorized_keys.exists() or running.agent.settings.authorized_keys.read_text() == ""
+    assert http.get("/server/ssh_keys", headers={"X-Host-IP": "fe80::1"}).status_code == 403
+
+
+def test_http_key_management_only_over_link_local_or_with_the_token(start_agent, keys, tools):
+    running = start_agent(trusted_proxies=["127.0.0.1/32"])  # nginx on loopback sets X-Host-IP
     http = running.http
     refused = http.get("/server/ssh_keys")
     assert refused.status_code == 403 and refused.json()["error"] == "bad-interface"

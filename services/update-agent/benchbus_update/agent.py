@@ -78,7 +78,8 @@ class UpdateAgent:
             key = bundle.load_public_key(Path(settings.public_key_file).read_bytes())
         config = Config(downloads=state_dir / "downloads", key=key, signature_required=settings.signature_required,
                         robot_type=settings.robot_type, limits=bundle.Limits(max_image_bytes=settings.max_image_bytes),
-                        max_upload_bytes=settings.max_upload_bytes, abandon_after_s=settings.abandon_after_s)
+                        max_upload_bytes=settings.max_upload_bytes, abandon_after_s=settings.abandon_after_s,
+                        running_version=lambda: _read_json(Path(settings.version_file)))
         self.updates = Updates(config, self.slots, on_change=self._session_changed, can_begin=self._begin_refusal,
                                on_commit=self._committed)
         self.updates._wipe_downloads()  # an agent that crashed mid-session left files behind

@@ -5,7 +5,9 @@ before a gigabyte is read):
 
 1. the zip's member list: only the four names above, none twice, no path that escapes (`../`, absolute, `\\`);
 2. sizes: every declared size under its limit (the root filesystem under `max_image_bytes`);
-3. `VERSION.json` (optional): JSON, and its `robot_type`, when present, is ours;
+3. `VERSION.json` (optional): JSON, and its `robot_type`, when present, is ours; its system version
+   (`buildroot_version`) is compared with the running system's by the session (`downgrade_refusal`): an older
+   bundle, or one without a version while the running system has one, is refused unless an admin forces it;
 4. the signature of the hash file (RSA PKCS#1 v1.5 with SHA-256, or Ed25519), when one is required or present;
 5. the SHA-256 of `rootfs.ext4`, streamed out of the zip, against the hash file; while streaming, the real size
    must never pass the declared one (a zip bomb lies about it).
@@ -27,6 +29,7 @@ from pathlib import Path
 from typing import BinaryIO, Callable
 
 from cryptography import x509
+from packaging.version import InvalidVersion, Version
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
@@ -36,6 +39,7 @@ HASH = "rootfs.ext4.hash"
 SIGNATURE = "rootfs.ext4.hash.sig"
 VERSION = "VERSION.json"
 MEMBERS = (ROOTFS, HASH, SIGNATURE, VERSION)
+SYSTEM_VERSION = "buildroot_version"  # the key of VERSION.json the OT-2 reports as its systemVersion
 SMALL_MEMBER_LIMIT = 64 * 1024  # the hash, the signature and VERSION.json are tiny; more is an attack
 CHUNK = 1024 * 1024
 
@@ -157,6 +161,32 @@ def parse_version(data: bytes, robot_type: str) -> dict:
     if found is not None and found != robot_type:
         raise BundleError("Invalid Robot Type", f"the bundle is for {found!r}; this device is {robot_type!r}")
     return version
+
+
+def system_version(version: dict | None) -> Version | None:
+    """The system version of a VERSION.json (PEP 440 ordering; a leading `v` is allowed), or None."""
+    raw = (version or {}).get(SYSTEM_VERSION)
+    if not isinstance(raw, str) or not raw.strip():
+        return None
+    try:
+        return Version(raw.strip())
+    except InvalidVersion:
+        return None
+
+
+def downgrade_refusal(bundle_version: dict | None, running_version: dict) -> str | None:
+    """Why a bundle may not replace the running system without `force`, or None when it may."""
+    running = system_version(running_version)
+    if running is None:
+        return None  # nothing to compare with (a development device without /etc/VERSION.json)
+    offered = system_version(bundle_version)
+    if offered is None:
+        return (f"the bundle's {VERSION} has no usable {SYSTEM_VERSION}, so it cannot be shown to be no older "
+                f"than the running system {running}; an admin may force it (force: true)")
+    if offered < running:
+        return (f"the bundle holds system {offered}, older than the running system {running}; an admin may force "
+                "the downgrade (force: true)")
+    return None
 
 
 def verify_signature(key: PublicKey, signed: bytes, signature: bytes) -> None:

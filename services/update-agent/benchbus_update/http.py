@@ -6,14 +6,19 @@ parser straight into the session's file, a chunk at a time; nothing holds the bo
 octet-stream) body is accepted too (`curl --data-binary @bundle.zip`).
 
 Key management (`/server/ssh_keys`) is allowed only when the address the client reached us on is link-local
-(169.254/16, fe80::/10) - `X-Host-IP` when a proxy on loopback (nginx) sets it - or with the admin token
-(`Authorization: Bearer <token>` or `X-Admin-Token`).
+(169.254/16, fe80::/10) - `X-Host-IP` only when the request comes from a proxy in `trusted_proxies` (default none:
+from anyone else the header is a claim and is ignored) - or with the admin token (`Authorization: Bearer <token>`
+or `X-Admin-Token`).
+
+`POST /server/update/begin` takes `?force=true` (or the JSON body `{"force": true}`) to install a bundle older than
+the running system; forcing needs the admin token (403 without). Every body is bounded while it streams (limits.py).
 """
 from __future__ import annotations
 
 import ipaddress
 import json
 import logging
+import re
 import threading
 import time
 
@@ -26,6 +31,7 @@ from starlette.routing import Route
 
 from . import names, sshkeys
 from .agent import UpdateAgent
+from .limits import BodyLimit
 from .session import SessionError, Upload
 
 log = logging.getLogger("benchbus.update.http")
@@ -94,9 +100,18 @@ def build_app(agent: UpdateAgent) -> Starlette:
     async def health(_request: Request):
         return JSONResponse(agent.health(), headers={"Access-Control-Allow-Origin": "*"})
 
-    async def begin(_request: Request):
+    async def begin(request: Request):
+        force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
+        if request.headers.get("content-type", "").startswith("application/json"):
+            body = await _json_body(request)
+            if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
+                return error(400, "bad-request", "the body must be JSON like {\"force\": true}")
+            force = force or body.get("force", False)
+        if force and not agent.admin_token_ok(_presented_admin_token(request)):
+            return error(403, "force-needs-admin", "forcing an update (a bundle older than the running system) "
+                         "needs the admin token (Authorization: Bearer <token> or X-Admin-Token)")
         try:
-            return JSONResponse({"token": updates.begin()}, status_code=201)
+            return JSONResponse({"token": updates.begin(force=force)}, status_code=201)
         except SessionError as exc:
             return session_error(exc)
 
@@ -165,16 +180,15 @@ def build_app(agent: UpdateAgent) -> Starlette:
     # -- SSH keys ---------------------------------------------------------------------------------------------
 
     def key_access(request: Request) -> JSONResponse | None:
-        token = request.headers.get("x-admin-token")
-        authorization = request.headers.get("authorization", "")
-        if authorization.lower().startswith("bearer "):
-            token = authorization[7:].strip()
-        if agent.admin_token_ok(token):
+        if agent.admin_token_ok(_presented_admin_token(request)):
             return None
         local = (request.scope.get("server") or ("", 0))[0]
         peer = request.client.host if request.client else ""
-        if settings.trust_x_host_ip and _is_loopback(peer) and request.headers.get("x-host-ip"):
-            local = request.headers["x-host-ip"]
+        if request.headers.get("x-host-ip"):
+            if _within(peer, settings.trusted_proxies):
+                local = request.headers["x-host-ip"]
+            else:
+                log.info("ignored X-Host-IP %r from %s: not a trusted proxy", request.headers["x-host-ip"], peer)
         if sshkeys.is_link_local(local):
             return None
         return error(403, "bad-interface", f"SSH keys can be managed only over a link-local address "
@@ -251,33 +265,45 @@ def build_app(agent: UpdateAgent) -> Starlette:
         Route("/server/name", get_name, methods=["GET"]),
         Route("/server/name", set_name, methods=["POST"]),
     ]
-    return Starlette(routes=routes)
+    def limit_for(scope: dict) -> int:
+        if scope.get("method") == "POST" and UPLOAD_PATH.fullmatch(scope.get("path", "")):
+            return settings.max_upload_bytes + MULTIPART_OVERHEAD
+        return settings.max_body_bytes
+
+    return BodyLimit(Starlette(routes=routes), limit_for, lambda _limit, message: {"error": "Too Large",
+                                                                                   "message": message})
 
 
-async def _json_body(request: Request, limit: int = 65536):
-    """A small JSON body (a key, a name), read no further than `limit` bytes; None when it is not one."""
-    raw = bytearray()
-    async for chunk in request.stream():
-        raw.extend(chunk)
-        if len(raw) > limit:
-            return None
+UPLOAD_PATH = re.compile(r"/server/update/[^/]+/file")
+
+
+async def _json_body(request: Request):
+    """A small JSON body (a key, a name; limits.BodyLimit bounds it); None when it is not JSON."""
     try:
-        return json.loads(raw)
+        return json.loads(await request.body())
     except ValueError:
         return None
 
 
-def _is_loopback(host: str) -> bool:
+def _presented_admin_token(request: Request) -> str | None:
+    authorization = request.headers.get("authorization", "")
+    if authorization.lower().startswith("bearer "):
+        return authorization[7:].strip()
+    return request.headers.get("x-admin-token")
+
+
+def _within(host: str, networks: list) -> bool:
     try:
-        return ipaddress.ip_address(host).is_loopback
+        address = ipaddress.ip_address(host)
     except ValueError:
         return False
+    return any(address.version == network.version and address in network for network in networks)
 
 
 class HttpServer:
     """uvicorn on a thread of its own (the service's main thread runs the bus loop)."""
 
-    def __init__(self, app: Starlette, host: str, port: int):
+    def __init__(self, app: BodyLimit, host: str, port: int):
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
                                                     access_log=False, lifespan="off"))
         self.thread = threading.Thread(target=self.server.run, name="update-http", daemon=True)

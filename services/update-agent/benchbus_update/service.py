@@ -28,6 +28,7 @@ from benchbus_schemas import topics
 from benchbus_schemas.update import (
     AddSshKeyRequest,
     AdminRequest,
+    BeginRequest,
     DeviceName,
     LoadFileRequest,
     SessionState,
@@ -99,8 +100,10 @@ def build(settings: UpdateSettings) -> tuple[UpdateService, callable]:
     # -- the session --------------------------------------------------------------------------------------------
 
     @service.handles("begin")
-    def begin(_request, _ctx: RequestContext):
-        return {"token": run_session(agent.updates.begin)}
+    def begin(request: BeginRequest, ctx: RequestContext):
+        if request.force:
+            service.log.warning("%s opens an update session that may downgrade the system (force)", ctx.client)
+        return {"token": run_session(lambda: agent.updates.begin(force=request.force))}
 
     @service.handles("cancel")
     def cancel(_request, _ctx: RequestContext):

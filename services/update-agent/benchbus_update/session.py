@@ -86,12 +86,14 @@ class Config:
     limits: bundle.Limits
     max_upload_bytes: int
     abandon_after_s: float = 600.0
+    running_version: Callable[[], dict] = dict  # the running system's VERSION.json (empty when unknown)
 
 
 class _Session:
-    def __init__(self, token: str, folder: Path):
+    def __init__(self, token: str, folder: Path, force: bool = False):
         self.token = token
         self.folder = folder
+        self.force = force  # an admin's explicit consent to a bundle older than the running system
         self.snapshot = Snapshot(token, "awaiting-file", 0.0, MESSAGES["awaiting-file"])
         self.cancelled = threading.Event()
         self.uploading = False
@@ -131,7 +133,8 @@ class Updates:
 
     # -- begin / cancel -------------------------------------------------------------------------------------
 
-    def begin(self) -> str:
+    def begin(self, force: bool = False) -> str:
+        """Open the session; `force` lets it install a bundle older than the running system (an admin's call)."""
         with self._lock:
             if self._session is not None and not self._abandoned(self._session):
                 raise SessionError("session-already-active", "an update session is already open; cancel it first",
@@ -146,7 +149,7 @@ class Updates:
             token = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
             folder = self.config.downloads / token
             folder.mkdir(mode=0o700)
-            self._session = _Session(token, folder)
+            self._session = _Session(token, folder, force)
             self._changed(self._session, stage_changed=True)
             return token
 
@@ -261,6 +264,11 @@ class Updates:
     def _validate(self, session: _Session, path: Path) -> bundle.CheckedBundle:
         config = self.config
         checked = bundle.check(path, config.key, config.signature_required, config.robot_type, config.limits)
+        refusal = bundle.downgrade_refusal(checked.version, config.running_version())
+        if refusal and not session.force:
+            raise BundleError("Downgrade", refusal)
+        if refusal:
+            log.warning("session %s: forced by an admin: %s", session.token, refusal)
         with self._lock:
             session.snapshot = replace(session.snapshot, version=checked.version)
         bundle.verify_hash(checked, progress=self._reporter(session, 0.0, 1.0), cancelled=session.cancelled.is_set)

@@ -6,6 +6,7 @@ environment and the boot record are files in it, and a restart is simulated (see
 """
 from __future__ import annotations
 
+from ipaddress import IPv4Network, IPv6Network
 from pathlib import Path
 
 from pydantic import Field, model_validator
@@ -39,14 +40,18 @@ class UpdateSettings(ServiceSettings):
     public_key_file: Path | None = Field(None, description="PEM public key or X.509 certificate (RSA or Ed25519)")
     signature_required: bool = True
     robot_type: str = "OT-2 Standard"
-    max_upload_bytes: int = Field(2 * GIB, gt=0)
+    max_upload_bytes: int = Field(2 * GIB, gt=0, description="the bundle upload's limit (streamed to disk)")
+    max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="every other request body's "
+                                "limit; a longer one is refused (413) as it streams, before it is buffered")
     max_image_bytes: int = Field(4 * GIB, gt=0)
     abandon_after_s: float = Field(600.0, gt=0, description="an idle session a new begin may take over")
 
     # SSH keys and the name
     authorized_keys: Path = Path("/root/.ssh/authorized_keys")
     admin_token: str | None = Field(None, min_length=16, description="allows key management from anywhere (and on the bus)")
-    trust_x_host_ip: bool = Field(True, description="take X-Host-IP from a proxy on loopback (nginx) as the local address")
+    trusted_proxies: list[IPv4Network | IPv6Network] = Field(
+        default_factory=list, description="proxies (CIDRs) whose forwarded headers (X-Host-IP: the address the client "
+        "reached) are believed; default none: nothing proxies in front of the update-agent, so a header is a claim")
     default_name: str | None = Field(None, description="the name before one is set (default: the device id)")
     name_command: list[str] | None = Field(None, description="run after a name change; {name} and {hostname} filled in")
     serial_file: Path = Path("/var/serial")

@@ -1,17 +1,19 @@
 """The gateway's ASGI application: Socket.IO for both Engine.IO generations, /ws, HTTP, OT-2 routes, static files.
 
 `/socket.io/` is dispatched on the `EIO` query parameter: 3 (the eVOLVER DPU and GUI) to our own Engine.IO 3 server,
-4 to python-socketio 5. Both reach the one event table. Bus messages arrive through `Gateway.deliver` (service.py
-calls it on the event loop); a broadcast is encoded once per generation and queued to every client.
+4 to python-socketio 5. Both reach the one event table. Every HTTP body is bounded as it streams (limits.py); who may
+write is access.py's answer (the token, or a client address in a trusted network). Bus messages arrive through
+`Gateway.deliver` (service.py calls it on the event loop); a broadcast is encoded once per generation and queued to
+every client.
 """
 from __future__ import annotations
 
 import asyncio
 import json
 import logging
-import secrets
 import time
 from typing import Any, Awaitable, Callable, Protocol
+from urllib.parse import parse_qs
 
 import socketio
 from starlette.applications import Starlette
@@ -23,7 +25,9 @@ from benchbus import BusError
 from benchbus_schemas import topics
 
 from . import dashboard, definitions_routes, http, robot_routes, ws
+from .access import Access, Caller
 from .history import BroadcastHistory
+from .limits import BodyLimit
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
 from .settings import GatewaySettings
 from .socketio_v4 import Client, SocketIOServer
@@ -36,7 +40,8 @@ class Bridge(Protocol):
 
     device: str
 
-    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None) -> Any: ...
+    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None,
+                   on_behalf_of: str | None = None) -> Any: ...
 
     def connected(self) -> bool: ...
 
@@ -46,6 +51,7 @@ class Gateway:
         self.settings = settings
         self.bridge = bridge
         self.device = bridge.device
+        self.access = Access(settings)
         self.loop: asyncio.AbstractEventLoop | None = None
         self.retained: dict[str, tuple[str, Any]] = {}  # topic -> (raw JSON text, decoded) of $state and state/*
         self.history = BroadcastHistory(settings.history_size, settings.history_max_age_s)
@@ -59,7 +65,7 @@ class Gateway:
         self.sio4 = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*",
                                          ping_interval=settings.ping_interval_s, ping_timeout=settings.ping_timeout_s,
                                          max_http_buffer_size=settings.max_payload_bytes)
-        self.sio4_clients: set[str] = set()
+        self.sio4_clients: dict[str, Caller] = {}
         self.sio4.on("connect", self._on_eio4_connect, namespace=self.namespace)
         self.sio4.on("disconnect", self._on_eio4_disconnect, namespace=self.namespace)
         self.sio4.on("*", self._on_eio4_event, namespace=self.namespace)
@@ -80,15 +86,15 @@ class Gateway:
         for client in list(self.ws_clients):
             await client.close(1001, "server shutting down")
 
-    # -- tokens ------------------------------------------------------------------------------------------------------
+    # -- access ------------------------------------------------------------------------------------------------------
 
     def token_ok(self, presented: str | None) -> bool:
-        expected = self.settings.token
-        return expected is not None and presented is not None and secrets.compare_digest(presented, expected)
+        return self.access.token_ok(presented)
 
-    def _socketio_allowed(self, query: dict[str, str]) -> bool:
-        expected = self.settings.socketio_token
-        return expected is None or secrets.compare_digest(query.get("token", ""), expected)
+    def _socketio_allowed(self, query: dict[str, str], peer: str) -> bool:
+        """A new Engine.IO 3 session: always, unless reads are closed (then the token or a trusted address)."""
+        caller = self.access.caller("socketio", peer, query.get("token"))
+        return not self.settings.read_requires_token or caller.may_write
 
     # -- from the bus (on the event loop) ---------------------------------------------------------------------------
 
@@ -130,7 +136,9 @@ class Gateway:
 
     def _on_eio3_event(self, client: Client, namespace: str, event: str, args: list,
                        ack: Callable[..., None] | None) -> None:
-        origin = Origin(client.sid, client.session.host, "eio3")
+        session = client.session
+        token = session.data.get("token") or session.query.get("token")
+        origin = self._origin(self.access.caller("socketio", session.peer, token, client.sid), session.host, "eio3")
 
         def reply(name: str, payload: Any) -> None:
             client.emit(namespace, name, payload)
@@ -138,23 +146,21 @@ class Gateway:
         self._spawn(self._run_event(event, args, origin, reply, ack))
 
     async def _on_eio4_connect(self, sid: str, environ: dict, auth: Any = None) -> bool:
-        expected = self.settings.socketio_token
-        if expected is not None:
-            from urllib.parse import parse_qs
-            query = parse_qs(environ.get("QUERY_STRING", ""))
-            given = (auth or {}).get("token") if isinstance(auth, dict) else None
-            given = given or (query.get("token") or [""])[0]
-            if not secrets.compare_digest(given or "", expected):
-                return False
-        self.sio4_clients.add(sid)
+        given = auth.get("token") if isinstance(auth, dict) else None
+        given = given or (parse_qs(environ.get("QUERY_STRING", "")).get("token") or [None])[0]
+        caller = self.access.caller("socketio", _asgi_peer(environ), given, sid)
+        if self.settings.read_requires_token and not caller.may_write:
+            return False
+        self.sio4_clients[sid] = caller
         return True
 
     async def _on_eio4_disconnect(self, sid: str, *_args: Any) -> None:
-        self.sio4_clients.discard(sid)
+        self.sio4_clients.pop(sid, None)
 
     async def _on_eio4_event(self, event: str, sid: str, *args: Any) -> Any:
         environ = self.sio4.get_environ(sid, namespace=self.namespace) or {}
-        origin = Origin(sid, environ.get("HTTP_HOST", "").split(":")[0], "eio4")
+        caller = self.sio4_clients.get(sid) or self.access.caller("socketio", _asgi_peer(environ), None, sid)
+        origin = self._origin(caller, environ.get("HTTP_HOST", "").split(":")[0], "eio4")
         acked: list[Any] = []
 
         async def send(name: str, payload: Any) -> None:
@@ -165,6 +171,10 @@ class Gateway:
 
         await self._run_event(event, list(args), origin, reply, acked.append)
         return acked[0] if acked else None
+
+    def _origin(self, caller: Caller, host: str, generation: str) -> Origin:
+        return Origin(caller.session or "", host, generation, may_write=caller.may_write,
+                      on_behalf_of=caller.on_behalf_of, refusal=self.access.write_refusal(caller))
 
     async def _run_event(self, event: str, args: list, origin: Origin, reply: Callable[[str, Any], None],
                          ack: Callable[..., None] | None) -> None:
@@ -188,8 +198,8 @@ class Gateway:
         if ack is not None:
             ack({"ok": True, "result": emits[0].payload if emits else None})
 
-    async def _call(self, service: str, command: str, payload: Any) -> Any:
-        return await self.bridge.call(service, command, payload, self.settings.call_timeout_s)
+    async def _call(self, service: str, command: str, payload: Any, on_behalf_of: str | None = None) -> Any:
+        return await self.bridge.call(service, command, payload, self.settings.call_timeout_s, on_behalf_of)
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)
@@ -224,7 +234,13 @@ class GatewayASGI:
         await response(scope, receive, send)
 
 
-def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, Gateway]:
+def _asgi_peer(environ: dict) -> str:
+    """The client's address: the ASGI scope's `client` (python-engineio's REMOTE_ADDR is always 127.0.0.1)."""
+    client = (environ.get("asgi.scope") or {}).get("client")
+    return client[0] if client else ""
+
+
+def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
     gateway = Gateway(settings, bridge)
     routes = [*robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
               WebSocketRoute("/ws", ws.endpoint(gateway))]
@@ -240,7 +256,8 @@ def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, 
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    return GatewayASGI(gateway, app), gateway
+    bounded = BodyLimit(GatewayASGI(gateway, app), lambda _scope: settings.max_payload_bytes)
+    return bounded, gateway
 
 
 __all__ = ["Gateway", "GatewayASGI", "create_app", "Route"]

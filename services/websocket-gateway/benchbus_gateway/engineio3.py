@@ -163,9 +163,11 @@ def _decode_string_payload(text: str) -> list[str]:
 class Session:
     """One Engine.IO connection, whatever transport it currently uses."""
 
-    def __init__(self, server: "EngineIO3Server", sid: str, query: dict[str, str], binary: bool, host: str = ""):
+    def __init__(self, server: "EngineIO3Server", sid: str, query: dict[str, str], binary: bool, host: str = "",
+                 peer: str = ""):
         self.server = server
         self.host = host  # the host name the client reached us by
+        self.peer = peer  # the client's address (of the handshake's connection)
         self.sid = sid
         self.query = query
         self.binary = binary  # polling replies in binary framing (everyone but `b64=1` clients)
@@ -207,7 +209,7 @@ CloseHandler = Callable[[Session, str], None]
 class EngineIO3Server:
     def __init__(self, on_connect: SessionHandler, on_message: MessageHandler, on_close: CloseHandler,
                  ping_interval: float = 25.0, ping_timeout: float = 60.0, max_payload: int = 1_000_000,
-                 max_outbox: int = 1000, authorize: Callable[[dict[str, str]], bool] | None = None,
+                 max_outbox: int = 1000, authorize: Callable[[dict[str, str], str], bool] | None = None,
                  allow_upgrades: bool = True):
         self.on_connect = on_connect
         self.on_message = on_message
@@ -294,10 +296,11 @@ class EngineIO3Server:
         if sid is None:
             if request.method != "GET":
                 return self._error(BAD_HANDSHAKE_METHOD)
-            if self.authorize is not None and not self.authorize(query):
+            peer = request.client.host if request.client else ""
+            if self.authorize is not None and not self.authorize(query, peer):
                 return self._error(FORBIDDEN, status=403)
             session = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
-                                         host=request.url.hostname or "")
+                                         host=request.url.hostname or "", peer=peer)
             return self._poll_response(request, session, session.take_all())
         session = self.sessions.get(sid)
         if session is None:
@@ -310,8 +313,8 @@ class EngineIO3Server:
             return await self._post(request, session)
         return self._error(BAD_REQUEST, f"method {request.method} not allowed")
 
-    def _open_session(self, query: dict[str, str], binary: bool, host: str = "") -> Session:
-        session = Session(self, secrets.token_urlsafe(15), query, binary, host)
+    def _open_session(self, query: dict[str, str], binary: bool, host: str = "", peer: str = "") -> Session:
+        session = Session(self, secrets.token_urlsafe(15), query, binary, host, peer)
         self.sessions[session.sid] = session
         handshake = {"sid": session.sid, "upgrades": ["websocket"] if self.allow_upgrades else [],
                      "pingInterval": int(self.ping_interval * 1000), "pingTimeout": int(self.ping_timeout * 1000)}
@@ -394,11 +397,12 @@ class EngineIO3Server:
             return
         sid = query.get("sid")
         if sid is None:
-            if self.authorize is not None and not self.authorize(query):
+            peer = websocket.client.host if websocket.client else ""
+            if self.authorize is not None and not self.authorize(query, peer):
                 await websocket.close(code=1008, reason="forbidden")
                 return
             await websocket.accept()
-            session = self._open_session(query, binary=True, host=websocket.url.hostname or "")
+            session = self._open_session(query, binary=True, host=websocket.url.hostname or "", peer=peer)
             await self._serve_websocket(session, websocket)
             return
         session = self.sessions.get(sid)

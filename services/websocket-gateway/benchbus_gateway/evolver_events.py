@@ -5,7 +5,9 @@ Where the original server misbehaves we do what a user expects and keep the old 
 - a reply to a question (`get...`) goes only to the client that asked; a change of state (`commandbroadcast`,
   `activecalibrations` after `setactivecal`, `broadcastname` after `setdevicename`) goes to every client;
 - a failed or refused request emits ERROR_EVENT to its sender (old clients ignore events they do not know);
-- the GUI's `stopread` and `data` (which the original never implemented) are accepted and change nothing.
+- the GUI's `stopread` and `data` (which the original never implemented) are accepted and change nothing;
+- an event that changes anything (WRITES) needs a client that may write (the token in its connection URL, or an
+  address in a trusted network); a refused one reaches its sender as ERROR_EVENT with code `unauthorized`.
 """
 from __future__ import annotations
 
@@ -19,7 +21,8 @@ log = logging.getLogger("benchbus.gateway.events")
 
 ERROR_EVENT = "benchbus_error"
 
-Call = Callable[[str, str, Any], Awaitable[Any]]  # (service, command, payload) -> result; raises BusError
+# (service, command, payload, on_behalf_of) -> result; raises BusError
+Call = Callable[[str, str, Any, "str | None"], Awaitable[Any]]
 
 
 @dataclass
@@ -31,11 +34,14 @@ class Emit:
 
 @dataclass
 class Origin:
-    """Who sent the event (for the device name's ip, and logs)."""
+    """Who sent the event (for the device name's ip, logs and the bus's attribution) and whether it may write."""
 
     sid: str
     host: str = ""
     generation: str = "eio3"
+    may_write: bool = False
+    on_behalf_of: str | None = None
+    refusal: str = "writes need the token or a trusted address"
 
 
 @dataclass
@@ -48,56 +54,61 @@ class EventTable:
         handler = HANDLERS.get(event)
         if handler is None:
             raise BusError("not_found", f"unknown event '{event}'", {"known": sorted(HANDLERS)})
+        if event in WRITES and not origin.may_write:
+            raise BusError("unauthorized", f"'{event}' changes the instrument: {origin.refusal}")
         payload = args[0] if args else None
         return await handler(self, payload, origin)
 
+    async def _ask(self, origin: Origin, service: str, command: str, payload: Any) -> Any:
+        return await self.call(service, command, payload, origin.on_behalf_of)
+
     # -- the scheduler ----------------------------------------------------------------------------------------------
 
-    async def command(self, payload: Any, _origin: Origin) -> list[Emit]:
+    async def command(self, payload: Any, origin: Origin) -> list[Emit]:
         request = _object(payload, "command")
-        await self.call("scheduler", "command", request)
+        await self._ask(origin, "scheduler", "command", request)
         # the original echoes the unchanged request to everyone ("I received it")
         return [Emit("commandbroadcast", payload, everyone=True)]
 
-    async def getconfig(self, _payload: Any, _origin: Origin) -> list[Emit]:
-        result = await self.call("scheduler", "get_config", {})
+    async def getconfig(self, _payload: Any, origin: Origin) -> list[Emit]:
+        result = await self._ask(origin, "scheduler", "get_config", {})
         return [Emit("config", result["config"])]
 
     # -- the calibration store -------------------------------------------------------------------------------------
 
-    async def getcalibrationnames(self, _payload: Any, _origin: Origin) -> list[Emit]:
-        result = await self.call("calibration", "list_calibrations", {})
+    async def getcalibrationnames(self, _payload: Any, origin: Origin) -> list[Emit]:
+        result = await self._ask(origin, "calibration", "list_calibrations", {})
         return [Emit("calibrationnames", result["calibrations"])]
 
-    async def getfitnames(self, _payload: Any, _origin: Origin) -> list[Emit]:
-        result = await self.call("calibration", "list_fits", {})
+    async def getfitnames(self, _payload: Any, origin: Origin) -> list[Emit]:
+        result = await self._ask(origin, "calibration", "list_fits", {})
         return [Emit("fitnames", result["fits"])]
 
-    async def getcalibration(self, payload: Any, _origin: Origin) -> list[Emit]:
+    async def getcalibration(self, payload: Any, origin: Origin) -> list[Emit]:
         request = _object(payload, "getcalibration")
-        result = await self.call("calibration", "get_calibration", {"name": request.get("name")})
+        result = await self._ask(origin, "calibration", "get_calibration", {"name": request.get("name")})
         return [Emit("calibration", result["calibration"])]
 
-    async def setrawcalibration(self, payload: Any, _origin: Origin) -> list[Emit]:
-        await self.call("calibration", "set_raw", _object(payload, "setrawcalibration"))
+    async def setrawcalibration(self, payload: Any, origin: Origin) -> list[Emit]:
+        await self._ask(origin, "calibration", "set_raw", _object(payload, "setrawcalibration"))
         return [Emit("calibrationrawcallback", "success")]
 
-    async def setfitcalibration(self, payload: Any, _origin: Origin) -> list[Emit]:
-        await self.call("calibration", "set_fit", _object(payload, "setfitcalibration"))
+    async def setfitcalibration(self, payload: Any, origin: Origin) -> list[Emit]:
+        await self._ask(origin, "calibration", "set_fit", _object(payload, "setfitcalibration"))
         return []  # the original sends nothing on success; a failure now reaches the sender as ERROR_EVENT
 
-    async def setactivecal(self, payload: Any, _origin: Origin) -> list[Emit]:
-        result = await self.call("calibration", "set_active", _object(payload, "setactivecal"))
+    async def setactivecal(self, payload: Any, origin: Origin) -> list[Emit]:
+        result = await self._ask(origin, "calibration", "set_active", _object(payload, "setactivecal"))
         return [Emit("activecalibrations", result["activecalibrations"], everyone=True)]
 
-    async def getactivecal(self, _payload: Any, _origin: Origin) -> list[Emit]:
-        result = await self.call("calibration", "get_active", {})
+    async def getactivecal(self, _payload: Any, origin: Origin) -> list[Emit]:
+        result = await self._ask(origin, "calibration", "get_active", {})
         return [Emit("activecalibrations", result["activecalibrations"])]
 
     # -- the device name (update-agent) ----------------------------------------------------------------------------
 
     async def getdevicename(self, _payload: Any, origin: Origin) -> list[Emit]:
-        result = await self.call("update", "get_name", {})
+        result = await self._ask(origin, "update", "get_name", {})
         return [Emit("broadcastname", self._name_payload(result["name"], origin))]
 
     async def setdevicename(self, payload: Any, origin: Origin) -> list[Emit]:
@@ -105,7 +116,7 @@ class EventTable:
         name = request.get("deviceName")
         if not isinstance(name, str):
             raise BusError("invalid_request", "field 'deviceName': a string is required")
-        result = await self.call("update", "set_name", {"name": name})
+        result = await self._ask(origin, "update", "set_name", {"name": name})
         for key in ("ip", "mac"):
             if isinstance(request.get(key), str):
                 self.remembered[key] = request[key]
@@ -143,6 +154,8 @@ HANDLERS: dict[str, Callable[[EventTable, Any, Origin], Awaitable[list[Emit]]]] 
     "stopread": EventTable.accepted,
     "data": EventTable.accepted,
 }
+
+WRITES = frozenset({"command", "setrawcalibration", "setfitcalibration", "setactivecal", "setdevicename"})
 
 # Server-sent: `broadcast` (the scheduler's event/broadcast, unchanged) to every client of the namespace.
 BROADCAST_EVENT = "broadcast"

@@ -4,8 +4,11 @@
     GET  /api/state                    {service: $state} for every service of the device
     GET  /api/state/{service}          {"$state": ..., "state": {name: value}} of one service
     GET  /api/history?limit=N          the most recent scheduler broadcasts, oldest first
-    POST /api/call/{service}/{command} body = the request; needs `Authorization: Bearer <token>`
-Reads are open unless `read_requires_token`; error replies carry the bus error body and a matching HTTP status.
+    POST /api/call/{service}/{command} body = the request; needs `Authorization: Bearer <token>` (or a client
+                                       address in `trusted_networks`)
+Reads are open unless `read_requires_token`; error replies carry the bus error body and a matching HTTP status:
+401 when the gateway refuses (no token, wrong token, not a trusted address), 403 when the gateway passed the request
+on and the bus refused it (the token was fine; the action is not allowed). Bodies are bounded by limits.py (413).
 """
 from __future__ import annotations
 
@@ -19,10 +22,13 @@ from starlette.routing import Route
 from benchbus import BusError
 from benchbus_schemas import topics
 
+from .access import Caller, Refused
+
 if TYPE_CHECKING:
     from .app import Gateway
 
-STATUS_OF = {"invalid_request": 400, "unauthorized": 401, "not_found": 404, "conflict": 409, "busy": 409,
+# an `unauthorized` from the bus is 403: the gateway's own refusals (401) never reach the bus
+STATUS_OF = {"invalid_request": 400, "unauthorized": 403, "not_found": 404, "conflict": 409, "busy": 409,
              "hardware_error": 502, "unavailable": 503, "timeout": 504, "internal": 500}
 
 
@@ -36,16 +42,23 @@ def error_response(error: BusError) -> JSONResponse:
                         status_code=STATUS_OF.get(error.code, 500))
 
 
-def require_write(gateway: "Gateway", request: Request) -> None:
-    if gateway.settings.token is None:
-        raise BusError("unauthorized", "writes are disabled: no token is configured for the gateway (setting `token`)")
-    if not gateway.token_ok(bearer(request)):
-        raise BusError("unauthorized", "writes need 'Authorization: Bearer <token>'")
+def refused_response(refusal: Refused) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": {"code": "unauthorized", "message": refusal.message, "detail": None}},
+                        status_code=refusal.status, headers={"WWW-Authenticate": 'Bearer realm="benchbus"'})
+
+
+def caller_of(gateway: "Gateway", request: Request) -> Caller:
+    return gateway.access.caller("http", request.client.host if request.client else None, bearer(request))
+
+
+def require_write(gateway: "Gateway", request: Request) -> Caller:
+    caller = caller_of(gateway, request)
+    gateway.access.require_write(caller)
+    return caller
 
 
 def require_read(gateway: "Gateway", request: Request) -> None:
-    if gateway.settings.read_requires_token and not gateway.token_ok(bearer(request)):
-        raise BusError("unauthorized", "reads need 'Authorization: Bearer <token>' on this gateway")
+    gateway.access.require_read(caller_of(gateway, request))
 
 
 def routes(gateway: "Gateway") -> list[Route]:
@@ -59,8 +72,8 @@ def routes(gateway: "Gateway") -> list[Route]:
     async def all_states(request: Request) -> Response:
         try:
             require_read(gateway, request)
-        except BusError as error:
-            return error_response(error)
+        except Refused as refusal:
+            return refused_response(refusal)
         states = {}
         for topic_name, (_text, data) in gateway.retained.items():
             parsed = topics.parse(topic_name)
@@ -71,8 +84,8 @@ def routes(gateway: "Gateway") -> list[Route]:
     async def one_service(request: Request) -> Response:
         try:
             require_read(gateway, request)
-        except BusError as error:
-            return error_response(error)
+        except Refused as refusal:
+            return refused_response(refusal)
         service = request.path_params["service"]
         lifecycle = gateway.state_of(service)
         values = {}
@@ -88,22 +101,24 @@ def routes(gateway: "Gateway") -> list[Route]:
         try:
             require_read(gateway, request)
             limit = _int_param(request, "limit", len(gateway.history))
+        except Refused as refusal:
+            return refused_response(refusal)
         except BusError as error:
             return error_response(error)
         return Response(gateway.history.render(limit), media_type="application/json")
 
     async def call(request: Request) -> Response:
         try:
-            require_write(gateway, request)
-            body = await request.body()
-            if len(body) > gateway.settings.max_payload_bytes:
-                raise BusError("invalid_request", f"body larger than {gateway.settings.max_payload_bytes} bytes")
+            caller = require_write(gateway, request)
+            body = await request.body()  # at most max_payload_bytes: limits.BodyLimit refused a longer one
             try:
                 payload: Any = json.loads(body) if body.strip() else {}
             except ValueError as exc:
                 raise BusError("invalid_request", f"body is not valid JSON: {exc}") from None
             result = await gateway.bridge.call(request.path_params["service"], request.path_params["command"], payload,
-                                               gateway.settings.call_timeout_s)
+                                               gateway.settings.call_timeout_s, caller.on_behalf_of)
+        except Refused as refusal:
+            return refused_response(refusal)
         except BusError as error:
             return error_response(error)
         return JSONResponse({"ok": True, "result": result})

@@ -4,6 +4,10 @@ Conventions of the robot server (reference opentrons-ot2.md section 4): a reques
 or *>`; without it the answer is 422, below 2 it is 400; responses carry `Opentrons-Version` and
 `Opentrons-Min-Version`; errors are `{"message": ..., "errorCode": ...}`; while the hardware is not up, 503; a motion
 refused because someone else moves the robot is 403.
+
+Writes (the POST routes: lights, identify, home, disengage) need `Authorization: Bearer <token>` or a client
+address in `trusted_networks`; without either, or with a wrong token, the answer is 401 (an OT-2 script run on
+the Pi itself, from loopback, needs nothing). A request the bus refuses though the token was fine is 403.
 """
 from __future__ import annotations
 
@@ -16,7 +20,8 @@ from starlette.routing import Route
 
 from benchbus import BusError
 
-from .http import bearer
+from .access import Refused
+from .http import caller_of
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -25,7 +30,7 @@ API_VERSION = 4
 MIN_VERSION = 2
 AXES = ("x", "y", "z", "a", "b", "c")
 MOUNT_AXES = {"left": ["Z", "B"], "right": ["A", "C"]}  # the mount's Z axis, then its plunger
-STATUS_OF = {"invalid_request": 400, "unauthorized": 401, "not_found": 404, "conflict": 403, "busy": 403,
+STATUS_OF = {"invalid_request": 400, "unauthorized": 403, "not_found": 404, "conflict": 403, "busy": 403,
              "hardware_error": 500, "unavailable": 503, "timeout": 504, "internal": 500}
 ERROR_CODE_OF = {"invalid_request": "4000", "unauthorized": "4001", "not_found": "4004", "conflict": "4003",
                  "busy": "4003", "hardware_error": "3000", "unavailable": "5003", "timeout": "5004", "internal": "4000"}
@@ -70,10 +75,16 @@ def _route(gateway: "Gateway", handler: Handler, write: bool = False):
     async def endpoint(request: Request) -> Response:
         version = API_VERSION
         try:
+            caller = caller_of(gateway, request)
+            if write:
+                gateway.access.require_write(caller)
+            else:
+                gateway.access.require_read(caller)
+            request.state.on_behalf_of = caller.on_behalf_of
             version = _version(request)
-            if write and gateway.settings.robot_routes_require_token and not gateway.token_ok(bearer(request)):
-                raise RouteError(401, "this robot requires 'Authorization: Bearer <token>' for writes", "4001")
             return _reply(await handler(gateway, request), version)
+        except Refused as refusal:
+            return _error(refusal.status, refusal.message, "4001", version)
         except RouteError as error:
             return _error(error.status, error.message, error.code, version)
         except BusError as error:
@@ -99,9 +110,10 @@ def _require_ready(gateway: "Gateway", *services: str) -> None:
             raise RouteError(503, "Hardware Not Yet Initialized", "5003")
 
 
-async def _call(gateway: "Gateway", service: str, command: str, payload: Any = None) -> Any:
+async def _call(gateway: "Gateway", request: Request, service: str, command: str, payload: Any = None) -> Any:
     _require_ready(gateway, service)  # answer 503 at once, as the robot server does before its hardware is up
-    return await gateway.bridge.call(service, command, payload or {}, gateway.settings.call_timeout_s)
+    return await gateway.bridge.call(service, command, payload or {}, gateway.settings.call_timeout_s,
+                                     getattr(request.state, "on_behalf_of", None))
 
 
 # -- the routes -------------------------------------------------------------------------------------------------------
@@ -132,8 +144,8 @@ async def ot2_health(gateway: "Gateway", request: Request) -> Response:
     }, version)
 
 
-async def get_lights(gateway: "Gateway", _request: Request) -> Any:
-    lights = await _call(gateway, "gpio", "get_lights")
+async def get_lights(gateway: "Gateway", request: Request) -> Any:
+    lights = await _call(gateway, request, "gpio", "get_lights")
     return {"on": lights["on"]}
 
 
@@ -141,7 +153,7 @@ async def set_lights(gateway: "Gateway", request: Request) -> Any:
     body = await _json_body(request)
     if not isinstance(body.get("on"), bool):
         raise RouteError(422, "field 'on': a boolean is required")
-    await _call(gateway, "gpio", "set_rail_lights", {"on": body["on"]})
+    await _call(gateway, request, "gpio", "set_rail_lights", {"on": body["on"]})
     return {"on": body["on"]}
 
 
@@ -153,7 +165,7 @@ async def identify(gateway: "Gateway", request: Request) -> Any:
         seconds = float(raw)
     except ValueError:
         raise RouteError(422, f"query parameter 'seconds' must be a number, got {raw!r}") from None
-    await _call(gateway, "gpio", "identify", {"seconds": seconds, "period_s": 0.5})
+    await _call(gateway, request, "gpio", "identify", {"seconds": seconds, "period_s": 0.5})
     return {"message": "identifying"}
 
 
@@ -161,13 +173,13 @@ async def home(gateway: "Gateway", request: Request) -> Any:
     body = await _json_body(request)
     target = body.get("target")
     if target == "robot":
-        await _call(gateway, "smoothie", "home", {})
+        await _call(gateway, request, "smoothie", "home", {})
         return {"message": "Homing robot."}
     if target == "pipette":
         mount = body.get("mount")
         if mount not in MOUNT_AXES:
             raise RouteError(400, "field 'mount': 'left' or 'right' is required for a pipette target")
-        await _call(gateway, "smoothie", "home", {"axes": MOUNT_AXES[mount]})
+        await _call(gateway, request, "smoothie", "home", {"axes": MOUNT_AXES[mount]})
         return {"message": f"Pipette on {mount} homed successfully"}
     raise RouteError(400, f"field 'target': 'robot' or 'pipette', got {target!r}")
 
@@ -181,8 +193,8 @@ async def door_status(gateway: "Gateway", _request: Request) -> Any:
                      "doorRequiredClosedForProtocol": False}}
 
 
-async def engaged(gateway: "Gateway", _request: Request) -> Any:
-    flags = await _call(gateway, "smoothie", "engaged")
+async def engaged(gateway: "Gateway", request: Request) -> Any:
+    flags = await _call(gateway, request, "smoothie", "engaged")
     return {axis: {"enabled": bool(flags[axis.upper()])} for axis in AXES}
 
 
@@ -191,7 +203,7 @@ async def disengage(gateway: "Gateway", request: Request) -> Any:
     axes = body.get("axes")
     if not isinstance(axes, list) or not axes or any(not isinstance(a, str) or a.lower() not in AXES for a in axes):
         raise RouteError(422, "field 'axes': a list of x, y, z, a, b, c is required")
-    await _call(gateway, "smoothie", "disengage", {"axes": [a.upper() for a in axes]})
+    await _call(gateway, request, "smoothie", "disengage", {"axes": [a.upper() for a in axes]})
     return {"message": f"Disengaged axes: {', '.join(a.lower() for a in axes)}"}
 
 

@@ -7,6 +7,7 @@ the blocking BusClient.call on a small thread pool so the web loop never waits.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import sys
 import threading
@@ -21,7 +22,7 @@ from benchbus import RequestContext, Service
 from benchbus.runner import run_service
 from benchbus_schemas.gateway import Clients
 
-from .app import Gateway, create_app
+from .app import create_app
 from .settings import GatewaySettings
 
 SEGMENT = "gateway"
@@ -36,10 +37,13 @@ class BusBridge:
         self.device = service.device
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gateway-call")
 
-    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None) -> Any:
+    async def call(self, service: str, command: str, payload: Any, timeout: float | None = None,
+                   on_behalf_of: str | None = None) -> Any:
+        """`on_behalf_of` names the outside user (attribution on the bus, never authorisation)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(self._pool, self.service.bus.call, service, command, payload,
-                                          timeout or 10.0)
+        call = functools.partial(self.service.bus.call, service, command, payload, timeout or 10.0,
+                                 on_behalf_of=on_behalf_of)
+        return await loop.run_in_executor(self._pool, call)
 
     def connected(self) -> bool:
         return self.service.connection.connected.is_set()
@@ -96,6 +100,9 @@ class GatewayService(Service):
             time.sleep(0.02)
         self.port = self.web.servers[0].sockets[0].getsockname()[1]
         log.info("listening on %s:%d (Socket.IO namespace %s)", settings.host, self.port, settings.namespace)
+        token_file = self.gateway.access.token_file
+        log.info("writes: the token%s, or a client in %s", f" of {token_file}" if token_file else " of the settings",
+                 ", ".join(str(n) for n in settings.trusted_networks) or "no trusted network")
 
     def follow_bus(self) -> None:
         """Every $state, retained state and event of the device, handed to the web loop as raw bytes."""

@@ -12,6 +12,7 @@ import json
 import logging
 from dataclasses import dataclass
 from typing import Any, Callable
+from urllib.parse import parse_qs
 
 from .engineio3 import EngineIO3Server, Session
 
@@ -164,6 +165,9 @@ class SocketIOServer:
             client.send_packet(ERROR, "/", f"bad packet: {exc}")
             return
         if packet.type == CONNECT:
+            token = parse_qs(packet.query).get("token")
+            if token:  # socket.io-client 2.x sends the namespace URL's query here
+                session.data["token"] = token[0]
             if packet.namespace not in self.namespaces:
                 client.send_packet(ERROR, packet.namespace, "Invalid namespace")
             elif packet.namespace not in client.namespaces:

@@ -6,11 +6,13 @@ Client to server, one JSON object a message:
     {"op": "unsubscribe", "filter": "..."}
     {"op": "call", "id": 1, "service": "gpio", "command": "get_lights", "payload": {}, "timeout": 5}
 Server to client:
+    {"op": "access", "writes": true, "by": "trusted network"}          on connecting, when the address may write
     {"op": "message", "topic": "benchbus/<device>/...", "payload": {...}}   ($state, state/* and event/* topics)
     {"op": "subscribed", "filter": "benchbus/<device>/..."}                 then the retained values that match
     {"op": "reply", "id": 1, "ok": true, "result": ...} / {"op": "reply", "id": 1, "ok": false, "error": {...}}
     {"op": "error", "error": {"code": ..., "message": ...}}                 a message that could not be taken
-Calls are writes and need the token; subscriptions are reads (open unless `read_requires_token`).
+Calls are writes and need the token or a client address in `trusted_networks`; subscriptions are reads (open unless
+`read_requires_token`).
 """
 from __future__ import annotations
 
@@ -25,6 +27,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from benchbus import BusError
 
+from .access import Caller
+
 if TYPE_CHECKING:
     from .app import Gateway
 
@@ -35,14 +39,18 @@ MAX_WAITING = 1000
 
 
 class WsClient:
-    def __init__(self, gateway: "Gateway", websocket: WebSocket, authorized: bool):
+    def __init__(self, gateway: "Gateway", websocket: WebSocket, caller: Caller):
         self.gateway = gateway
         self.websocket = websocket
-        self.authorized = authorized
+        self.caller = caller
         self.filters: list[str] = []
         self.outbox: deque[str] = deque()
         self.wakeup = asyncio.Event()
         self.closed = False
+
+    @property
+    def authorized(self) -> bool:
+        return self.caller.may_write
 
     def send_text(self, text: str) -> None:
         if self.closed:
@@ -121,13 +129,15 @@ def absolute_filter(gateway: "Gateway", topic_filter: Any) -> str:
 def endpoint(gateway: "Gateway"):
     async def serve(websocket: WebSocket) -> None:
         presented = _presented_token(websocket)
-        authorized = gateway.token_ok(presented)
-        if gateway.settings.read_requires_token and not authorized and presented is not None:
+        caller = gateway.access.caller("ws", websocket.client.host if websocket.client else None, presented)
+        if gateway.settings.read_requires_token and not caller.may_write and presented is not None:
             await websocket.close(1008, "bad token")
             return
         await websocket.accept()
-        client = WsClient(gateway, websocket, authorized)
+        client = WsClient(gateway, websocket, caller)
         gateway.ws_clients.add(client)
+        if caller.may_write:
+            client.send({"op": "access", "writes": True, "by": "token" if caller.token_ok else "trusted network"})
         writer = asyncio.ensure_future(client.write_forever())
         try:
             while not client.closed:
@@ -173,8 +183,9 @@ async def _take(gateway: "Gateway", client: WsClient, text: str) -> None:
     op, request_id = message.get("op"), message.get("id")
     try:
         if op == "auth":
-            client.authorized = gateway.token_ok(message.get("token"))
-            if not client.authorized:
+            token = message.get("token")
+            client.caller = gateway.access.caller("ws", client.caller.address, token if isinstance(token, str) else "")
+            if not client.caller.token_ok:
                 raise BusError("unauthorized", "wrong token")
             client.send({"op": "authorized", "id": request_id})
         elif op == "subscribe":
@@ -211,15 +222,15 @@ async def _call(gateway: "Gateway", client: WsClient, message: dict) -> None:
     request_id = message.get("id")
     try:
         if not client.authorized:
-            raise BusError("unauthorized", "calls are writes: send the bearer token first (op auth, an "
-                                           "Authorization header or ?token=)")
+            raise BusError("unauthorized", gateway.access.write_refusal(client.caller))
         service, command = message.get("service"), message.get("command")
         if not isinstance(service, str) or not isinstance(command, str) or not service or not command:
             raise BusError("invalid_request", "fields 'service' and 'command' are required strings")
         timeout = message.get("timeout", gateway.settings.call_timeout_s)
         if not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
             raise BusError("invalid_request", "field 'timeout': seconds, more than 0 and at most 120")
-        result = await gateway.bridge.call(service, command, message.get("payload") or {}, float(timeout))
+        result = await gateway.bridge.call(service, command, message.get("payload") or {}, float(timeout),
+                                           client.caller.on_behalf_of)
         client.send({"op": "reply", "id": request_id, "ok": True, "result": result})
     except BusError as error:
         client.send({"op": "reply", "id": request_id, "ok": False,
