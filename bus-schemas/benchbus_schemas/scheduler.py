@@ -11,19 +11,24 @@ from typing import Any, Literal
 from pydantic import Field, model_validator
 
 from .envelope import Empty, Payload
+from .limits import BoardValue, HardwarePayload
 from .registry import command, event, state
 
 SERVICE = "scheduler"
 
-Scalar = str | int | float
 Phase = Literal["pre", "main", "post", "immediate"]
 
 
-class CommandRequest(Payload):
-    """The DPU/GUI `command`: a scalar or per-vial list; in a list "NaN" keeps the current element."""
+class CommandRequest(HardwarePayload):
+    """The DPU/GUI `command`: a scalar or per-vial list; in a list the text "NaN" keeps the current element.
 
-    param: str = Field(..., min_length=1, max_length=64)
-    value: Scalar | list[Scalar | None] | None = None
+    Values are the board's text (as the DPU sends them) or finite JSON numbers; the merged conf is validated against
+    each board's limits (benchbus_schemas.limits: stir 0..98, temp and LED levels 0..4095, OD samples 1..65535, pump
+    seconds 0..the scheduler's `max_pump_s`) before it is stored, so a refused value is never written or sent.
+    """
+
+    param: str = Field(..., pattern=r"^[A-Za-z0-9_]{1,64}$")
+    value: BoardValue | list[BoardValue | None] | None = None
     immediate: bool | None = False
     recurring: bool | None = None
     fields_expected_outgoing: int | None = Field(None, ge=1, le=1000)
