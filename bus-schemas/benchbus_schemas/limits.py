@@ -25,7 +25,7 @@ HardwareInt = Annotated[int, Strict()]
 AsciiText = Annotated[str, Strict(), StringConstraints(pattern=r"^[\x20-\x7e]*$")]  # printable ASCII only
 
 
-def _json_scalar(value: object) -> object:
+def board_scalar(value: object) -> object:
     """One clear error for what is neither text nor a finite number (a bool is not a number here)."""
     if isinstance(value, bool):
         raise ValueError("true/false is not a value a board can take: give a number or its text")
@@ -38,7 +38,7 @@ def _json_scalar(value: object) -> object:
 
 # One value of an eVOLVER frame: the board's text ("4095", "2.50|60"), or a finite JSON number; its range is the
 # board's (EVOLVER_VALUES), checked where the board address is known.
-BoardValue = Annotated[str | HardwareInt | HardwareNumber, BeforeValidator(_json_scalar)]
+BoardValue = Annotated[str | HardwareInt | HardwareNumber, BeforeValidator(board_scalar)]
 
 
 class HardwarePayload(BaseModel):

@@ -6,17 +6,30 @@ original lacks. `cmd/command` takes the DPU's `command` payload as it is.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .envelope import Empty, Payload
-from .limits import BoardValue, HardwarePayload
+from .limits import BoardValue, HardwarePayload, board_scalar
 from .registry import command, event, state
 
 SERVICE = "scheduler"
 
 Phase = Literal["pre", "main", "post", "immediate"]
+
+
+def _command_value(value: Any) -> Any:
+    """One clear error naming the element (rather than one per branch of the scalar-or-list union)."""
+    if isinstance(value, list):
+        for index, element in enumerate(value):
+            if element is not None:
+                try:
+                    board_scalar(element)
+                except ValueError as exc:
+                    raise ValueError(f"element {index}: {exc}") from None
+        return value
+    return value if value is None else board_scalar(value)
 
 
 class CommandRequest(HardwarePayload):
@@ -28,7 +41,7 @@ class CommandRequest(HardwarePayload):
     """
 
     param: str = Field(..., pattern=r"^[A-Za-z0-9_]{1,64}$")
-    value: BoardValue | list[BoardValue | None] | None = None
+    value: Annotated[BoardValue | list[BoardValue | None] | None, BeforeValidator(_command_value)] = None
     immediate: bool | None = False
     recurring: bool | None = None
     fields_expected_outgoing: int | None = Field(None, ge=1, le=1000)
