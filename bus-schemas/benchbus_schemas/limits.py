@@ -89,8 +89,8 @@ class PumpField:
     """One of the 48 pump fields: `--`, `t` (run once t s; 0 stops), `t|p` (t s every p s), `hz|n|s` (IPP)."""
 
     def describe(self, max_pump_s: float = PUMP_SECONDS_CEILING) -> str:
-        return (f"'--', seconds 0..{max_pump_s:g}, 'seconds|period' (period a whole 1..{PUMP_PERIOD_MAX_S} s, longer "
-                f"than the seconds) or 'hz|ipp|solenoid' (hz 0..{IPP_HZ_MAX:g}, ipp 0..{IPP_NUMBER_MAX}, solenoid "
+        return (f"'--', seconds 0..{max_pump_s:g}, 'seconds|period' (period a whole 0..{PUMP_PERIOD_MAX_S} s, 0 = "
+                f"once, else longer than the seconds) or 'hz|ipp|solenoid' (hz 0..{IPP_HZ_MAX:g}, ipp 0..{IPP_NUMBER_MAX}, solenoid "
                 f"{IPP_SOLENOIDS[0]}..{IPP_SOLENOIDS[1]})")
 
     def problem(self, text: str, max_pump_s: float) -> str | None:
@@ -126,9 +126,10 @@ def _chemostat_problem(parts: list[str], max_pump_s: float) -> str | None:
     problem = _seconds_problem(parts[0], max_pump_s)
     if problem:
         return problem
-    if not _INTEGER.fullmatch(parts[1]) or not 1 <= int(parts[1]) <= PUMP_PERIOD_MAX_S:
-        return f"period {parts[1]!r} is not a whole number of seconds 1..{PUMP_PERIOD_MAX_S}"
-    if float(parts[0]) >= int(parts[1]):
+    if not _INTEGER.fullmatch(parts[1]) or int(parts[1]) > PUMP_PERIOD_MAX_S:
+        return f"period {parts[1]!r} is not a whole number of seconds 0..{PUMP_PERIOD_MAX_S}"
+    period = int(parts[1])  # 0: no repeat (the DPU stops a chemostat with `0|0`)
+    if period and float(parts[0]) >= period:
         return f"{parts[0]} s every {parts[1]} s would never stop the pump"
     return None
 

@@ -61,9 +61,19 @@ def test_a_value_the_board_cannot_take_never_reaches_the_line(tcp_emulator, star
 def test_values_inside_the_limits_reach_the_board(tcp_emulator, start_bridge, bus):
     start_bridge(tcp_emulator)
     edges = {"stir": [0, 98] * 8, "temp": ["0", "4095"] * 8, "od_led": [0.0, 4095.0] * 8, "od_90": ["65535"],
-             "pump": ["86400", "0", "--", "2.50|60", "0|1|1", "1e-05"] + ["--"] * 42}
+             "pump": ["86400", "0", "--", "2.50|60", "0|1|1", "1e-05", "0|0", "5|0"] + ["--"] * 40}
     for param, values in edges.items():
         sent = [v if isinstance(v, str) else str(int(v)) for v in values]
         result = bus.call("samd", "transact", _request(param, values))
         assert result["param"] == param
         assert tcp_emulator.wait_applied(param, sent), (param, tcp_emulator.applied(param))
+
+
+def test_a_chemostat_stopped_the_dpu_way_stops(tcp_emulator, start_bridge, bus):
+    """The DPU's update_chemo stops a vial's chemostat with `0|0` (the firmware's interval 0 means no repeat)."""
+    start_bridge(tcp_emulator)
+    bus.call("samd", "transact", _request("pump", _pumps("2.50|60", "--")))
+    assert tcp_emulator.pump_programs()[0] is not None
+    bus.call("samd", "transact", _request("pump", _pumps("0|0", "--")))
+    assert tcp_emulator.wait_applied("pump", _pumps("0|0", "--"))
+    assert tcp_emulator.pump_programs()[0] is None

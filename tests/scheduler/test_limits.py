@@ -49,8 +49,9 @@ def test_a_command_the_boards_cannot_take_is_never_stored_or_sent(rig, events, b
     broadcasts.wait(lambda b: b["cycle"] == 1)  # every group boundary of a cycle has passed: an immediate would be out
     assert path.read_bytes() == before, "conf.yml is unchanged"
     assert board_frames(emu, "pump") == []
-    assert board_frames(emu, "stir") == [["8"] * 16]  # only the recurring stir of the conf
-    assert board_frames(emu, "od_90") == [["1000"]]
+    stir, od_90 = board_frames(emu, "stir"), board_frames(emu, "od_90")
+    assert stir and all(values == ["8"] * 16 for values in stir), stir  # only the recurring stir of the conf
+    assert od_90 and all(values == ["1000"] for values in od_90), od_90
     config = bus.call("scheduler", "get_config")["config"]["experimental_params"]
     assert config["pump"]["value"] is None and config["od_90"]["value"] == "1000"
 
@@ -63,6 +64,22 @@ def test_pump_seconds_up_to_max_pump_s_run(rig, events, bus):
     reply = bus.call("scheduler", "command", {"param": "pump", "value": pumps, "immediate": True})
     assert results.wait(lambda r: r["command_id"] == reply["command_id"])["outcome"] == "applied"
     assert emu.wait_applied("pump", pumps)
+
+
+def test_the_dpus_own_payloads_pass(rig, events, bus):
+    """update_stir_rate (ints), update_temperature (int text), update_chemo ('%.2f|%d', '0|0'), stop_all_pumps."""
+    emu, start = rig
+    start(fast(DEFAULT.read_text(), LONG), start_paused=True)
+    bus.call("scheduler", "command", {"param": "stir", "value": [8] * 16, "immediate": False, "recurring": True})
+    bus.call("scheduler", "command", {"param": "temp", "value": ["2100"] * 16, "immediate": False,
+                                      "recurring": True})
+    chemo = ["2.50|120"] * 8 + ["0|0"] * 8 + ["5.00|120"] * 8 + ["0|0"] * 8 + ["--"] * 16
+    bus.call("scheduler", "command", {"param": "pump", "value": chemo, "recurring": True, "immediate": True,
+                                      "fields_expected_incoming": 49, "fields_expected_outgoing": 49})
+    assert emu.wait_applied("pump", chemo)
+    bus.call("scheduler", "command", {"param": "pump", "value": ["0"] * 48, "recurring": False, "immediate": True})
+    assert emu.wait_applied("pump", ["0"] * 48)
+    assert emu.pumps_running() == []
 
 
 def test_a_conf_with_out_of_range_values_is_refused_by_load_conf_and_not_written(rig, bus):
