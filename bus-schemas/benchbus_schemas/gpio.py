@@ -80,8 +80,10 @@ class IdentifyResult(Payload):
 # -- board lines ------------------------------------------------------------------------------------------------------
 
 class Pulse(HardwarePayload):
-    pulse_s: HardwareNumber = Field(0.25, ge=PULSE_S[0], le=PULSE_S[1], description="how long the line is held active (low)")
-    settle_s: HardwareNumber = Field(0.25, ge=0, le=SETTLE_MAX_S, description="wait after releasing the line, before replying")
+    pulse_s: HardwareNumber = Field(0.25, ge=PULSE_S[0], le=PULSE_S[1],
+                                    description="how long the line is held active (low)")
+    settle_s: HardwareNumber = Field(0.25, ge=0, le=SETTLE_MAX_S,
+                                     description="wait after releasing the line, before replying")
 
 
 class PulseResult(Payload):

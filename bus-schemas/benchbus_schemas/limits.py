@@ -90,14 +90,16 @@ class PumpField:
 
     def describe(self, max_pump_s: float = PUMP_SECONDS_CEILING) -> str:
         return (f"'--', seconds 0..{max_pump_s:g}, 'seconds|period' (period a whole 0..{PUMP_PERIOD_MAX_S} s, 0 = "
-                f"once, else longer than the seconds) or 'hz|ipp|solenoid' (hz 0..{IPP_HZ_MAX:g}, ipp 0..{IPP_NUMBER_MAX}, solenoid "
+                f"once, else longer than the seconds) or 'hz|ipp|solenoid' (hz 0..{IPP_HZ_MAX:g}, "
+                f"ipp 0..{IPP_NUMBER_MAX}, solenoid "
                 f"{IPP_SOLENOIDS[0]}..{IPP_SOLENOIDS[1]})")
 
     def problem(self, text: str, max_pump_s: float) -> str | None:
         if text == PUMP_LEAVE:
             return None
         parts = text.split("|")
-        reason = {1: _once_problem, 2: _chemostat_problem, 3: _ipp_problem}.get(len(parts), _too_many)(parts, max_pump_s)
+        check = {1: _once_problem, 2: _chemostat_problem, 3: _ipp_problem}.get(len(parts), _too_many)
+        reason = check(parts, max_pump_s)
         return None if reason is None else f"{text!r}: {reason}; a pump field is {self.describe(max_pump_s)}"
 
 

@@ -50,7 +50,8 @@ class TransactRequest(HardwarePayload):
     param: str = Field(..., pattern=PARAM_PATTERN, description="the board address, e.g. od_90, temp, stir, pump")
     type: Literal["r", "i"] = Field(..., description="r = recurring, i = immediate (boards treat both alike)")
     values: list[Value] = Field(..., min_length=1, max_length=256,
-                                description="the values, written as text (whole numbers as digits, other floats as Python repr)")
+                                description="the values, written as text (whole numbers as digits, other "
+                                            "floats as Python repr)")
     fields_out: int = Field(..., ge=2, le=257, description="conf.yml fields_expected_outgoing; must be len(values)+1")
     fields_in: int = Field(..., ge=2, le=257, description="conf.yml fields_expected_incoming: fields of the reply")
     timeout_s: float | None = Field(None, gt=0, le=30,

@@ -127,7 +127,8 @@ class SetCurrentRequest(StrictRequest):
 
 
 class SetMaxSpeedRequest(StrictRequest):
-    speeds: dict[Axis, AxisSpeed] = Field(..., min_length=1, description=f"mm/s per axis (0 < v <= {AXIS_SPEED_MAX_MM_S:g})")
+    speeds: dict[Axis, AxisSpeed] = Field(..., min_length=1,
+                                          description=f"mm/s per axis (0 < v <= {AXIS_SPEED_MAX_MM_S:g})")
 
 
 class DisengageRequest(StrictRequest):
@@ -141,7 +142,8 @@ class DwellRequest(StrictRequest):
 class ProbeRequest(StrictRequest):
     axis: Literal["X", "Y", "Z", "A"] = Field(..., description="the firmware probes X, Y, Z and A only")
     distance: HardwareNumber = Field(..., description="signed mm to travel toward the switch at most")
-    speed: HardwareNumber = Field(7.0, gt=0, le=PROBE_SPEED_MAX_MM_S, description="mm/s (the OT-2 probes at 7 mm/s = F420)")
+    speed: HardwareNumber = Field(7.0, gt=0, le=PROBE_SPEED_MAX_MM_S,
+                                  description="mm/s (the OT-2 probes at 7 mm/s = F420)")
 
 
 class ProbeResult(Strict):

@@ -16,6 +16,7 @@ the test as a silent loss. Run with `-s` to see the counts.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -218,10 +219,8 @@ def robot_home_and_move(stack: UpStack, faults: FaultLog) -> dict:
                 if isinstance(error, BusError) and error.code == "conflict" and "door" in error.message:
                     # gpio-service's kill made the door unknown (= open: a door pause); once it reports the door
                     # closed again, an operator resumes. Refused while the door is still unknown, so retry.
-                    try:
+                    with contextlib.suppress(BusError, CallTimeout):
                         stack.bus.call("smoothie", "resume", {}, timeout=10)
-                    except (BusError, CallTimeout):
-                        pass
                 time.sleep(1)
     return position
 

@@ -69,7 +69,7 @@ class SmoothieSettings(ServiceSettings):
         return data
 
     @model_validator(mode="after")
-    def _door_needs_gpio(self) -> "SmoothieSettings":
+    def _door_needs_gpio(self) -> SmoothieSettings:
         if self.door_safety and not self.use_gpio:
             raise ValueError("door_safety needs use_gpio (the door state comes from gpio-service; without it the "
                              "door is unknown, which is open, and nothing would ever move). On a robot without door "
