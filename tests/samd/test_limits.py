@@ -77,3 +77,22 @@ def test_a_chemostat_stopped_the_dpu_way_stops(tcp_emulator, start_bridge, bus):
     bus.call("samd", "transact", _request("pump", _pumps("0|0", "--")))
     assert tcp_emulator.wait_applied("pump", _pumps("0|0", "--"))
     assert tcp_emulator.pump_programs()[0] is None
+
+
+def test_an_address_without_known_limits_is_refused_unless_the_rig_names_it(tcp_emulator, start_bridge, bus):
+    request = {"param": "pres", "type": "i", "values": ["1"] * 16, "fields_out": 17, "fields_in": 17, "retries": 0}
+    start_bridge(tcp_emulator)
+    with pytest.raises(BusError) as caught:
+        bus.call("samd", "transact", request)
+    assert caught.value.code == "invalid_request" and "'param'" in caught.value.message
+    assert "extra_boards" in caught.value.message
+    assert tcp_emulator.wire == []
+
+
+def test_an_extra_board_named_in_the_settings_is_addressed(tcp_emulator, start_bridge, bus):
+    start_bridge(tcp_emulator, extra_boards=["pres"])
+    with pytest.raises(BusError) as caught:  # the emulator has no pressure board: nobody answers
+        bus.call("samd", "transact", {"param": "pres", "type": "i", "values": ["1"] * 16, "fields_out": 17,
+                                      "fields_in": 17, "retries": 0})
+    assert caught.value.code == "hardware_error" and caught.value.detail["kind"] == "timeout"
+    assert any(event.data.startswith(b"presi,1,") for event in tcp_emulator.wire if event.source == "host")
