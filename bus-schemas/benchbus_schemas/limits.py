@@ -22,7 +22,6 @@ from pydantic import AllowInfNan, BaseModel, BeforeValidator, ConfigDict, Field,
 
 HardwareNumber = Annotated[float, Strict(), AllowInfNan(False)]  # an int is accepted; "1", true, NaN, inf are not
 HardwareInt = Annotated[int, Strict()]
-AsciiText = Annotated[str, Strict(), StringConstraints(pattern=r"^[\x20-\x7e]*$")]  # printable ASCII only
 
 
 def board_scalar(value: object) -> object:
@@ -63,7 +62,6 @@ IPP_SOLENOIDS = (1, 3)
 
 _INTEGER = re.compile(r"[0-9]{1,10}")
 _DECIMAL = re.compile(r"[0-9]{1,10}(\.[0-9]{1,10})?([eE][-+]?[0-9]{1,3})?")
-KEEP = "NaN"  # in a DPU list: keep the current element (never sent: the scheduler substitutes the current value)
 PUMP_LEAVE = "--"  # the pump firmware's own "leave this pump alone"
 
 
