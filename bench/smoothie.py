@@ -54,7 +54,8 @@ def main() -> None:
         device = "bench"
         env = dict(os.environ, BENCHBUS_DEVICE=device, BENCHBUS_BROKER_HOST=broker.host,
                    BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_SMOOTHIE_PORT=f"socket://127.0.0.1:{bus_port}",
-                   BENCHBUS_SMOOTHIE_USE_GPIO="false", BENCHBUS_LOG_LEVEL="warning")
+                   BENCHBUS_SMOOTHIE_USE_GPIO="false", BENCHBUS_SMOOTHIE_DOOR_SAFETY="false",  # no gpio: no door
+                   BENCHBUS_LOG_LEVEL="warning")
         bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         driver = SmoothieDriver(SerialLink(f"socket://127.0.0.1:{direct_port}"), DriverConfig())

@@ -11,6 +11,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from .envelope import Empty, Payload
+from .limits import BLINK_PERIOD_S, IDENTIFY_MAX_S, PULSE_S, SETTLE_MAX_S, HardwareNumber, HardwarePayload
 from .registry import command, event, state
 
 SERVICE = "gpio"
@@ -41,16 +42,17 @@ class Lights(Payload):
     button: ButtonLight
 
 
-class SetRailLights(Payload):
+class SetRailLights(HardwarePayload):
     on: bool
 
 
-class SetButtonLight(Payload):
+class SetButtonLight(HardwarePayload):
     """Either a color (with a pattern), or `auto: true` to hand the LED back to the status light."""
 
     color: ButtonColor | None = None
     pattern: Pattern = "solid"
-    period_s: float = Field(1.0, ge=0.05, le=60, description="a full blink period (on + off)")
+    period_s: HardwareNumber = Field(1.0, ge=BLINK_PERIOD_S[0], le=BLINK_PERIOD_S[1],
+                                     description="a full blink period (on + off)")
     auto: bool = Field(False, description="give the LED back to the status light (health display)")
 
     @model_validator(mode="after")
@@ -62,10 +64,11 @@ class SetButtonLight(Payload):
         return self
 
 
-class Identify(Payload):
-    seconds: float = Field(..., gt=0, le=3600, description="how long to blink the button LED")
+class Identify(HardwarePayload):
+    seconds: HardwareNumber = Field(..., gt=0, le=IDENTIFY_MAX_S, description="how long to blink the button LED")
     color: ButtonColor = "blue"
-    period_s: float = Field(0.5, ge=0.05, le=10, description="a full blink period; the OT-2 toggles every 0.25 s")
+    period_s: HardwareNumber = Field(0.5, ge=BLINK_PERIOD_S[0], le=10,
+                                     description="a full blink period; the OT-2 toggles every 0.25 s")
 
 
 class IdentifyResult(Payload):
@@ -76,9 +79,11 @@ class IdentifyResult(Payload):
 
 # -- board lines ------------------------------------------------------------------------------------------------------
 
-class Pulse(Payload):
-    pulse_s: float = Field(0.25, ge=0.001, le=5, description="how long the line is held active (low)")
-    settle_s: float = Field(0.25, ge=0, le=5, description="wait after releasing the line, before replying")
+class Pulse(HardwarePayload):
+    pulse_s: HardwareNumber = Field(0.25, ge=PULSE_S[0], le=PULSE_S[1],
+                                    description="how long the line is held active (low)")
+    settle_s: HardwareNumber = Field(0.25, ge=0, le=SETTLE_MAX_S,
+                                     description="wait after releasing the line, before replying")
 
 
 class PulseResult(Payload):
@@ -87,7 +92,7 @@ class PulseResult(Payload):
     settle_s: float
 
 
-class Audio(Payload):
+class Audio(HardwarePayload):
     enabled: bool
 
 
@@ -130,13 +135,13 @@ class Board(Payload):
 
 # -- simulated backend only -------------------------------------------------------------------------------------------
 
-class SimSetInput(Payload):
+class SimSetInput(HardwarePayload):
     """Drive an input of the simulated chip, as a hand on the robot would (refused with the real backend)."""
 
     input: Literal["button", "door", "window"]
     active: bool = Field(..., description="button: pressed; door/window: open")
     bounces: int = Field(0, ge=0, le=200, description="contact bounces (extra edge pairs) before the level settles")
-    bounce_gap_ms: float = Field(1.0, ge=0.01, le=1000, description="time between two bounce edges")
+    bounce_gap_ms: HardwareNumber = Field(1.0, ge=0.01, le=1000, description="time between two bounce edges")
 
 
 class SimSetInputResult(Payload):

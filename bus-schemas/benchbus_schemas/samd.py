@@ -9,12 +9,13 @@ So `od_90r,1000,_!` has 2 fields out (one value), `od_90b,<16 readings>,end` 17 
 """
 from __future__ import annotations
 
-import re
-from typing import Literal, Union
+from typing import Literal
 
-from pydantic import Field, StrictFloat, StrictInt, StrictStr, ValidationInfo, field_validator
+from pydantic import Field, ValidationInfo, field_validator
 
 from .envelope import Payload
+from .limits import EVOLVER_VALUES, PUMP_SECONDS_CEILING, BoardValue, HardwarePayload, evolver_value_problem, \
+    number_text
 from .registry import command, event, state
 
 SERVICE = "samd"
@@ -34,19 +35,23 @@ ErrorKind = Literal[
 ERROR_KINDS: tuple[str, ...] = ErrorKind.__args__  # type: ignore[attr-defined]
 
 PARAM_PATTERN = r"^[A-Za-z][A-Za-z0-9_]{0,31}$"
-# A value may not carry the frame's separators: `,` splits fields, the board reads up to `!`, `end` closes a reply.
-_FORBIDDEN_VALUE = re.compile(r"[,!\x00-\x1f\x7f]|^end$")
 
-Value = Union[StrictStr, StrictInt, StrictFloat]
+Value = BoardValue  # the board's text, or a finite JSON number; bounded per board by benchbus_schemas.limits
 
 
-class TransactRequest(Payload):
-    """Send `<param><type>,<v1>,...,<vn>,_!`, validate the reply, then send the `a` that makes the board apply."""
+class TransactRequest(HardwarePayload):
+    """Send `<param><type>,<v1>,...,<vn>,_!`, validate the reply, then send the `a` that makes the board apply.
+
+    Every value passes the frame rules (printable ASCII, no separator, at most 32 characters) and, for a board of
+    the default eVOLVER (od_90, od_135, od_led, lxml, temp, stir, pump), that board's range (limits.EVOLVER_VALUES;
+    pump seconds at most a day here: the scheduler's `max_pump_s` is the configurable maximum per pump event).
+    """
 
     param: str = Field(..., pattern=PARAM_PATTERN, description="the board address, e.g. od_90, temp, stir, pump")
     type: Literal["r", "i"] = Field(..., description="r = recurring, i = immediate (boards treat both alike)")
     values: list[Value] = Field(..., min_length=1, max_length=256,
-                                description="the values, written as text (ints as decimals, floats as Python repr)")
+                                description="the values, written as text (whole numbers as digits, other "
+                                            "floats as Python repr)")
     fields_out: int = Field(..., ge=2, le=257, description="conf.yml fields_expected_outgoing; must be len(values)+1")
     fields_in: int = Field(..., ge=2, le=257, description="conf.yml fields_expected_incoming: fields of the reply")
     timeout_s: float | None = Field(None, gt=0, le=30,
@@ -55,12 +60,12 @@ class TransactRequest(Payload):
 
     @field_validator("values")
     @classmethod
-    def _no_separators(cls, values: list) -> list:
+    def _fit_the_board(cls, values: list, info: ValidationInfo) -> list:
+        param = info.data.get("param", "")
         for index, value in enumerate(values):
-            text = value_text(value)
-            if not text or _FORBIDDEN_VALUE.search(text):
-                raise ValueError(f"value {index} ({text!r}) is empty or contains a frame separator "
-                                 "(',', '!', '_!', a control character, or is 'end')")
+            problem = evolver_value_problem(param, value_text(value), PUMP_SECONDS_CEILING)
+            if problem:
+                raise ValueError(f"value {index}: {problem}")
         return values
 
     @field_validator("fields_out")
@@ -77,7 +82,10 @@ def value_text(value: str | int | float) -> str:
     """How a value is written on the line."""
     if isinstance(value, str):
         return value
-    return str(value)
+    return number_text(value)
+
+
+KNOWN_BOARDS: tuple[str, ...] = tuple(EVOLVER_VALUES)
 
 
 class TransactResult(Payload):

@@ -6,24 +6,42 @@ original lacks. `cmd/command` takes the DPU's `command` payload as it is.
 """
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from .envelope import Empty, Payload
+from .limits import BoardValue, HardwarePayload, board_scalar
 from .registry import command, event, state
 
 SERVICE = "scheduler"
 
-Scalar = str | int | float
 Phase = Literal["pre", "main", "post", "immediate"]
 
 
-class CommandRequest(Payload):
-    """The DPU/GUI `command`: a scalar or per-vial list; in a list "NaN" keeps the current element."""
+def _command_value(value: Any) -> Any:
+    """One clear error naming the element (rather than one per branch of the scalar-or-list union)."""
+    if isinstance(value, list):
+        for index, element in enumerate(value):
+            if element is not None:
+                try:
+                    board_scalar(element)
+                except ValueError as exc:
+                    raise ValueError(f"element {index}: {exc}") from None
+        return value
+    return value if value is None else board_scalar(value)
 
-    param: str = Field(..., min_length=1, max_length=64)
-    value: Scalar | list[Scalar | None] | None = None
+
+class CommandRequest(HardwarePayload):
+    """The DPU/GUI `command`: a scalar or per-vial list; in a list the text "NaN" keeps the current element.
+
+    Values are the board's text (as the DPU sends them) or finite JSON numbers; the merged conf is validated against
+    each board's limits (benchbus_schemas.limits: stir 0..98, temp and LED levels 0..4095, OD samples 1..65535, pump
+    seconds 0..the scheduler's `max_pump_s`) before it is stored, so a refused value is never written or sent.
+    """
+
+    param: str = Field(..., pattern=r"^[A-Za-z0-9_]{1,64}$")
+    value: Annotated[BoardValue | list[BoardValue | None] | None, BeforeValidator(_command_value)] = None
     immediate: bool | None = False
     recurring: bool | None = None
     fields_expected_outgoing: int | None = Field(None, ge=1, le=1000)

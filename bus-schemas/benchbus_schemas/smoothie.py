@@ -18,6 +18,8 @@ from typing import Literal
 from pydantic import ConfigDict, Field
 
 from .envelope import Empty, Payload
+from .limits import (AXIS_SPEED_MAX_MM_S, DWELL_MAX_S, GCODE_LINE, MOVE_SPEED_MAX_MM_S, PROBE_SPEED_MAX_MM_S, Amps,
+                     AxisSpeed, HardwareNumber)
 from .registry import command, event, state
 
 SERVICE = "smoothie"
@@ -31,6 +33,15 @@ class Strict(Payload):
     """No extra keys, no NaN or infinity (a NaN target must never reach the board)."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class StrictRequest(Strict):
+    """A request: also no strings for numbers (`"100"` is not a target) and no `1`/`"yes"` for booleans.
+
+    Numeric bounds come from benchbus_schemas.limits; axis targets are checked against the travel the bridge holds
+    (its settings, narrowed by configure_pipette) before anything is sent."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, strict=True)
 
 
 # -- shared result shapes -----------------------------------------------------------------------------------------
@@ -94,53 +105,56 @@ class PauseInfo(Strict):
 
 # -- requests -----------------------------------------------------------------------------------------------------
 
-class HomeRequest(Strict):
+class HomeRequest(StrictRequest):
     axes: list[Axis] | None = Field(None, min_length=1, description="axes to home; null or absent = all six. "
                                     "Y also homes X, and X also homes Z and A (the gantry must be clear)")
 
 
-class MoveRequest(Strict):
-    target: dict[Axis, float] = Field(..., min_length=1, description="absolute target per axis, mm")
-    speed: float | None = Field(None, gt=0, le=600, description="mm/s for this move only (default: the feed rate)")
+class MoveRequest(StrictRequest):
+    target: dict[Axis, HardwareNumber] = Field(..., min_length=1, description="absolute target per axis, mm")
+    speed: HardwareNumber | None = Field(None, gt=0, le=MOVE_SPEED_MAX_MM_S,
+                                         description="mm/s for this move only (default: the feed rate)")
 
 
-class MoveRelativeRequest(Strict):
-    delta: dict[Axis, float] = Field(..., min_length=1, description="distance per axis from where it is, mm")
-    speed: float | None = Field(None, gt=0, le=600)
+class MoveRelativeRequest(StrictRequest):
+    delta: dict[Axis, HardwareNumber] = Field(..., min_length=1, description="distance per axis from where it is, mm")
+    speed: HardwareNumber | None = Field(None, gt=0, le=MOVE_SPEED_MAX_MM_S)
 
 
-class SetCurrentRequest(Strict):
-    active: dict[Axis, float] | None = Field(None, description="A per axis while moving (0..2.5)")
-    dwelling: dict[Axis, float] | None = Field(None, description="A per axis while still (0..2.5)")
+class SetCurrentRequest(StrictRequest):
+    active: dict[Axis, Amps] | None = Field(None, description="A per axis while moving (0..2.5)")
+    dwelling: dict[Axis, Amps] | None = Field(None, description="A per axis while still (0..2.5)")
 
 
-class SetMaxSpeedRequest(Strict):
-    speeds: dict[Axis, float] = Field(..., min_length=1, description="mm/s per axis (0 < v <= 1000)")
+class SetMaxSpeedRequest(StrictRequest):
+    speeds: dict[Axis, AxisSpeed] = Field(..., min_length=1,
+                                          description=f"mm/s per axis (0 < v <= {AXIS_SPEED_MAX_MM_S:g})")
 
 
-class DisengageRequest(Strict):
+class DisengageRequest(StrictRequest):
     axes: list[Axis] | None = Field(None, min_length=1, description="null or absent = all six")
 
 
-class DwellRequest(Strict):
-    seconds: float = Field(..., ge=0, le=300)
+class DwellRequest(StrictRequest):
+    seconds: HardwareNumber = Field(..., ge=0, le=DWELL_MAX_S)
 
 
-class ProbeRequest(Strict):
+class ProbeRequest(StrictRequest):
     axis: Literal["X", "Y", "Z", "A"] = Field(..., description="the firmware probes X, Y, Z and A only")
-    distance: float = Field(..., description="signed mm to travel toward the switch at most")
-    speed: float = Field(7.0, gt=0, le=50, description="mm/s (the OT-2 probes at 7 mm/s = F420)")
+    distance: HardwareNumber = Field(..., description="signed mm to travel toward the switch at most")
+    speed: HardwareNumber = Field(7.0, gt=0, le=PROBE_SPEED_MAX_MM_S,
+                                  description="mm/s (the OT-2 probes at 7 mm/s = F420)")
 
 
 class ProbeResult(Strict):
     position: SmoothiePosition
 
 
-class ReadPipetteRequest(Strict):
+class ReadPipetteRequest(StrictRequest):
     mount: Mount | None = Field(None, description="null or absent = both mounts")
 
 
-class ConfigurePipetteRequest(Strict):
+class ConfigurePipetteRequest(StrictRequest):
     """A pipette's mount settings (reference 5.3 `smoothieConfigs`): GEN1 768 / 220 / 30, GEN2 single
     3200 / 172.15 / 60, GEN2 multi 3200 / 155.75 / 60."""
 
@@ -167,18 +181,18 @@ class MountConfigs(Strict):
     right: MountConfig | None = None
 
 
-class GcodeRequest(Strict):
-    lines: list[str] = Field(..., min_length=1, max_length=64,
-                             description="raw G-code lines, sent one by one (admin clients only)")
-    timeout_s: float = Field(30.0, gt=0, le=600, description="per line, until its ack")
+class GcodeRequest(StrictRequest):
+    lines: list[GCODE_LINE] = Field(..., min_length=1, max_length=64,
+                                    description="raw G-code lines (printable ASCII), sent one by one (admin only)")
+    timeout_s: HardwareNumber = Field(30.0, gt=0, le=600, description="per line, until its ack")
 
 
 class GcodeResult(Strict):
     replies: list[str] = Field(..., description="the board's text per line, acks and echo removed")
 
 
-class AcquireMotionRequest(Strict):
-    ttl_s: float = Field(30.0, ge=1, le=3600, description="the lease lapses after this long without a renewal")
+class AcquireMotionRequest(StrictRequest):
+    ttl_s: HardwareNumber = Field(30.0, ge=1, le=3600, description="the lease lapses after this long without a renewal")
 
 
 class Lease(Strict):
@@ -187,8 +201,8 @@ class Lease(Strict):
     ttl_s: float
 
 
-class ReleaseMotionRequest(Strict):
-    lease_id: str | None = Field(None, description="optional check: release only this lease")
+class ReleaseMotionRequest(StrictRequest):
+    lease_id: str | None = Field(None, max_length=64, description="optional check: release only this lease")
 
 
 class Halted(Strict):

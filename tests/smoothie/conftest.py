@@ -26,6 +26,7 @@ def bridge_settings(make_settings, emulator):
     def make(**fields):
         fields.setdefault("port", emulator.url)
         fields.setdefault("use_gpio", False)
+        fields.setdefault("door_safety", fields["use_gpio"])  # no gpio-service: no door state (unknown = open)
         fields.setdefault("ack_timeout_s", 0.5)
         fields.setdefault("retries", 1)
         fields.setdefault("boot_timeout_s", 0.5)

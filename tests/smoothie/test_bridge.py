@@ -176,7 +176,9 @@ def test_lease_conflicts_between_two_clients(bus, homed, client_named):
 
 def test_door_open_lets_the_move_finish_then_blocks_until_closed_and_resumed(bus, start_bridge, emulator,
                                                                             client_named):
-    start_bridge(use_gpio=True)  # follows gpio's door topic; gpio-service itself is absent: reset skipped
+    publish_door(bus, "closed")  # gpio-service itself is absent (reset skipped); this is its retained door state
+    start_bridge(use_gpio=True)
+    wait_state(bus, "paused", lambda d: d["door"] == "closed")
     bus.call("smoothie", "home", {}, timeout=30)
     events = []
     bus.subscribe(bus.topic("smoothie", "event", "+"), lambda t, d, _m: events.append((t.rsplit("/", 1)[1], d)))

@@ -16,6 +16,7 @@ the test as a silent loss. Run with `-s` to see the counts.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -77,8 +78,9 @@ class FaultLog:
 
 def command_values(seq: int, param: str) -> list[str]:
     """Values no other command of the run uses, so the board's frames tell which command it applied."""
-    first = str(seq) if param == "stir" else str(3000 + seq)
-    return [first] + (["8"] * 15 if param == "stir" else ["4095"] * 15)
+    if param == "stir":  # two vials spell seq in base 99: each stays inside the stir board's 0..98
+        return [str(seq % 99), str(seq // 99)] + ["8"] * 14
+    return [str(3000 + seq)] + ["4095"] * 15
 
 
 class DpuStream:
@@ -214,6 +216,11 @@ def robot_home_and_move(stack: UpStack, faults: FaultLog) -> dict:
             except (BusError, CallTimeout) as error:
                 faults.robot_failed_reported += 1
                 assert time.monotonic() < deadline, f"smoothie {command} keeps failing: {error}"
+                if isinstance(error, BusError) and error.code == "conflict" and "door" in error.message:
+                    # gpio-service's kill made the door unknown (= open: a door pause); once it reports the door
+                    # closed again, an operator resumes. Refused while the door is still unknown, so retry.
+                    with contextlib.suppress(BusError, CallTimeout):
+                        stack.bus.call("smoothie", "resume", {}, timeout=10)
                 time.sleep(1)
     return position
 

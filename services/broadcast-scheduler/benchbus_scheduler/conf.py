@@ -3,6 +3,8 @@
 A `Conf` keeps two things: the user's mapping exactly as read (`data`, key order preserved, which is what is written
 back) and the validated model (`model`, what the loop runs). Every change produces a new `Conf` through the same
 validation, so the running conf is always one that passed it; a bad file or command leaves the old one in place.
+That validation includes every board's physical limits (benchbus_schemas.limits, the same table the samd-bridge
+checks): a value the board cannot take is refused before it is stored, let alone sent.
 """
 from __future__ import annotations
 
@@ -17,22 +19,23 @@ from typing import Annotated, Any
 import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
+from benchbus import yamlfile
 from benchbus.yamlfile import FileError, LocatedYaml, describe, problems_from
+from benchbus_schemas.limits import PUMP_SECONDS_DEFAULT_MAX, evolver_problems, number_text
 
 WAIT = "wait"  # the sub-command that pauses instead of talking to a board
 CURRENT = "values"  # a sub-command value meaning "that param's current value"
 KEEP = "NaN"  # an element of a command's list meaning "keep the current element"
 TEMP_PREFIX = ".conf-"  # temp files of atomic saves (removed at start if a kill left one)
+WAIT_MAX_S = 3600.0  # a wait holds the whole loop; an hour is beyond any real settling time
 
 
 def _as_text(value: Any) -> Any:
     """YAML turns `1000` into an int; the boards and the DPU speak strings, so numbers become their text."""
     if isinstance(value, bool):
         raise ValueError("must be a string or a number, not true/false")
-    if isinstance(value, int):
-        return str(value)
-    if isinstance(value, float):
-        return str(int(value)) if value.is_integer() else repr(value)
+    if isinstance(value, (int, float)):
+        return number_text(value)
     return value
 
 
@@ -55,7 +58,9 @@ class SubCommand(BaseModel):
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
             raise ValueError("a wait needs a number of seconds")
         if value < 0:
-            raise ValueError(f"a wait cannot be negative (got {value})")
+            raise ValueError(f"a wait cannot be negative (got {value}; allowed 0..{WAIT_MAX_S:g} s)")
+        if value > WAIT_MAX_S:
+            raise ValueError(f"a wait is at most {WAIT_MAX_S:g} seconds (got {value})")
         return float(value)
 
 
@@ -132,6 +137,24 @@ def values_of(value: str | list[str] | None) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
 
 
+def limit_problems(model: EvolverConf, max_pump_s: float) -> list[tuple[tuple, str]]:
+    """Every value, main or pre/post, that its board cannot take (benchbus_schemas.limits)."""
+    problems = []
+    params = model.experimental_params
+    for name, param in params.items():
+        for index, why in evolver_problems(name, values_of(param.value), max_pump_s):
+            where = ("experimental_params", name, "value") + ((index,) if isinstance(param.value, list) else ())
+            problems.append((where, why))
+        for phase in ("pre", "post"):
+            for number, sub in enumerate(getattr(param, phase)):
+                if sub.param == WAIT or sub.value == CURRENT or isinstance(sub.value, float):
+                    continue  # a wait is checked by its model, "values" is the param's own (checked above)
+                where = ("experimental_params", name, phase, number, "value")
+                for index, why in evolver_problems(sub.param, values_of(sub.value), max_pump_s):
+                    problems.append((where + ((index,) if isinstance(sub.value, list) else ()), why))
+    return problems
+
+
 def cross_problems(model: EvolverConf) -> list[tuple[tuple, str]]:
     """What one param says about another: sub-commands must name a known param and fit its frame."""
     problems = []
@@ -183,15 +206,18 @@ class Conf:
         return shown
 
 
-def validate(data: Any, source: str, located: LocatedYaml | None = None) -> Conf:
-    """Validate a parsed mapping; raises FileError naming the source, line and field of every problem."""
+def validate(data: Any, source: str, located: LocatedYaml | None = None,
+             max_pump_s: float = PUMP_SECONDS_DEFAULT_MAX) -> Conf:
+    """Validate a parsed mapping; raises FileError naming the source, line and field of every problem.
+
+    `max_pump_s` is the most seconds one pump event may run (the scheduler's setting)."""
     if not isinstance(data, dict):
         raise FileError(source, [{"field": None, "line": 1, "message": "must be a mapping (experimental_params, ...)"}])
     try:
         model = EvolverConf.model_validate(data)
     except ValidationError as exc:
         raise FileError(source, problems_from(exc, located)) from None
-    cross = cross_problems(model)
+    cross = cross_problems(model) + limit_problems(model, max_pump_s)
     if cross:
         raise FileError(source, [{"field": ".".join(map(str, loc)), "line": located.line_of(loc) if located else None,
                                   "message": message} for loc, message in cross])
@@ -201,17 +227,19 @@ def validate(data: Any, source: str, located: LocatedYaml | None = None) -> Conf
     return Conf(data=data, model=model, source=source, warnings=warnings)
 
 
-def parse_text(text: str, source: str) -> Conf:
+def parse_text(text: str, source: str, max_pump_s: float = PUMP_SECONDS_DEFAULT_MAX) -> Conf:
     located = LocatedYaml(text, source)
-    return validate(located.data, source, located)
+    return validate(located.data, source, located, max_pump_s)
 
 
-def load(path: Path) -> Conf:
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise FileError(str(path), [{"field": None, "line": None, "message": f"cannot read: {exc.strerror}"}]) from None
-    return parse_text(text, str(path))
+def load(path: Path, max_pump_s: float = PUMP_SECONDS_DEFAULT_MAX) -> Conf:
+    """Read and validate a conf.yml (size-limited, aliases refused: benchbus.yamlfile)."""
+    return parse_text(read_text(path), str(path), max_pump_s)
+
+
+def read_text(path: Path) -> str:
+    """A conf file's text; one larger than the YAML limit is refused without reading it whole."""
+    return yamlfile.read_text(path)
 
 
 # -- commands --------------------------------------------------------------------------------------------------------
@@ -248,8 +276,10 @@ def merged_value(current: str | list[str] | None, new: Any) -> str | list[str] |
 
 
 def apply_command(conf: Conf, param: str, value: Any = None, recurring: bool | None = None,
-                  fields_out: int | None = None, fields_in: int | None = None, value_given: bool = True) -> Conf:
-    """The conf after a DPU `command`; refuses an unknown param and a value that does not fit the frame."""
+                  fields_out: int | None = None, fields_in: int | None = None, value_given: bool = True,
+                  max_pump_s: float = PUMP_SECONDS_DEFAULT_MAX) -> Conf:
+    """The conf after a DPU `command`; refuses an unknown param, a value that does not fit the frame and one that
+    its board cannot take (the whole new conf passes the same validation as a file)."""
     if param not in conf.params:
         raise CommandRefused("not_found", f"unknown param '{param}'; known: {', '.join(conf.params)}", "param")
     data = copy.deepcopy(conf.data)
@@ -272,10 +302,10 @@ def apply_command(conf: Conf, param: str, value: Any = None, recurring: bool | N
     if fields_in is not None:
         entry["fields_expected_incoming"] = fields_in
     try:
-        return validate(data, conf.source)
-    except FileError as error:  # e.g. a sub-command of another param no longer fits this one's frame
+        return validate(data, conf.source, max_pump_s=max_pump_s)
+    except FileError as error:  # a value its board cannot take, or a sub-command that no longer fits this frame
         problem = error.problems[0]
-        raise CommandRefused("invalid_request", f"the conf would become invalid: {problem['field']}: "
+        raise CommandRefused("invalid_request", f"field 'value': the conf would become invalid: {problem['field']}: "
                              f"{problem['message']}", "value") from None
 
 

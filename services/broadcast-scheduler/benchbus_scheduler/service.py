@@ -190,7 +190,7 @@ class Scheduler:
             try:
                 new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
                                              request.fields_expected_outgoing, request.fields_expected_incoming,
-                                             value_given="value" in given)
+                                             value_given="value" in given, max_pump_s=self.settings.max_pump_s)
             except conffile.CommandRefused as refused:
                 raise BusError(refused.code, refused.message, {"field": refused.field}) from None
             entry = new.params[request.param]
@@ -236,11 +236,13 @@ class Scheduler:
                 raise BusError("not_found", f"no alternate conf '{request.alternate}'; known: "
                                f"{', '.join(self.alternates()) or 'none'}", {"field": "alternate"})
             path = self.settings.alternates_dir / f"{request.alternate}.yml"
-            text, source = path.read_text(encoding="utf-8"), str(path)
+            source = str(path)
         else:
             text, source = request.text, "load_conf"
         try:
-            new = conffile.parse_text(text, source)
+            if request.alternate is not None:
+                text = conffile.read_text(path)
+            new = conffile.parse_text(text, source, self.settings.max_pump_s)
         except FileError as error:
             raise BusError("invalid_request", str(error), {"errors": error.problems}) from None
         with self.write_lock:
@@ -278,7 +280,7 @@ def load_own_conf(settings: SchedulerSettings) -> conffile.Conf:
             raise FileError(str(path), [{"field": None, "line": None, "message": "missing, and so is the default "
                                          f"conf to copy ({settings.default_conf}): set conf_path or default_conf"}])
         shutil.copyfile(settings.default_conf, path)
-    return conffile.load(path)
+    return conffile.load(path, settings.max_pump_s)
 
 
 def build(settings: SchedulerSettings) -> tuple[SchedulerService, Any]:

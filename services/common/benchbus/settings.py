@@ -11,7 +11,6 @@ import socket
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from . import yamlfile
@@ -76,9 +75,10 @@ def _env_overrides(model: type[BaseModel], segment: str, environ: dict[str, str]
 
 
 def _parse_env_value(text: str) -> Any:
+    """A YAML scalar or list; what is not YAML within the limits (no aliases) stays the plain text."""
     try:
-        return yaml.safe_load(text) if text.strip() else text
-    except yaml.YAMLError:
+        return yamlfile.loads(text, "environment") if text.strip() else text
+    except yamlfile.FileError:
         return text
 
 

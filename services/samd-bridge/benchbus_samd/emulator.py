@@ -283,8 +283,11 @@ class PumpBoard(Board):
             if current is not None and current.kind == "chemostat" and current.spec == spec:
                 return  # re-sent identical chemostat program: keep its phase
             on_s, period_s = float(parts[0]), float(parts[1])
-            if period_s <= 0:
+            if period_s < 0:
                 raise ValueError(spec)
+            if period_s == 0:  # the firmware's interval 0: no repeat, so `t|0` runs once and `0|0` stops
+                self.programs[index] = PumpProgram("once", now, on_s=on_s, spec=spec) if on_s > 0 else None
+                return
             self.programs[index] = PumpProgram("chemostat", now, on_s=on_s, period_s=period_s, spec=spec)
         elif len(parts) == 3:
             hz, ipp, solenoid = float(parts[0]), int(parts[1]), int(parts[2])

@@ -12,8 +12,8 @@ import time
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
 from benchbus.service import now_iso
-from benchbus_schemas.samd import BusState, LastError, ParamCounters, TransactError, TransactRequest, \
-    TransactResult, value_text
+from benchbus_schemas.samd import KNOWN_BOARDS, BusState, LastError, ParamCounters, TransactError, \
+    TransactRequest, TransactResult, value_text
 
 from .driver import LineSettings, PortLost, SamdLine, TransactionFailed, escape
 from .settings import SamdSettings
@@ -138,6 +138,10 @@ class Bridge:
 
     def transact(self, request: TransactRequest, _ctx: RequestContext) -> TransactResult:
         param = request.param
+        if param not in KNOWN_BOARDS and param not in self.settings.extra_boards:
+            raise BusError("invalid_request", f"field 'param': no limits are known for board '{param}' (known: "
+                           f"{', '.join(KNOWN_BOARDS)}; a rig with other boards names them in the setting "
+                           "extra_boards)", {"field": "param"})
         if not self.line.connected:
             self.counters.finished(param, "unavailable")
             raise BusError("unavailable", f"the serial port {self.settings.port} is not open; it is being reopened",

@@ -21,3 +21,8 @@ class SamdSettings(ServiceSettings):
     reopen_max_s: float = Field(5.0, gt=0, description="longest wait between reopen attempts")
     probe_interval_s: float = Field(1.0, gt=0, description="how often an idle port is checked for vanishing")
     state_interval_s: float = Field(0.5, gt=0, description="state/bus is re-published at most this often")
+    extra_boards: list[str] = Field(default_factory=list,
+                                    description="addresses of boards beyond the default eVOLVER's (e.g. pres, lux) "
+                                    "that transact may address; their values get the frame rules only, since the "
+                                    "limits table (benchbus_schemas.limits) knows nothing of them. Any other unknown "
+                                    "address is refused")

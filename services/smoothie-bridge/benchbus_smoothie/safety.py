@@ -104,11 +104,14 @@ class Transition:
 
 
 class MotionGate:
-    """Door, pause and alarm: motion runs only with the door closed (when door safety is on), not paused, no alarm."""
+    """Door, pause and alarm: motion runs only with the door closed (when door safety is on), not paused, no alarm.
 
-    def __init__(self, door_safety: bool, door_unknown_is_open: bool):
+    A door state the bridge does not know (none from gpio-service yet, gpio offline, a payload that is not a door
+    state) is an open door: there is no setting that makes unknown safe. A robot without door switches turns
+    `door_safety` off, plainly, in its settings."""
+
+    def __init__(self, door_safety: bool):
         self.door_safety = door_safety
-        self.door_unknown_is_open = door_unknown_is_open
         self._lock = threading.Lock()
         self.door: str = "unknown"
         self.paused = False
@@ -119,7 +122,7 @@ class MotionGate:
     # -- door and pause ------------------------------------------------------------------------------------------
 
     def door_open(self) -> bool:
-        return self.door == "open" or (self.door == "unknown" and self.door_unknown_is_open)
+        return self.door != "closed"
 
     def door_changed(self, door: str) -> list[tuple[str, dict]]:
         """A new door state; opening it (with door safety) pauses. Closing it does not resume by itself."""
@@ -140,7 +143,8 @@ class MotionGate:
     def resume(self, client: str | None) -> list[tuple[str, dict]]:
         with self._lock:
             if self.door_safety and self.door_open():
-                raise BusError("conflict", "door open: close the door, then resume", {"door": self.door})
+                raise BusError("conflict", f"door {self.door}: close the door (gpio-service must report it closed), "
+                               "then resume", {"door": self.door})
             if not self.paused:
                 return []
             self.paused, self.pause_reason = False, None
@@ -174,7 +178,8 @@ class MotionGate:
         """Raise conflict when motion must not run now."""
         with self._lock:
             if self.door_safety and self.door_open():
-                raise BusError("conflict", f"door open: {command} refused; close the door and send resume",
+                raise BusError("conflict", f"door {self.door}: {command} refused; close the door and send resume"
+                               + ("" if self.door == "open" else " (an unknown door counts as open)"),
                                {"door": self.door})
             if self.paused:
                 raise BusError("conflict", f"paused ({self.pause_reason}): {command} refused until resume",

@@ -14,7 +14,10 @@ from typing import Any, Callable
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service
 from benchbus_schemas import topics
+from benchbus_schemas.gpio import DoorState
+from benchbus_schemas.limits import AXIS_SPEED_MAX_MM_S, MOTOR_CURRENT_MAX_A
 from benchbus_schemas.smoothie import AXES
+from pydantic import ValidationError
 
 from .driver import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_POSITION_MM, AlarmLock,
                      AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse, ParseError,
@@ -24,8 +27,17 @@ from .settings import SmoothieSettings
 
 SEGMENT = "smoothie"
 log = logging.getLogger("benchbus.smoothie")
-MAX_CURRENT_A = 2.5
-MAX_SPEED_MM_S = 1000.0
+
+
+def door_from(data: Any) -> tuple[str, str]:
+    """(open | closed | unknown, why) from gpio's state/door; anything that is not a valid DoorState is unknown."""
+    try:
+        state = DoorState.model_validate(data)
+    except ValidationError:
+        return "unknown", "gpio's door state is missing or not valid"
+    if state.door == "open" or state.window == "open":
+        return "open", "gpio"
+    return "closed", "gpio"
 
 
 class Bridge:
@@ -41,7 +53,7 @@ class Bridge:
                               home_ack_timeout_cap_s=settings.home_ack_timeout_cap_s)
         self.driver = SmoothieDriver(SerialLink(settings.port, settings.baudrate), config)
         self.lease = MotionLease()
-        self.gate = MotionGate(settings.door_safety, settings.door_unknown_is_open)
+        self.gate = MotionGate(settings.door_safety)
         self.booted = False
         self.gpio_ready = False
         self.halt_generation = 0
@@ -123,13 +135,14 @@ class Bridge:
 
     def _on_gpio_lifecycle(self, _topic: str, data: Any) -> None:
         self.gpio_ready = isinstance(data, dict) and data.get("state") == "ready"
+        if isinstance(data, dict) and data.get("state") == "offline":
+            self._door_is("unknown", "gpio-service is offline")  # its retained door state may be stale now
 
     def _on_door(self, _topic: str, data: Any) -> None:
-        if not isinstance(data, dict):
-            return
-        is_open = data.get("door") == "open" or data.get("window") == "open"
-        door = "open" if is_open else ("closed" if data.get("door") == "closed" else "unknown")
-        log.info("door %s", door)
+        self._door_is(*door_from(data))
+
+    def _door_is(self, door: str, why: str) -> None:
+        log.info("door %s (%s)", door, why)
         for name, payload in self.gate.door_changed(door):
             self.svc.emit(name, payload)
         self.svc.set_state("paused", self.gate.pause_info())
@@ -298,8 +311,9 @@ class Bridge:
     def set_current(self, request, ctx: RequestContext):
         for name, table in (("active", request.active), ("dwelling", request.dwelling)):
             for axis, amps in (table or {}).items():
-                if not 0 <= amps <= MAX_CURRENT_A:
-                    raise BusError("invalid_request", f"field '{name}.{axis}': {amps} A is outside 0..{MAX_CURRENT_A}")
+                if not 0 <= amps <= MOTOR_CURRENT_MAX_A:  # the request model bounds it too; kept for callers in code
+                    raise BusError("invalid_request",
+                                   f"field '{name}.{axis}': {amps} A is outside 0..{MOTOR_CURRENT_MAX_A}")
         if not request.active and not request.dwelling:
             raise BusError("invalid_request", "field 'active': give active and/or dwelling currents")
 
@@ -310,8 +324,9 @@ class Bridge:
 
     def set_max_speed(self, request, ctx: RequestContext):
         for axis, speed in request.speeds.items():
-            if not 0 < speed <= MAX_SPEED_MM_S:
-                raise BusError("invalid_request", f"field 'speeds.{axis}': {speed} mm/s is outside 0..{MAX_SPEED_MM_S}")
+            if not 0 < speed <= AXIS_SPEED_MAX_MM_S:
+                raise BusError("invalid_request",
+                               f"field 'speeds.{axis}': {speed} mm/s is outside 0..{AXIS_SPEED_MAX_MM_S}")
 
         def run():
             self.driver.set_max_speeds(dict(request.speeds))

@@ -1,7 +1,7 @@
 """Settings of the smoothie-bridge (file /etc/benchbus/smoothie.yaml, variables BENCHBUS_SMOOTHIE_<FIELD>)."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
@@ -39,8 +39,9 @@ class SmoothieSettings(ServiceSettings):
     travel: dict[Axis, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_TRAVEL),
                                                     description="allowed target range per axis, mm (min, max)")
     require_homed: bool = Field(True, description="refuse moves of axes the board does not report homed")
-    door_safety: bool = Field(True, description="an open door blocks motion until closed and resumed")
-    door_unknown_is_open: bool = Field(False, description="with no door state from gpio: treat the door as open")
+    door_safety: bool = Field(True, description="an open door blocks motion until closed and resumed; a door "
+                              "state gpio-service has not reported (or not validly) counts as open. Needs use_gpio; "
+                              "only a robot without door switches turns it off")
     use_gpio: bool = Field(True, description="use gpio-service for the reset and halt lines and the door")
     gpio_timeout_s: float = Field(2.0, gt=0)
     halt_via: Literal["auto", "gpio", "serial", "both"] = Field(
@@ -56,6 +57,22 @@ class SmoothieSettings(ServiceSettings):
         defaults = {"steps_per_mm": DEFAULT_STEPS_PER_MM, "max_speeds": DEFAULT_MAX_SPEEDS,
                     "acceleration": DEFAULT_ACCELERATION, "travel": DEFAULT_TRAVEL}[info.field_name]
         return {**defaults, **value} if isinstance(value, dict) else value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_unknown_door_switch(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "door_unknown_is_open" in data:
+            raise ValueError("door_unknown_is_open was removed: an unknown door is always an open door. On a robot "
+                             "without door switches set door_safety: false instead")
+        return data
+
+    @model_validator(mode="after")
+    def _door_needs_gpio(self) -> SmoothieSettings:
+        if self.door_safety and not self.use_gpio:
+            raise ValueError("door_safety needs use_gpio (the door state comes from gpio-service; without it the "
+                             "door is unknown, which is open, and nothing would ever move). On a robot without door "
+                             "switches set door_safety: false")
+        return self
 
     @model_validator(mode="after")
     def _sane_travel(self) -> "SmoothieSettings":
