@@ -23,6 +23,9 @@ class TopicSpec:
     model: type[BaseModel]
     description: str
     result: type[BaseModel] | None = None  # only for commands
+    # Only for commands: how long a caller should wait for the reply by default (the CLI's --timeout); None means
+    # the caller's own default (a few seconds). Long ones say so here, so a home that takes a minute is no error.
+    timeout_s: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -40,8 +43,11 @@ def _declare(spec: TopicSpec) -> TopicSpec:
     return spec
 
 
-def command(service: str, name: str, request: type[BaseModel], result: type[BaseModel], description: str) -> TopicSpec:
-    return _declare(TopicSpec(service, "cmd", name, request, description, result))
+def command(service: str, name: str, request: type[BaseModel], result: type[BaseModel], description: str,
+            timeout_s: float | None = None) -> TopicSpec:
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError(f"{service}/cmd/{name}: timeout_s must be positive")
+    return _declare(TopicSpec(service, "cmd", name, request, description, result, timeout_s))
 
 
 def state(service: str, name: str, model: type[BaseModel], description: str) -> TopicSpec:
