@@ -80,7 +80,8 @@ def _fail(verb: str, code: str, message: str, detail: Any = None) -> None:
 
 
 def _no_answer(verb: str, args: argparse.Namespace, error: BusError) -> int:
-    _fail(verb, error.code, f"{error.message} ({args.target.describe()})", error.detail)
+    target: stack.Target = args.target
+    _fail(verb, error.code, f"{error.message} (device {target.device}; broker from {target.source})", error.detail)
     return EXIT_NO_ANSWER
 
 
@@ -130,22 +131,30 @@ def cmd_call(args: argparse.Namespace) -> int:
     if unknown is not None:
         _fail("call", **unknown)
         return EXIT_USAGE
-    timeout = args.timeout if args.timeout is not None else catalogue.timeout_s(args.service, args.command)
-    client = _client(args)
+    client = _client(args)  # connects while the snapshot is read
+    try:
+        return _checked_call(args, client, payload)
+    finally:
+        client.close()
+
+
+def _checked_call(args: argparse.Namespace, client: BusClient, payload: Any) -> int:
     try:
         absent = _unknown_service(args, _states(args))
         if absent is not None:
             _fail("call", **absent[1])
             return absent[0]
         client.start(timeout=args.connect_timeout)
+    except BusError as error:
+        return _no_answer("call", args, error)
+    timeout = args.timeout if args.timeout is not None else catalogue.timeout_s(args.service, args.command)
+    try:
         result = client.call(args.service, args.command, payload, timeout=timeout)
     except CallTimeout as error:
         return _no_answer("call", args, error)
     except BusError as error:
         _fail("call", error.code, error.message, error.detail)
         return EXIT_ERROR_REPLY
-    finally:
-        client.close()
     print(pretty_json(result))
     return 0
 

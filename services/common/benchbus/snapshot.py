@@ -57,8 +57,12 @@ def read_retained(broker: BrokerSettings, topic_filters: list[str], timeout: flo
     client.on_connect = reader.on_connect
     client.on_subscribe = reader.on_subscribe
     client.on_message = reader.on_message
+    client.connect_timeout = timeout
     try:
-        client.connect_async(broker.host, broker.port, keepalive=10, clean_start=True)
+        client.connect(broker.host, broker.port, keepalive=10, clean_start=True)  # refused: an OSError at once
+    except OSError as exc:
+        raise BusError("unavailable", f"cannot reach the broker at {broker.host}:{broker.port}: {exc}") from None
+    try:
         client.loop_start()
         finished = reader.done.wait(timeout)
     finally:
