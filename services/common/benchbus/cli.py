@@ -12,15 +12,17 @@ import socket
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from benchbus_schemas import topics
 
 from . import catalogue, completion, stack
-from .client import BusClient
 from .errors import BusError, CallTimeout
 from .settings import BrokerSettings
 from .snapshot import read_retained
+
+if TYPE_CHECKING:
+    from .client import BusClient
 
 EXIT_ERROR_REPLY, EXIT_USAGE, EXIT_NO_ANSWER = 1, 2, 3
 CONNECT_TIMEOUT_S = 5.0
@@ -33,6 +35,8 @@ def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
 
 def _client(args: argparse.Namespace) -> BusClient:
     """A bus client that is connecting (call `start()` to wait for it): connecting overlaps the snapshot."""
+    from .client import BusClient  # not needed by status, health, commands: they start quicker without it
+
     client = BusClient(args.target.device, _broker_settings(args), name=f"cli-{os.getpid()}")
     client.connection.start()
     return client
