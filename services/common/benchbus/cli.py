@@ -29,8 +29,11 @@ CONNECT_TIMEOUT_S = 5.0
 
 
 def _broker_settings(args: argparse.Namespace) -> BrokerSettings:
+    """The chosen broker; a user name and password from BENCHBUS_BROKER_USERNAME/PASSWORD where the broker wants
+    them (an instrument's broker has no anonymous access)."""
     target: stack.Target = args.target
-    return BrokerSettings(host=target.host, port=target.port)
+    return BrokerSettings(host=target.host, port=target.port, username=os.environ.get("BENCHBUS_BROKER_USERNAME"),
+                          password=os.environ.get("BENCHBUS_BROKER_PASSWORD"))
 
 
 def _client(args: argparse.Namespace) -> BusClient:
@@ -204,11 +207,12 @@ def cmd_health(args: argparse.Namespace) -> int:
 
 
 def watch_filter(args: argparse.Namespace) -> str:
-    """The filter as given when it starts with `benchbus/` (or is a wildcard), else relative to the device."""
+    """The filter as given when it starts with `benchbus/` or `$` (or is `#`), else under the device:
+    `scheduler/event/broadcast`, `+/$audit`."""
     given = args.filter
     if not given:
         return f"{topics.ROOT}/{args.target.device}/#"
-    if given.startswith(f"{topics.ROOT}/") or given[0] in "#+$":
+    if given.startswith((f"{topics.ROOT}/", "$")) or given == "#":
         return given
     return f"{topics.ROOT}/{args.target.device}/{given}"
 
