@@ -5,6 +5,7 @@ the generator turns it into JSON Schema files and one AsyncAPI document.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -75,10 +76,8 @@ def specs(service: str | None = None) -> list[TopicSpec]:
     """Every declared topic, or one service's. For one service only its own module is imported when that declares
     it (the command line stays quick); otherwise every module is."""
     if service is not None:
-        try:
+        with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(f"{__package__}.{service}")
-        except ModuleNotFoundError:
-            pass
     if service is None or not any(s.service == service for s in _REGISTRY.values()):
         load_all()
     chosen = [s for s in _REGISTRY.values() if service is None or s.service == service]

@@ -231,8 +231,8 @@ class HaltedEvent(Strict):
 command(SERVICE, "home", HomeRequest, SmoothiePosition, "Home the axes (ZABC, then X with Y backed off, then Y); the "
         "position after homing. Clears the alarm state when every axis is homed. Needs the lease if one is held.",
         timeout_s=60)
-command(SERVICE, "move", MoveRequest, SmoothiePosition, "Move to absolute targets (refused with invalid_request when outside "
-        "an axis's travel, before anything is sent); the position after the move.", timeout_s=60)
+command(SERVICE, "move", MoveRequest, SmoothiePosition, "Move to absolute targets (refused with invalid_request when "
+        "outside an axis's travel, before anything is sent); the position after the move.", timeout_s=60)
 command(SERVICE, "move_relative", MoveRelativeRequest, SmoothiePosition, "Move by distances from the current position.",
         timeout_s=60)
 command(SERVICE, "position", Empty, SmoothiePosition, "The position (the cache, refreshed after every motion).")

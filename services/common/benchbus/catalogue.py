@@ -123,24 +123,28 @@ class _Example:
         if schema.get("format") == "date-time":
             return "2026-01-01T00:00:00Z"
         pattern = schema.get("pattern")
-        low, high = schema.get("minLength", 0), schema.get("maxLength", 1000)
+        low, high = int(schema.get("minLength", 0)), int(schema.get("maxLength", 1000))
         for candidate in _STRING_CANDIDATES:
             if low <= len(candidate) <= high and (pattern is None or re.search(pattern, candidate)):
                 return candidate
         return "x" * max(low, 1)
 
     def _number(self, schema: dict[str, Any], one: float = 1.0) -> float:
-        low = schema.get("minimum", schema.get("exclusiveMinimum"))
-        high = schema.get("maximum", schema.get("exclusiveMaximum"))
+        """`one` when the bounds allow it, else the minimum, else a value between or beside the bounds."""
+        low: float | None = schema.get("minimum", schema.get("exclusiveMinimum"))
+        high: float | None = schema.get("maximum", schema.get("exclusiveMaximum"))
         above_low = low is None or one > low or (one == low and "minimum" in schema)
         below_high = high is None or one < high or (one == high and "maximum" in schema)
         if above_low and below_high:
             return one
-        if "minimum" in schema:
-            return schema["minimum"]
+        if low is not None and "minimum" in schema:
+            return float(low)
         if low is not None and high is not None:
             return (low + high) / 2
-        return low + one if low is not None else high - one
+        if low is not None:
+            return low + one
+        assert high is not None  # not above_low or not below_high: one bound at least
+        return high - one
 
     def _integer(self, schema: dict[str, Any]) -> int:
         return int(self._number(schema, 1))

@@ -45,10 +45,10 @@ def _client(args: argparse.Namespace) -> BusClient:
     return client
 
 
-def _states(args: argparse.Namespace) -> dict[str, dict[str, dict]]:
+def _states(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
     """{device: {service: $state}} of every device the broker retains a $state of (usually one)."""
     retained = read_retained(_broker_settings(args), [f"{topics.ROOT}/+/+/$state"], timeout=args.connect_timeout)
-    found: dict[str, dict[str, dict]] = {}
+    found: dict[str, dict[str, dict[str, Any]]] = {}
     for topic_name, payload in retained.items():
         parsed = topics.parse(topic_name)
         try:
@@ -94,7 +94,7 @@ def _no_answer(verb: str, args: argparse.Namespace, error: BusError) -> int:
 
 # -- call ------------------------------------------------------------------------------------------------------------
 
-def _unknown_command(service: str, command: str) -> dict | None:
+def _unknown_command(service: str, command: str) -> dict[str, Any] | None:
     """The error body when the contract declares `service` but not `command`."""
     declared = [spec.name for spec in catalogue.commands(service)]
     if not declared or command in declared:
@@ -105,7 +105,8 @@ def _unknown_command(service: str, command: str) -> dict | None:
             f"Its commands: {', '.join(declared)} (benchbus commands {service})", "detail": None}
 
 
-def _unknown_service(args: argparse.Namespace, states: dict[str, dict[str, dict]]) -> tuple[int, dict] | None:
+def _unknown_service(args: argparse.Namespace,
+                     states: dict[str, dict[str, dict[str, Any]]]) -> tuple[int, dict[str, Any]] | None:
     """(exit code, error body) when the service is not there to answer: unknown, not running, or offline."""
     service, device = args.service, args.target.device
     running = states.get(device, {})
@@ -209,7 +210,7 @@ def cmd_health(args: argparse.Namespace) -> int:
 def watch_filter(args: argparse.Namespace) -> str:
     """The filter as given when it starts with `benchbus/` or `$` (or is `#`), else under the device:
     `scheduler/event/broadcast`, `+/$audit`."""
-    given = args.filter
+    given: str | None = args.filter
     if not given:
         return f"{topics.ROOT}/{args.target.device}/#"
     if given.startswith((f"{topics.ROOT}/", "$")) or given == "#":
@@ -364,7 +365,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.target.note:
             print(args.target.note, file=sys.stderr)
     try:
-        return args.func(args)
+        return int(args.func(args))
     except BrokenPipeError:  # `benchbus commands | head`: the reader has what it wanted
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0

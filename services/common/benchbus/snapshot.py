@@ -10,8 +10,10 @@ from __future__ import annotations
 import os
 import threading
 import uuid
+from typing import Any
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from .errors import BusError, CallTimeout
@@ -27,7 +29,8 @@ class _Reader:
         self._marker_mid: int | None = None
         self._lock = threading.Lock()
 
-    def on_connect(self, client: mqtt.Client, _userdata, _flags, reason_code, _properties) -> None:
+    def on_connect(self, client: mqtt.Client, _userdata: Any, _flags: Any, reason_code: Any,
+                   _properties: Any) -> None:
         if reason_code.is_failure:
             self.refused = str(reason_code)
             self.done.set()
@@ -37,20 +40,20 @@ class _Reader:
             _rc, self._marker_mid = client.subscribe(f"benchbus-snapshot/{uuid.uuid4().hex}",
                                                      options=SubscribeOptions(qos=0))
 
-    def on_subscribe(self, _client, _userdata, mid, _reason_codes, _properties) -> None:
+    def on_subscribe(self, _client: Any, _userdata: Any, mid: int, _reason_codes: Any, _properties: Any) -> None:
         with self._lock:
             if mid == self._marker_mid:
                 self.done.set()
 
-    def on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+    def on_message(self, _client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         if message.retain and message.payload and not self.done.is_set():
-            self.retained[message.topic] = message.payload
+            self.retained[message.topic] = bytes(message.payload)
 
 
 def read_retained(broker: BrokerSettings, topic_filters: list[str], timeout: float = 5.0) -> dict[str, bytes]:
     """{topic: payload} of every retained message matching the filters, as the broker holds them now."""
     reader = _Reader(topic_filters)
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"benchbus-snapshot-{os.getpid()}-"
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"benchbus-snapshot-{os.getpid()}-"
                          f"{uuid.uuid4().hex[:6]}", protocol=mqtt.MQTTv5)
     if broker.username:
         client.username_pw_set(broker.username, broker.password)

@@ -18,11 +18,14 @@ import os
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 STATE_FILE = "up.json"
 DATA_DIR_NAME = ".benchbus"
 DEFAULT_BROKER = "localhost:1883"
 INSTALLED_CONFIG_DIR = Path("/etc/benchbus")
+
+Record = dict[str, Any]  # what up.json holds: broker, device, pid, http_port, data_dir, units
 
 
 @dataclass(frozen=True)
@@ -53,7 +56,7 @@ def stacks_dir() -> Path:
     return Path.home() / ".cache" / "benchbus" / "stacks"
 
 
-def register(record: dict) -> Path:
+def register(record: Record) -> Path:
     """Called by `up` once its stack is running: the per-user copy of up.json (removed by `unregister`)."""
     folder = stacks_dir()
     folder.mkdir(parents=True, exist_ok=True)
@@ -80,7 +83,7 @@ def _alive(pid: object) -> bool:
     return True
 
 
-def _read(path: Path) -> dict | None:
+def _read(path: Path) -> Record | None:
     try:
         record = json.loads(path.read_text())
     except (OSError, ValueError):
@@ -90,10 +93,10 @@ def _read(path: Path) -> dict | None:
     return record
 
 
-def running_stacks() -> list[dict]:
+def running_stacks() -> list[Record]:
     """Every live `benchbus up` of this user, newest first (stale records of killed ones are removed)."""
     folder = stacks_dir()
-    found: list[tuple[float, dict]] = []
+    found: list[tuple[float, Record]] = []
     for path in folder.glob("*.json") if folder.is_dir() else []:
         record = _read(path)
         if record is None or not _alive(record.get("pid")):
@@ -103,7 +106,7 @@ def running_stacks() -> list[dict]:
     return [record for _mtime, record in sorted(found, key=lambda item: item[0], reverse=True)]
 
 
-def stack_in_folder(start: Path) -> tuple[Path, dict] | None:
+def stack_in_folder(start: Path) -> tuple[Path, Record] | None:
     """The up.json of a running `up` in `start` or a folder above it."""
     for folder in [start, *start.parents]:
         path = folder / DATA_DIR_NAME / STATE_FILE
@@ -119,17 +122,17 @@ def _from_environment() -> str | None:
     return f"{os.environ.get('BENCHBUS_BROKER_HOST', 'localhost')}:{os.environ.get('BENCHBUS_BROKER_PORT', '1883')}"
 
 
-def _device(explicit: str | None, record: dict | None) -> str:
+def _device(explicit: str | None, record: Record | None) -> str:
     if explicit:
         return explicit
     if os.environ.get("BENCHBUS_DEVICE"):
         return os.environ["BENCHBUS_DEVICE"]
     if record is not None and isinstance(record.get("device"), str):
-        return record["device"]
+        return str(record["device"])
     return socket.gethostname()
 
 
-def _where(record: dict) -> str:
+def _where(record: Record) -> str:
     return str(record.get("data_dir") or f"pid {record.get('pid')}")
 
 

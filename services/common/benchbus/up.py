@@ -15,9 +15,11 @@ import subprocess
 import sys
 import threading
 import time
+from argparse import Namespace
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from benchbus_schemas import topics
 
@@ -77,7 +79,7 @@ def discover(ctx: UpContext, only: set[str] | None = None) -> list[Unit]:
 
 def restart_delay(failures: int) -> float:
     """Seconds before restarting a unit that died `failures` times in a row (1, 2, 4, ... capped at 60)."""
-    return min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** max(0, failures - 1))
+    return min(RESTART_MAX_S, RESTART_FIRST_S * 2.0 ** max(0, failures - 1))
 
 
 @dataclass
@@ -95,11 +97,11 @@ class Supervisor:
         self.ctx = ctx
         self.units = units
         self.log_dir = log_dir
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.restarts: dict[str, _Restarts] = {u.name: _Restarts() for u in units}
         self.stopping = False
 
-    def _env(self, unit: Unit) -> dict:
+    def _env(self, unit: Unit) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "BENCHBUS_DEVICE": self.ctx.device,
@@ -111,10 +113,9 @@ class Supervisor:
         return env
 
     def launch(self, unit: Unit) -> None:
-        log = open(self.log_dir / f"{unit.name}.log", "ab")
-        self.processes[unit.name] = subprocess.Popen(unit.argv, env=self._env(unit), stdout=log,
-                                                     stderr=subprocess.STDOUT, start_new_session=True)
-        log.close()
+        with open(self.log_dir / f"{unit.name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.processes[unit.name] = subprocess.Popen(unit.argv, env=self._env(unit), stdout=log,
+                                                         stderr=subprocess.STDOUT, start_new_session=True)
         self.restarts[unit.name].started_at = time.monotonic()
 
     def start_all(self, timeout: float) -> None:
@@ -140,8 +141,9 @@ class Supervisor:
                 restarts.failures = 1 if ran_s >= STABLE_S else restarts.failures + 1
                 delay = restart_delay(restarts.failures)
                 restarts.due_at = now + delay
+                log = self.log_dir / f"{unit.name}.log"
                 print(f"benchbus up: {unit.name} exited with {process.returncode}; restarting it in {delay:.0f} s "
-                      f"(it ran {ran_s:.1f} s; log: {self.log_dir / (unit.name + '.log')})", file=sys.stderr, flush=True)
+                      f"(it ran {ran_s:.1f} s; log: {log})", file=sys.stderr, flush=True)
             elif restarts.due_at is not None and now >= restarts.due_at:
                 restarts.due_at = None
                 self.launch(unit)
@@ -170,11 +172,11 @@ class Supervisor:
                 process.wait()
 
 
-def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[str, dict]:
-    states: dict[str, dict] = {}
+def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    states: dict[str, dict[str, Any]] = {}
     everyone_ready = threading.Event()
 
-    def seen(topic_name: str, data, _message) -> None:
+    def seen(topic_name: str, data: Any, _message: Any) -> None:
         parsed = topics.parse(topic_name)
         if parsed and isinstance(data, dict):
             states[parsed[1]] = data
@@ -189,18 +191,19 @@ def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[s
     return states
 
 
-def unit_record(unit: Unit) -> dict:
+def unit_record(unit: Unit) -> dict[str, Any]:
     """What up.json says of a unit, so tests and tools find an emulator's port and control interface."""
     return {"name": unit.name, "segment": unit.segment, "port": unit.port, "url": unit.url, "control": unit.control}
 
 
-def state_table(states: dict[str, dict], segments: list[str]) -> str:
+def state_table(states: dict[str, dict[str, Any]], segments: list[str]) -> str:
     rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
     for segment in segments:
         s = states.get(segment, {})
-        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")), s.get("since", "")))
+        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")),
+                     s.get("since", "")))
     widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def port_in_use(port: int) -> bool:
@@ -222,13 +225,13 @@ def busy_port_message(port: int) -> str:
             f"another port: benchbus up --http-port PORT")
 
 
-def _record(ctx: UpContext, units: list[Unit]) -> dict:
+def _record(ctx: UpContext, units: list[Unit]) -> dict[str, Any]:
     """up.json: where the stack is (the CLI finds it from any folder through the per-user copy)."""
     return {"broker": f"{ctx.broker.host}:{ctx.broker.port}", "device": ctx.device, "pid": os.getpid(),
             "http_port": ctx.http_port, "data_dir": str(ctx.data_dir), "units": [unit_record(u) for u in units]}
 
 
-def _start_broker(args) -> tuple[BrokerSettings, MosquittoProcess | None]:
+def _start_broker(args: Namespace) -> tuple[BrokerSettings, MosquittoProcess | None]:
     if args.broker:
         host, _, port = args.broker.partition(":")
         return BrokerSettings(host=host, port=int(port or 1883)), None
@@ -237,7 +240,7 @@ def _start_broker(args) -> tuple[BrokerSettings, MosquittoProcess | None]:
     return broker_process.settings(), broker_process
 
 
-def _report(states: dict[str, dict], segments: list[str], ctx: UpContext, units: list[Unit], log_dir: Path,
+def _report(states: dict[str, dict[str, Any]], segments: list[str], ctx: UpContext, units: list[Unit], log_dir: Path,
             elapsed: float, timeout: float) -> None:
     not_ready = [s for s in segments if states.get(s, {}).get("state") != "ready"]
     print(state_table(states, segments))
@@ -254,7 +257,7 @@ def _report(states: dict[str, dict], segments: list[str], ctx: UpContext, units:
     sys.stdout.flush()
 
 
-def up(args) -> int:
+def up(args: Namespace) -> int:
     if port_in_use(args.http_port):
         print(busy_port_message(args.http_port), file=sys.stderr)
         return 1
