@@ -1,6 +1,8 @@
 """The traps a newcomer fell into: imports shadowed by a folder, a busy port, a unit restarted every second."""
 from __future__ import annotations
 
+import os
+import signal
 import socket
 import subprocess
 import sys
@@ -60,7 +62,26 @@ def test_up_refuses_a_busy_gateway_port_at_once_naming_it(busy_port, tmp_path):
                          capture_output=True, text=True, timeout=20, cwd=tmp_path)  # at once: not after 30 s
     assert run.returncode != 0
     assert f"port {busy_port}" in run.stderr and "--http-port" in run.stderr
-    assert not (tmp_path / "data").exists()  # nothing was started
+    assert not (tmp_path / "data" / "logs").exists()  # no unit (and no broker) was started
+
+
+def test_up_without_the_gateway_does_not_care_about_its_port(busy_port, broker, device, tmp_path):
+    """`up --only samd` starts nothing on the http port, so a busy one is no reason to refuse."""
+    benchbus = Path(sys.executable).with_name("benchbus")
+    up = subprocess.Popen([str(benchbus), "up", "--only", "samd", "--http-port", str(busy_port), "--broker",
+                           f"{broker.host}:{broker.port}", "--device", device, "--data-dir", str(tmp_path / "data")],
+                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    ready_line = ""
+    try:
+        for line in up.stdout:  # ends at EOF if `up` exits
+            if "ready in" in line or "not ready" in line:
+                ready_line = line
+                break
+    finally:
+        os.killpg(up.pid, signal.SIGINT)
+        _out, err = up.communicate(timeout=30)
+    assert "all 1 services ready" in ready_line, err
+    assert up.returncode == 0, err
 
 
 def test_restart_delay_grows_and_is_capped():

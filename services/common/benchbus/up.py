@@ -257,18 +257,26 @@ def _report(states: dict[str, dict[str, Any]], segments: list[str], ctx: UpConte
     sys.stdout.flush()
 
 
+def listens_on(units: list[Unit], port: int) -> bool:
+    """Whether a unit was given the port (a plug-in passes the port it is to listen on in its argv or environment)."""
+    text = str(port)
+    return any(text in unit.argv or text in unit.env.values() for unit in units)
+
+
 def up(args: Namespace) -> int:
-    if port_in_use(args.http_port):
-        print(busy_port_message(args.http_port), file=sys.stderr)
-        return 1
     data_dir = Path(args.data_dir).resolve()
     log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
     started_at = time.monotonic()
-    broker, broker_process = _start_broker(args)
-    ctx = UpContext(broker=broker, device=args.device, data_dir=data_dir, http_port=args.http_port)
+    # The plug-ins only pick ports and folders; the broker is known before any unit starts.
+    ctx = UpContext(broker=BrokerSettings(), device=args.device, data_dir=data_dir, http_port=args.http_port)
     ctx.taken.add(args.http_port)
     units = discover(ctx, set(args.only.split(",")) if args.only else None)
+    if listens_on(units, args.http_port) and port_in_use(args.http_port):
+        print(busy_port_message(args.http_port), file=sys.stderr)
+        return 1
+    log_dir.mkdir(parents=True, exist_ok=True)
+    broker, broker_process = _start_broker(args)
+    ctx.broker = broker
     supervisor = Supervisor(ctx, units, log_dir)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
