@@ -170,8 +170,6 @@ def _checked_call(args: argparse.Namespace, client: BusClient, payload: Any) -> 
 # -- status, health, watch -------------------------------------------------------------------------------------------
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .up import state_table
-
     try:
         states = _states(args)
     except BusError as error:
@@ -182,7 +180,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"no service of device {args.target.device} has ever published its $state on "
               f"{args.target.broker}{others}", file=sys.stderr)
         return EXIT_ERROR_REPLY
-    print(state_table(mine, sorted(mine)))
+    print(stack.state_table(mine, sorted(mine)))
     print(f"\n{args.target.describe()}")
     return 0 if all(s.get("state") == "ready" for s in mine.values()) else EXIT_ERROR_REPLY
 

@@ -161,3 +161,14 @@ def choose(broker: str | None = None, device: str | None = None, cwd: Path | Non
     note = (f"benchbus: no running `benchbus up` found; using the broker at {DEFAULT_BROKER} "
             f"(choose with --broker HOST:PORT or BENCHBUS_BROKER_HOST/PORT)")
     return Target(DEFAULT_BROKER, _device(device, None), "default", note)
+
+
+def state_table(states: dict[str, dict[str, Any]], segments: list[str]) -> str:
+    """The `$state` of each service as a table (`benchbus status`, `benchbus up`)."""
+    rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
+    for segment in segments:
+        s = states.get(segment, {})
+        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")),
+                     s.get("since", "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)

@@ -24,6 +24,7 @@ from typing import Any
 from benchbus_schemas import topics
 
 from . import stack
+from .stack import state_table
 from .client import BusClient
 from .settings import BrokerSettings
 from .testing.broker import MosquittoProcess, free_port, wait_for_port
@@ -194,16 +195,6 @@ def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[s
 def unit_record(unit: Unit) -> dict[str, Any]:
     """What up.json says of a unit, so tests and tools find an emulator's port and control interface."""
     return {"name": unit.name, "segment": unit.segment, "port": unit.port, "url": unit.url, "control": unit.control}
-
-
-def state_table(states: dict[str, dict[str, Any]], segments: list[str]) -> str:
-    rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
-    for segment in segments:
-        s = states.get(segment, {})
-        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")),
-                     s.get("since", "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
 
 
 def port_in_use(port: int) -> bool:
