@@ -1,11 +1,15 @@
 """The documentation a newcomer reads: it stays inside the repository and names commands that exist."""
 from __future__ import annotations
 
+import json
 import re
+import shlex
 import tomllib
 from pathlib import Path
 
 import pytest
+
+from benchbus import catalogue
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(REPO.glob("services/*/README.md"))]
@@ -40,3 +44,22 @@ def test_links_stay_inside_the_repository_and_resolve(document):
 def test_commands_named_are_console_scripts(document):
     named = set(re.findall(r"`(benchbus-[a-z-]+)(?:[ `])", document.read_text()))
     assert named - console_scripts() - BROKER_USERS == set()
+
+
+def documented_calls() -> list[tuple[str, list[str]]]:
+    """Every `benchbus call ...` line of a shell example in the documents (lines built from shell variables aside)."""
+    calls = []
+    for document in DOCUMENTS:
+        for line in document.read_text().splitlines():
+            command = line.split("  #")[0].strip()
+            if command.startswith("benchbus call ") and "$" not in command:
+                calls.append((f"{document.name}: {command}", shlex.split(command)[2:]))
+    return calls
+
+
+@pytest.mark.parametrize("where, words", documented_calls(), ids=[c[0] for c in documented_calls()])
+def test_documented_calls_name_declared_commands_with_valid_payloads(where, words):
+    spec = catalogue.command(words[0], words[1])
+    assert spec is not None, f"{where}: {words[0]}/{words[1]} is not declared in bus-schemas"
+    payload = json.loads(words[2]) if len(words) > 2 and not words[2].startswith("-") else {}
+    spec.model.model_validate(payload)
