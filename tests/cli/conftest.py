@@ -28,12 +28,12 @@ def stacks_dir(tmp_path: Path) -> Path:
 def cli(broker, device, stacks_dir, tmp_path):
     """cli(*args, bus=True): run `benchbus ARGS` (with --broker and --device of the test unless bus=False)."""
     def run(*args: str, bus: bool = True, cwd: Path | None = None, env: dict[str, str] | None = None,
-            timeout: float = 30.0) -> subprocess.CompletedProcess:
+            timeout: float = 30.0, stdin: str | None = None) -> subprocess.CompletedProcess[str]:
         argv = [str(BENCHBUS), *args]
         if bus:
             argv += ["--broker", f"{broker.host}:{broker.port}", "--device", device]
         return subprocess.run(argv, capture_output=True, text=True, timeout=timeout, cwd=cwd or tmp_path,
-                              env=cli_environment(stacks_dir, env))
+                              env=cli_environment(stacks_dir, env), input=stdin)
     return run
 
 

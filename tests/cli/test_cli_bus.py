@@ -103,6 +103,13 @@ def test_call_prints_the_result_as_json(spawn, cli):
     assert json.loads(run.stdout) == {"text": "hi", "count": 3}
 
 
+def test_payload_from_stdin(spawn, cli):
+    spawn(DEMO, segment="demo")
+    run = cli("call", "demo", "echo", "-", stdin='{"text": "from stdin"}')
+    assert run.returncode == 0, run.stderr
+    assert json.loads(run.stdout) == {"text": "from stdin", "count": 1}
+
+
 def test_bad_json_payload_is_a_usage_error(cli):
     run = cli("call", "demo", "echo", "{text: hi}")
     assert run.returncode == 2

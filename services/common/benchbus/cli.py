@@ -130,8 +130,9 @@ def _unknown_service(args: argparse.Namespace,
 
 
 def cmd_call(args: argparse.Namespace) -> int:
+    text = sys.stdin.read() if args.payload == "-" else args.payload
     try:
-        payload = json.loads(args.payload) if args.payload else {}
+        payload = json.loads(text) if text else {}
     except ValueError as exc:
         _fail("call", "invalid_request", f"the payload is not valid JSON: {exc}")
         return EXIT_USAGE
@@ -318,7 +319,7 @@ def parser() -> argparse.ArgumentParser:
     p_call = sub.add_parser("call", help="send one request and print the reply")
     p_call.add_argument("service")
     p_call.add_argument("command")
-    p_call.add_argument("payload", nargs="?", default=None, help="JSON payload (default {})")
+    p_call.add_argument("payload", nargs="?", default=None, help="JSON payload (default {}; - reads it from stdin)")
     _bus_options(p_call, "seconds to wait for the reply (default: the command's own, from the contract; else 5)")
     p_call.set_defaults(func=cmd_call)
 
