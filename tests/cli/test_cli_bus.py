@@ -51,10 +51,22 @@ def test_snapshot_has_every_retained_message_when_it_returns(broker, device):
     assert {t: json.loads(p) for t, p in found.items()} == expected
 
 
-def test_status_names_the_device_when_nothing_is_there(broker, device, cli):
+def test_status_names_the_device_and_the_ones_that_are_there(broker, device, cli):
+    publish_retained(broker, {f"benchbus/{device}-other/demo/$state": {"state": "ready"}})
     run = cli("status")
     assert run.returncode == 1
     assert device in run.stderr and f"{broker.host}:{broker.port}" in run.stderr
+    assert "devices with services there:" in run.stderr and f"{device}-other" in run.stderr
+
+
+def test_unknown_service_on_an_empty_device_names_the_devices_that_are_there(broker, device, cli):
+    publish_retained(broker, {f"benchbus/{device}-other/demo/$state": {"state": "ready"}})
+    run = cli("call", "demo", "echo", '{"text": "x"}')
+    assert run.returncode == 3  # demo is declared, just not running on this device
+    run = cli("call", "mystery", "go")
+    assert run.returncode == 2
+    message = json.loads(run.stderr)["error"]["message"]
+    assert "Other devices on this broker:" in message and f"{device}-other" in message
 
 
 def test_unknown_service_is_named_with_the_known_ones(spawn, cli):

@@ -45,9 +45,12 @@ def _client(args: argparse.Namespace) -> BusClient:
     return client
 
 
-def _states(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
-    """{device: {service: $state}} of every device the broker retains a $state of (usually one)."""
-    retained = read_retained(_broker_settings(args), [f"{topics.ROOT}/+/+/$state"], timeout=args.connect_timeout)
+def _states(args: argparse.Namespace, every_device: bool = False) -> dict[str, dict[str, dict[str, Any]]]:
+    """{device: {service: $state}}: the target device's, or every device's the broker retains (a fleet's broker
+    may hold hundreds, so only when the target has none)."""
+    device = "+" if every_device else args.target.device
+    retained = read_retained(_broker_settings(args), [f"{topics.ROOT}/{device}/+/$state"],
+                             timeout=args.connect_timeout)
     found: dict[str, dict[str, dict[str, Any]]] = {}
     for topic_name, payload in retained.items():
         parsed = topics.parse(topic_name)
@@ -58,6 +61,14 @@ def _states(args: argparse.Namespace) -> dict[str, dict[str, dict[str, Any]]]:
         if parsed and isinstance(state, dict):
             found.setdefault(parsed[0], {})[parsed[1]] = state
     return found
+
+
+def _other_devices(args: argparse.Namespace) -> list[str]:
+    """The devices with services on this broker other than the target (a hint when the target has none)."""
+    try:
+        return sorted(d for d in _states(args, every_device=True) if d != args.target.device)
+    except BusError:
+        return []
 
 
 def pretty_json(value: Any, width: int = 100) -> str:
@@ -122,8 +133,8 @@ def _unknown_service(args: argparse.Namespace,
                                 f"never published its $state there)", "detail": {"running": sorted(running)}}
     guess = catalogue.close_matches(service, sorted(set(running) | set(catalogue.services())))
     hint = f" Did you mean {' or '.join(guess)}?" if guess else ""
-    others = sorted(d for d in states if d != device)
-    elsewhere = f" Other devices on this broker: {', '.join(others)}." if others and not running else ""
+    others = [] if running else _other_devices(args)
+    elsewhere = f" Other devices on this broker: {', '.join(others)}." if others else ""
     return EXIT_USAGE, {"code": "not_found", "message": f"no such service {service!r} on {where}.{hint} Running "
                         f"there: {', '.join(sorted(running)) or 'none'}.{elsewhere} Declared in the contract: "
                         f"{', '.join(catalogue.services())}.", "detail": None}
@@ -177,7 +188,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         return _no_answer("status", args, error)
     mine = states.get(args.target.device, {})
     if not mine:
-        others = f" (devices with services there: {', '.join(sorted(states))})" if states else ""
+        devices = _other_devices(args)
+        others = f" (devices with services there: {', '.join(devices)})" if devices else ""
         print(f"no service of device {args.target.device} has ever published its $state on "
               f"{args.target.broker}{others}", file=sys.stderr)
         return EXIT_ERROR_REPLY
