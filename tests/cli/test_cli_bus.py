@@ -28,10 +28,12 @@ def publish_retained(broker, messages: dict[str, dict]) -> None:
 def test_status_lists_every_service_from_retained_state(broker, device, cli):
     states = {f"svc{i:02d}": "ready" for i in range(30)} | {"svc07": "degraded", "svc21": "offline"}
     publish_retained(broker, {f"benchbus/{device}/{name}/$state": {"state": state, "version": "9.9", "pid": i}
+                              | ({"reason": "door open"} if state == "degraded" else {})
                               for i, (name, state) in enumerate(states.items())})
     run = cli("status")
     rows = {line.split()[0]: line.split()[1] for line in run.stdout.splitlines()[1:] if line.startswith("svc")}
     assert rows == states
+    assert next(line for line in run.stdout.splitlines() if line.startswith("svc07")).endswith("door open")
     assert run.returncode == 1  # not every one is ready
     assert f"broker {broker.host}:{broker.port}" in run.stdout
 

@@ -164,11 +164,12 @@ def choose(broker: str | None = None, device: str | None = None, cwd: Path | Non
 
 
 def state_table(states: dict[str, dict[str, Any]], segments: list[str]) -> str:
-    """The `$state` of each service as a table (`benchbus status`, `benchbus up`)."""
-    rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
+    """The `$state` of each service as a table (`benchbus status`, `benchbus up`); REASON says why one is degraded."""
+    header = ("SERVICE", "STATE", "VERSION", "PID", "SINCE", "REASON")
+    rows = [header]
     for segment in segments:
         s = states.get(segment, {})
-        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")),
-                     s.get("since", "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
+        rows.append((segment, str(s.get("state", "(no $state)")), str(s.get("version", "")), str(s.get("pid", "")),
+                     str(s.get("since", "")), str(s.get("reason") or "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip() for row in rows)
