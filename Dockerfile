@@ -15,5 +15,9 @@ RUN pip install --no-cache-dir -e bus-schemas -e services/common \
     && for project in services/*/pyproject.toml; do \
          dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
        done
-RUN useradd --system --create-home --home-dir /data benchbus && mkdir -p /data/gateway && chown -R benchbus /data
+# The data folders exist in the image, owned by the service user: Docker fills a new named volume from the image's
+# folder (contents and ownership), so the volumes mounted there start writable for the services, not root's.
+RUN useradd --system --user-group --create-home --home-dir /data benchbus \
+    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/update /data/update/slots /data/update/state \
+    && chown -R benchbus:benchbus /data
 USER benchbus

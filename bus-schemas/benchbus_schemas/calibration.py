@@ -373,7 +373,7 @@ command(SERVICE, "set_active", SetActiveRequest, ActiveCalibrations, "setactivec
 command(SERVICE, "get_active", Empty, ActiveCalibrations, "getactivecal: every calibration with an active fit.")
 command(SERVICE, "delete", ByName, Written, "Delete a calibration by name; not_found when there is none.")
 command(SERVICE, "fit", FitRequest, FitResult, "Fit a calibration's raw data to its measured data per vial "
-        "(sigmoid, 3d, linear, constant) and store the result as a fit.")
+        "(sigmoid, 3d, linear, constant) and store the result as a fit.", timeout_s=30)
 command(SERVICE, "history", HistoryRequest, History, "The kept versions of a store's file, newest first.")
 command(SERVICE, "restore", RestoreRequest, Restored, "Make a kept version current again (as a new version).")
 command(SERVICE, "robot_list", RobotListRequest, RobotRecords, "Robot calibration records, optionally of one kind.")

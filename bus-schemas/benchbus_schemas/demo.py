@@ -40,7 +40,8 @@ class Ticked(Payload):
 
 command(SERVICE, "echo", EchoRequest, EchoResult, "Echo the text back, with the count.")
 command(SERVICE, "fail", FailRequest, Empty, "Raise inside the handler (tests the `internal` reply).")
-command(SERVICE, "sleep", SleepRequest, Empty, "Sleep, then reply (tests in-flight requests at shutdown).")
+command(SERVICE, "sleep", SleepRequest, Empty, "Sleep, then reply (tests in-flight requests at shutdown).",
+        timeout_s=35)
 command(SERVICE, "increment", Empty, Counter, "Add one to the retained counter.")
 state(SERVICE, "counter", Counter, "The counter, retained.")
 event(SERVICE, "ticked", Ticked, "The counter moved.")

@@ -93,6 +93,8 @@ def _asyncapi() -> str:
         }
         if spec.kind == "state":
             op["bindings"] = {"mqtt": {"retain": True, "qos": 1}}
+        if spec.timeout_s is not None:
+            op["x-benchbus-timeout-s"] = spec.timeout_s  # how long a caller waits for the reply by default
         if spec.result is not None:
             result_name = f"{cid}.result"
             messages[result_name] = {"name": result_name, "payload": _component(schemas, result_name, spec.result)}

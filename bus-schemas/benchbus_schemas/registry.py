@@ -5,6 +5,7 @@ the generator turns it into JSON Schema files and one AsyncAPI document.
 """
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
 from dataclasses import dataclass
@@ -23,6 +24,9 @@ class TopicSpec:
     model: type[BaseModel]
     description: str
     result: type[BaseModel] | None = None  # only for commands
+    # Only for commands: how long a caller should wait for the reply by default (the CLI's --timeout); None means
+    # the caller's own default (a few seconds). Long ones say so here, so a home that takes a minute is no error.
+    timeout_s: float | None = None
 
     @property
     def key(self) -> tuple[str, str, str]:
@@ -40,8 +44,11 @@ def _declare(spec: TopicSpec) -> TopicSpec:
     return spec
 
 
-def command(service: str, name: str, request: type[BaseModel], result: type[BaseModel], description: str) -> TopicSpec:
-    return _declare(TopicSpec(service, "cmd", name, request, description, result))
+def command(service: str, name: str, request: type[BaseModel], result: type[BaseModel], description: str,
+            timeout_s: float | None = None) -> TopicSpec:
+    if timeout_s is not None and timeout_s <= 0:
+        raise ValueError(f"{service}/cmd/{name}: timeout_s must be positive")
+    return _declare(TopicSpec(service, "cmd", name, request, description, result, timeout_s))
 
 
 def state(service: str, name: str, model: type[BaseModel], description: str) -> TopicSpec:
@@ -66,7 +73,13 @@ def lookup(service: str, kind: str, name: str) -> TopicSpec:
 
 
 def specs(service: str | None = None) -> list[TopicSpec]:
-    load_all()
+    """Every declared topic, or one service's. For one service only its own module is imported when that declares
+    it (the command line stays quick); otherwise every module is."""
+    if service is not None:
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"{__package__}.{service}")
+    if service is None or not any(s.service == service for s in _REGISTRY.values()):
+        load_all()
     chosen = [s for s in _REGISTRY.values() if service is None or s.service == service]
     return sorted(chosen, key=lambda s: s.key)
 

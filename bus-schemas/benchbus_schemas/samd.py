@@ -142,6 +142,7 @@ class TransactError(Payload):
 command(SERVICE, "transact", TransactRequest, TransactResult,
         "One serial transaction: send the frame, validate the reply completely, then send the `a` (apply). "
         "Errors: invalid_request (values that do not fit, before any byte is written), hardware_error with "
-        "detail.kind (see event/error), unavailable (the port is gone; it is reopened with backoff).")
+        "detail.kind (see event/error), unavailable (the port is gone; it is reopened with backoff).",
+        timeout_s=30)
 state(SERVICE, "bus", BusState, "The serial line: port, connected, counters per param and error kind, last error.")
 event(SERVICE, "error", TransactError, "Every failed attempt of a transaction, with the bytes received.")

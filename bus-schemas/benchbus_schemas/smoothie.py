@@ -243,10 +243,12 @@ class HaltedEvent(Strict):
 
 
 command(SERVICE, "home", HomeRequest, SmoothiePosition, "Home the axes (ZABC, then X with Y backed off, then Y); the "
-        "position after homing. Clears the alarm state when every axis is homed. Needs the lease if one is held.")
-command(SERVICE, "move", MoveRequest, SmoothiePosition, "Move to absolute targets (refused with invalid_request when outside "
-        "an axis's travel, before anything is sent); the position after the move.")
-command(SERVICE, "move_relative", MoveRelativeRequest, SmoothiePosition, "Move by distances from the current position.")
+        "position after homing. Clears the alarm state when every axis is homed. Needs the lease if one is held.",
+        timeout_s=60)
+command(SERVICE, "move", MoveRequest, SmoothiePosition, "Move to absolute targets (refused with invalid_request when "
+        "outside an axis's travel, before anything is sent); the position after the move.", timeout_s=60)
+command(SERVICE, "move_relative", MoveRelativeRequest, SmoothiePosition, "Move by distances from the current position.",
+        timeout_s=60)
 command(SERVICE, "position", Empty, SmoothiePosition, "The position (the cache, refreshed after every motion).")
 command(SERVICE, "switches", Empty, Switches, "The endstop switches and probe input, read from the board (M119).")
 command(SERVICE, "homed", Empty, SmoothieAxisFlags, "The homed flags, read from the board (G28.6).")
@@ -254,16 +256,17 @@ command(SERVICE, "engaged", Empty, SmoothieAxisFlags, "Which motors are energise
 command(SERVICE, "set_current", SetCurrentRequest, Currents, "Set active and/or dwelling currents per axis.")
 command(SERVICE, "set_max_speed", SetMaxSpeedRequest, MaxSpeeds, "Set per-axis max speeds (M203.1).")
 command(SERVICE, "disengage", DisengageRequest, SmoothieAxisFlags, "De-energise motors (M18); the engaged flags after.")
-command(SERVICE, "dwell", DwellRequest, Empty, "Pause the board's motion queue (G4).")
-command(SERVICE, "probe", ProbeRequest, ProbeResult, "Probe toward a switch (G38.2); a miss is an alarm.")
+command(SERVICE, "dwell", DwellRequest, Empty, "Pause the board's motion queue (G4).", timeout_s=310)
+command(SERVICE, "probe", ProbeRequest, ProbeResult, "Probe toward a switch (G38.2); a miss is an alarm.",
+        timeout_s=60)
 command(SERVICE, "read_pipette", ReadPipetteRequest, Pipettes, "Read id and model of the pipettes (M369/M371).")
 command(SERVICE, "halt", Empty, Halted, "Stop at once through the halt line (gpio), then clear and re-setup the "
-        "board; motion is refused (alarm) until homed. Any client may halt.")
+        "board; motion is refused (alarm) until homed. Any client may halt.", timeout_s=30)
 command(SERVICE, "pause", Empty, PauseInfo, "Block every motion command (the running one finishes) until resume.")
 command(SERVICE, "resume", Empty, PauseInfo, "Lift a pause; refused with conflict while the door is open.")
 command(SERVICE, "configure_pipette", ConfigurePipetteRequest, MountConfig, "Configure a mount for its pipette: "
         "plunger steps/mm (M92), mount homing position (M365.0), plunger max travel (M365.1); narrows the travel the "
-        "bridge allows for those axes. Needs the lease if one is held; home the mount afterwards.")
+        "bridge allows for those axes. Needs the lease if one is held; home the mount afterwards.", timeout_s=15)
 command(SERVICE, "gcode", GcodeRequest, GcodeResult, "Raw G-code, admin clients only; `?` and Ctrl-X are refused.")
 command(SERVICE, "acquire_motion", AcquireMotionRequest, Lease, "Take or renew the motion lease (conflict when "
         "another client holds it).")

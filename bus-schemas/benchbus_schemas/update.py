@@ -167,8 +167,9 @@ command(SERVICE, "begin", BeginRequest, TokenResult, "Open the one update sessio
 command(SERVICE, "cancel", Empty, MessageResult, "Drop the update session and its files.")
 command(SERVICE, "status", TokenRequest, SessionState, "The session's state; `not_found` for an unknown token.")
 command(SERVICE, "load_file", LoadFileRequest, SessionState,
-        "Use a bundle already on the device as the session's file (uploads go over HTTP).")
-command(SERVICE, "commit", TokenRequest, SessionState, "Flip the boot slot to the written one and arm a trial boot.")
+        "Use a bundle already on the device as the session's file (uploads go over HTTP).", timeout_s=300)
+command(SERVICE, "commit", TokenRequest, SessionState, "Flip the boot slot to the written one and arm a trial boot.",
+        timeout_s=120)
 command(SERVICE, "restart", Empty, MessageResult, "Reboot the device (after any commit in progress).")
 state(SERVICE, "session", SessionState, "The update session: stage, progress, message.")
 event(SERVICE, "progress", Progress, "A step of the update session (stage changes and progress).")

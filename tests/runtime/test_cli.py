@@ -23,8 +23,9 @@ def test_call_error_reply_exits_non_zero(spawn, broker, device):
     assert json.loads(run.stderr)["error"]["code"] == "invalid_request"
 
 
-def test_call_timeout_exits_non_zero(broker, device):
-    run = run_cli(broker, device, "call", "nobody", "home", "{}", "--timeout", "0.5")
+def test_call_timeout_exits_non_zero(spawn, broker, device):
+    spawn(["python", "-m", "benchbus.demo"], segment="demo")
+    run = run_cli(broker, device, "call", "demo", "sleep", '{"seconds": 3}', "--timeout", "0.5")
     assert run.returncode == 3
     assert json.loads(run.stderr)["error"]["code"] == "timeout"
 

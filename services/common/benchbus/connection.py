@@ -61,6 +61,7 @@ class Connection:
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
+        self._started = False
         self._client = self._make_client(will)
 
     def _make_client(self, will: tuple[str, bytes] | None) -> mqtt.Client:
@@ -82,6 +83,11 @@ class Connection:
     # -- lifecycle -------------------------------------------------------------------------------------------------
 
     def start(self) -> None:
+        """Connect in the background. Idempotent: a second connect_async on a running client would drop the
+        session and reconnect (the CLI lost ~5 s per command that way, waiting for a SUBACK that never came)."""
+        if self._started:
+            return
+        self._started = True
         self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s, clean_start=True)
         self._client.loop_start()
 
@@ -97,6 +103,7 @@ class Connection:
             if info != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("disconnect returned %s", info)
         self._client.loop_stop()
+        self._started = False
         self.connected.clear()
         self.subscribed.clear()
 

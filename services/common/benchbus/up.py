@@ -6,24 +6,35 @@ with a `port`) start first; then the services, all at once; `up` waits until eve
 """
 from __future__ import annotations
 
+import errno
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from argparse import Namespace
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from benchbus_schemas import topics
 
+from . import stack
+from .stack import state_table
 from .client import BusClient
 from .settings import BrokerSettings
 from .testing.broker import MosquittoProcess, free_port, wait_for_port
 
-STATE_FILE = "up.json"
+STATE_FILE = stack.STATE_FILE
+# A unit that dies is started again after 1 s, then 2, 4, ... up to 60 s while it keeps dying; one that ran for
+# STABLE_S before dying starts the count again (systemd's Restart= with a start limit does the same on the Pi).
+RESTART_FIRST_S = 1.0
+RESTART_MAX_S = 60.0
+STABLE_S = 30.0
 
 
 @dataclass
@@ -67,17 +78,31 @@ def discover(ctx: UpContext, only: set[str] | None = None) -> list[Unit]:
     return units
 
 
+def restart_delay(failures: int) -> float:
+    """Seconds before restarting a unit that died `failures` times in a row (1, 2, 4, ... capped at 60)."""
+    return min(RESTART_MAX_S, RESTART_FIRST_S * 2.0 ** max(0, failures - 1))
+
+
+@dataclass
+class _Restarts:
+    started_at: float = 0.0
+    failures: int = 0
+    due_at: float | None = None  # when the dead unit is started again
+
+
 class Supervisor:
-    """Starts units, restarts one that dies (as systemd or compose would), stops them all in reverse order."""
+    """Starts units, restarts one that dies with a growing back-off (as systemd or compose would), stops them all in
+    reverse order."""
 
     def __init__(self, ctx: UpContext, units: list[Unit], log_dir: Path):
         self.ctx = ctx
         self.units = units
         self.log_dir = log_dir
-        self.processes: dict[str, subprocess.Popen] = {}
+        self.processes: dict[str, subprocess.Popen[bytes]] = {}
+        self.restarts: dict[str, _Restarts] = {u.name: _Restarts() for u in units}
         self.stopping = False
 
-    def _env(self, unit: Unit) -> dict:
+    def _env(self, unit: Unit) -> dict[str, str]:
         env = dict(os.environ)
         env.update({
             "BENCHBUS_DEVICE": self.ctx.device,
@@ -89,10 +114,10 @@ class Supervisor:
         return env
 
     def launch(self, unit: Unit) -> None:
-        log = open(self.log_dir / f"{unit.name}.log", "ab")
-        self.processes[unit.name] = subprocess.Popen(unit.argv, env=self._env(unit), stdout=log, stderr=subprocess.STDOUT,
-                                                     start_new_session=True)
-        log.close()
+        with open(self.log_dir / f"{unit.name}.log", "ab") as log:  # the child keeps its own copy of the descriptor
+            self.processes[unit.name] = subprocess.Popen(unit.argv, env=self._env(unit), stdout=log,
+                                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self.restarts[unit.name].started_at = time.monotonic()
 
     def start_all(self, timeout: float) -> None:
         for unit in self.units:
@@ -105,16 +130,29 @@ class Supervisor:
             if unit.port is None:
                 self.launch(unit)
 
-    def watch_children(self) -> None:
+    def check_children(self) -> None:
+        """One round: note units that died (and when to restart them), restart those whose time has come."""
+        now = time.monotonic()
+        for unit in self.units:
+            process, restarts = self.processes.get(unit.name), self.restarts[unit.name]
+            if process is None or self.stopping:
+                continue
+            if restarts.due_at is None and process.poll() is not None:
+                ran_s = now - restarts.started_at
+                restarts.failures = 1 if ran_s >= STABLE_S else restarts.failures + 1
+                delay = restart_delay(restarts.failures)
+                restarts.due_at = now + delay
+                log = self.log_dir / f"{unit.name}.log"
+                print(f"benchbus up: {unit.name} exited with {process.returncode}; restarting it in {delay:.0f} s "
+                      f"(it ran {ran_s:.1f} s; log: {log})", file=sys.stderr, flush=True)
+            elif restarts.due_at is not None and now >= restarts.due_at:
+                restarts.due_at = None
+                self.launch(unit)
+
+    def watch_children(self, interval_s: float = 0.2) -> None:
         while not self.stopping:
-            for unit in self.units:
-                process = self.processes.get(unit.name)
-                if process is not None and process.poll() is not None and not self.stopping:
-                    print(f"benchbus up: {unit.name} exited with {process.returncode}; restarting it "
-                          f"(log: {self.log_dir / (unit.name + '.log')})", file=sys.stderr)
-                    time.sleep(0.5)
-                    self.launch(unit)
-            time.sleep(0.5)
+            self.check_children()
+            time.sleep(interval_s)
 
     def stop_all(self, timeout: float = 10.0) -> None:
         self.stopping = True
@@ -135,11 +173,11 @@ class Supervisor:
                 process.wait()
 
 
-def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[str, dict]:
-    states: dict[str, dict] = {}
+def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[str, dict[str, Any]]:
+    states: dict[str, dict[str, Any]] = {}
     everyone_ready = threading.Event()
 
-    def seen(topic_name: str, data, _message) -> None:
+    def seen(topic_name: str, data: Any, _message: Any) -> None:
         parsed = topics.parse(topic_name)
         if parsed and isinstance(data, dict):
             states[parsed[1]] = data
@@ -154,36 +192,82 @@ def wait_ready(client: BusClient, segments: list[str], timeout: float) -> dict[s
     return states
 
 
-def unit_record(unit: Unit) -> dict:
+def unit_record(unit: Unit) -> dict[str, Any]:
     """What up.json says of a unit, so tests and tools find an emulator's port and control interface."""
     return {"name": unit.name, "segment": unit.segment, "port": unit.port, "url": unit.url, "control": unit.control}
 
 
-def state_table(states: dict[str, dict], segments: list[str]) -> str:
-    rows = [("SERVICE", "STATE", "VERSION", "PID", "SINCE")]
-    for segment in segments:
-        s = states.get(segment, {})
-        rows.append((segment, s.get("state", "(no $state)"), s.get("version", ""), str(s.get("pid", "")), s.get("since", "")))
-    widths = [max(len(r[i]) for r in rows) for i in range(5)]
-    return "\n".join("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip() for row in rows)
+def port_in_use(port: int) -> bool:
+    """True when a listener holds the TCP port on any address (TIME_WAIT leftovers do not count)."""
+    with socket.socket() as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(("", port))
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
-def up(args) -> int:
-    data_dir = Path(args.data_dir).resolve()
-    log_dir = data_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    started_at = time.monotonic()
-    broker_process = None
+def busy_port_message(port: int) -> str:
+    holder = next((s for s in stack.running_stacks() if s.get("http_port") == port), None)
+    who = f"by the `benchbus up` in {holder.get('data_dir')} (pid {holder.get('pid')})" if holder else \
+        "by another program"
+    return (f"benchbus up: port {port} (the gateway's --http-port) is already in use {who}. Stop it, or choose "
+            f"another port: benchbus up --http-port PORT")
+
+
+def _record(ctx: UpContext, units: list[Unit]) -> dict[str, Any]:
+    """up.json: where the stack is (the CLI finds it from any folder through the per-user copy)."""
+    return {"broker": f"{ctx.broker.host}:{ctx.broker.port}", "device": ctx.device, "pid": os.getpid(),
+            "http_port": ctx.http_port, "data_dir": str(ctx.data_dir), "units": [unit_record(u) for u in units]}
+
+
+def _start_broker(args: Namespace) -> tuple[BrokerSettings, MosquittoProcess | None]:
     if args.broker:
         host, _, port = args.broker.partition(":")
-        broker = BrokerSettings(host=host, port=int(port or 1883))
+        return BrokerSettings(host=host, port=int(port or 1883)), None
+    broker_process = MosquittoProcess()
+    broker_process.start()
+    return broker_process.settings(), broker_process
+
+
+def _report(states: dict[str, dict[str, Any]], segments: list[str], ctx: UpContext, units: list[Unit], log_dir: Path,
+            elapsed: float, timeout: float) -> None:
+    not_ready = [s for s in segments if states.get(s, {}).get("state") != "ready"]
+    print(state_table(states, segments))
+    print(f"\nbroker      mqtt://{ctx.broker.host}:{ctx.broker.port}   device {ctx.device}")
+    for unit in units:
+        if unit.url:
+            print(f"{unit.name:<11} {unit.url}")
+    print(f"logs        {log_dir}")
+    if not_ready:
+        print(f"\nnot ready after {timeout:.0f} s: {', '.join(not_ready)} (see their logs)", file=sys.stderr)
     else:
-        broker_process = MosquittoProcess()
-        broker_process.start()
-        broker = broker_process.settings()
-    ctx = UpContext(broker=broker, device=args.device, data_dir=data_dir, http_port=args.http_port)
+        print(f"\nall {len(segments)} services ready in {elapsed:.2f} s. Ctrl-C stops everything. "
+              f"`benchbus status` (from any folder) shows them.")
+    sys.stdout.flush()
+
+
+def listens_on(units: list[Unit], port: int) -> bool:
+    """Whether a unit was given the port (a plug-in passes the port it is to listen on in its argv or environment)."""
+    text = str(port)
+    return any(text in unit.argv or text in unit.env.values() for unit in units)
+
+
+def up(args: Namespace) -> int:
+    data_dir = Path(args.data_dir).resolve()
+    log_dir = data_dir / "logs"
+    started_at = time.monotonic()
+    # The plug-ins only pick ports and folders; the broker is known before any unit starts.
+    ctx = UpContext(broker=BrokerSettings(), device=args.device, data_dir=data_dir, http_port=args.http_port)
     ctx.taken.add(args.http_port)
     units = discover(ctx, set(args.only.split(",")) if args.only else None)
+    if listens_on(units, args.http_port) and port_in_use(args.http_port):
+        print(busy_port_message(args.http_port), file=sys.stderr)
+        return 1
+    log_dir.mkdir(parents=True, exist_ok=True)
+    broker, broker_process = _start_broker(args)
+    ctx.broker = broker
     supervisor = Supervisor(ctx, units, log_dir)
     stop = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -194,22 +278,10 @@ def up(args) -> int:
         supervisor.start_all(args.timeout)
         with BusClient(ctx.device, broker, name=f"up-{os.getpid()}") as client:
             states = wait_ready(client, segments, args.timeout)
-        elapsed = time.monotonic() - started_at
-        not_ready = [s for s in segments if states.get(s, {}).get("state") != "ready"]
-        (data_dir / STATE_FILE).write_text(json.dumps({"broker": f"{broker.host}:{broker.port}", "device": ctx.device,
-                                                       "pid": os.getpid(), "http_port": ctx.http_port,
-                                                       "units": [unit_record(u) for u in units]}))
-        print(state_table(states, segments))
-        print(f"\nbroker      mqtt://{broker.host}:{broker.port}   device {ctx.device}")
-        for unit in units:
-            if unit.url:
-                print(f"{unit.name:<11} {unit.url}")
-        print(f"logs        {log_dir}")
-        if not_ready:
-            print(f"\nnot ready after {args.timeout:.0f} s: {', '.join(not_ready)} (see their logs)", file=sys.stderr)
-        else:
-            print(f"\nall {len(segments)} services ready in {elapsed:.2f} s. Ctrl-C stops everything.")
-        sys.stdout.flush()
+        record = _record(ctx, units)
+        (data_dir / STATE_FILE).write_text(json.dumps(record))
+        stack.register(record)
+        _report(states, segments, ctx, units, log_dir, time.monotonic() - started_at, args.timeout)
         threading.Thread(target=supervisor.watch_children, daemon=True).start()
         stop.wait()
     except Exception as exc:
@@ -217,6 +289,7 @@ def up(args) -> int:
         code = 1
     finally:
         print("stopping...", file=sys.stderr)
+        stack.unregister(os.getpid())
         supervisor.stop_all()
         if broker_process is not None:
             broker_process.close()
