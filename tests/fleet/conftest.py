@@ -1,0 +1,7 @@
+"""The lab tests' hosts: network namespaces built and removed by the `lab` fixture (tests/fleet/netlab.py)."""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))  # netlab.py beside the tests (pytest runs with --import-mode=importlib)
