@@ -5,6 +5,7 @@ written to CYCLE_FILE after the publish is handed to the client, so the test kno
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import time
@@ -22,6 +23,7 @@ def main() -> int:
     parser.add_argument("--period", type=float, default=0.25)
     parser.add_argument("--cycle-file", type=Path, required=True)
     args = parser.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ServiceSettings(device=args.device, broker=BrokerSettings(
         host="127.0.0.1", port=1883, username="benchbus-scheduler", password=args.password))
     service = Service("scheduler", settings)
@@ -31,7 +33,7 @@ def main() -> int:
     def pause(_request, ctx: RequestContext) -> PauseResult:
         nonlocal paused
         paused = True
-        print(f"pause by {ctx.principal}", flush=True)
+        print(f"pause by {ctx.principal}, reply to {ctx.response_topic}", flush=True)
         return PauseResult(paused=True)
 
     @service.handles("resume")

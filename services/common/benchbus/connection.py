@@ -10,6 +10,7 @@ Requests are never queued: a stale motion command must not reach a robot after i
 from __future__ import annotations
 
 import logging
+import queue
 import socket
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Callable, Literal
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchbus_schemas import topics
@@ -58,6 +60,7 @@ class Connection:
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
         self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
+        self._pubacks: queue.SimpleQueue[tuple[int, ReasonCode] | None] = queue.SimpleQueue()
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -88,6 +91,7 @@ class Connection:
         if self._started:
             return
         self._started = True
+        threading.Thread(target=self._judge_pubacks, name=f"{self.client_id}-puback", daemon=True).start()
         self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s, clean_start=True)
         self._client.loop_start()
 
@@ -103,6 +107,7 @@ class Connection:
             if info != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("disconnect returned %s", info)
         self._client.loop_stop()
+        self._pubacks.put(None)  # ends the PUBACK thread once it has judged what came before
         self._started = False
         self.connected.clear()
         self.subscribed.clear()
@@ -230,10 +235,18 @@ class Connection:
             waiter.set()
 
     def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
-        with self._lock:
-            callback = self._refusal_callbacks.pop(mid, None)
-        if callback is not None and reason_code.is_failure:
-            callback(str(reason_code))
+        # paho calls this holding its outgoing-message lock, which publish() takes while holding ours: taking ours
+        # here deadlocked a service that published from two threads (a reply and its broadcast loop; found by the
+        # lab tests). The PUBACK is judged on a thread of its own, which also waits for publish() to register.
+        self._pubacks.put((mid, reason_code))
+
+    def _judge_pubacks(self) -> None:
+        while (item := self._pubacks.get()) is not None:
+            mid, reason_code = item
+            with self._lock:
+                callback = self._refusal_callbacks.pop(mid, None)
+            if callback is not None and reason_code.is_failure:
+                callback(str(reason_code))
 
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
