@@ -68,7 +68,7 @@ class LocalBroker(BaseModel):
     username: str | None = roles.FLEET_USERNAME  # None: the anonymous development broker
     password: str | None = None
     credentials_file: Path | None = Field(
-        Path("/etc/benchbus/credentials/fleet.env"),
+        Path("/var/lib/benchbus/credentials/fleet.env"),
         description="BENCHBUS_BROKER_PASSWORD=... written at first boot (used when password is not set)")
 
     def resolved_password(self) -> str | None:
