@@ -57,7 +57,10 @@ class Connection:
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
+        # PUBACK reason codes of requests. No lock: paho calls on_publish holding its own message mutex, which
+        # publish() needs too, so taking ours there would deadlock; dict operations are atomic under the GIL.
         self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
+        self._early_refusals: dict[int, str] = {}  # refused before publish() could register its callback
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -178,9 +181,17 @@ class Connection:
                 self._keep_for_later(message, kind)
                 return False
             mid = self._send(message)
-            if on_refused is not None and qos > 0:
-                self._refusal_callbacks[mid] = on_refused  # under the lock: the PUBACK handler waits for it
-            return True
+        if on_refused is not None and qos > 0:
+            self._watch_refusal(mid, on_refused)
+        return True
+
+    def _watch_refusal(self, mid: int, on_refused: Callable[[str], None]) -> None:
+        if len(self._refusal_callbacks) > 10000:  # PUBACKs lost with a connection; a stale entry is harmless
+            self._refusal_callbacks.clear()
+        self._refusal_callbacks[mid] = on_refused
+        reason = self._early_refusals.pop(mid, None)
+        if reason is not None and self._refusal_callbacks.pop(mid, None) is not None:
+            on_refused(reason)
 
     def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
         if kind == "event":
@@ -230,15 +241,18 @@ class Connection:
             waiter.set()
 
     def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
-        with self._lock:
-            callback = self._refusal_callbacks.pop(mid, None)
-        if callback is not None and reason_code.is_failure:
+        callback = self._refusal_callbacks.pop(mid, None)
+        if not reason_code.is_failure:
+            return
+        if callback is not None:
             callback(str(reason_code))
+        elif len(self._early_refusals) < 1000:
+            self._early_refusals[mid] = str(reason_code)
 
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
-        with self._lock:
-            self._refusal_callbacks.clear()  # those PUBACKs will never come
+        self._refusal_callbacks.clear()  # those PUBACKs will never come
+        self._early_refusals.clear()
         self.subscribed.clear()
         self.connected.clear()
         if was_connected and not self._closing:
