@@ -158,15 +158,15 @@ def test_lease_conflicts_between_two_clients(bus, homed, client_named):
     assert lease["holder"] == "dev/alice"  # the principal (the development broker's `dev`), then the session
     with pytest.raises(BusError) as err:
         bob.call("smoothie", "move", {"target": {"X": 10}})
-    assert err.value.code == "conflict" and err.value.detail["holder"] == "alice" and "alice" in err.value.message
+    assert err.value.code == "conflict" and err.value.detail["holder"] == "dev/alice" and "alice" in err.value.message
     with pytest.raises(BusError) as err:
         bob.call("smoothie", "acquire_motion", {})
-    assert err.value.detail["holder"] == "alice"
+    assert err.value.detail["holder"] == "dev/alice"
     assert bob.call("smoothie", "position")["X"] == 418  # reads never need the lease
     assert bob.call("smoothie", "switches")["probe"] is False
     assert alice.call("smoothie", "move", {"target": {"X": 10}})["X"] == 10
     assert alice.call("smoothie", "acquire_motion", {"ttl_s": 1})["lease_id"] == lease["lease_id"]  # renewal
-    assert wait_state(bus, "lease", lambda d: d["holder"] == "alice")["lease_id"] == lease["lease_id"]
+    assert wait_state(bus, "lease", lambda d: d["holder"] == "dev/alice")["lease_id"] == lease["lease_id"]
     alice.call("smoothie", "release_motion", {})
     assert bob.call("smoothie", "move", {"target": {"X": 20}})["X"] == 20
     bob.call("smoothie", "acquire_motion", {"ttl_s": 1})
