@@ -173,8 +173,8 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
         api.http_url = http.url
         svc.set_state("http", HttpState(url=http.url))
         ingest.start()
-        if not ingest.connected.wait(10.0):
-            svc.log.warning("the ingest session is not connected yet; it keeps trying")
+        if not ingest.subscribed.wait(10.0):  # ready means recording: the persistent session exists
+            svc.log.warning("the ingest session is not subscribed yet; it keeps trying")
         log.info("recording to %s (schema %s); HTTP on %s", store.describe(), store.revision(), http.url)
 
     return svc, setup
