@@ -62,10 +62,11 @@ def broadcast_topic(device: str) -> str:
     return f"benchbus/{device}/scheduler/event/broadcast"
 
 
-def run_rows(device: str, start: float, count: int, interval: float, vials: int = VIALS) -> Rows:
-    """`count` broadcasts as the recorder's own ingest turns them into rows (the same parsing, the same path)."""
+def run_rows(device: str, start: float, count: int, interval: float, vials: int = VIALS, first: int = 0) -> Rows:
+    """Broadcasts `first` .. `first + count - 1` of a run that began at `start`, as the recorder's own ingest turns
+    them into rows (the same parsing, the same path)."""
     rows = Rows()
-    for cycle in range(count):
+    for cycle in range(first, first + count):
         payload = json.dumps(broadcast(start + cycle * interval, cycle, vials)).encode()
         add_message(rows, broadcast_topic(device), payload, False, set(), set())
     return rows
@@ -73,7 +74,7 @@ def run_rows(device: str, start: float, count: int, interval: float, vials: int 
 
 def write_run(store: Store, device: str, start: float, count: int, interval: float, per_batch: int = 500) -> None:
     for first in range(0, count, per_batch):
-        store.write(run_rows(device, start + first * interval, min(per_batch, count - first), interval))
+        store.write(run_rows(device, start, min(per_batch, count - first), interval, first=first))
 
 
 class Publisher:
