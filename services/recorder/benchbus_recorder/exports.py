@@ -62,9 +62,8 @@ class Export:
         writer = csv.writer(buffer, lineterminator="\n")
         writer.writerow(TIDY_HEADER)
         for series in self.series:
-            for rows in self.store.stream_series(series.id, self.start, self.end):
-                writer.writerows((when, self.device, series.param, series.vial, raw, cal, fit)
-                                 for when, raw, cal, fit in rows)
+            for rows in self.store.stream_series(series, self.start, self.end, labelled=True):
+                writer.writerows(rows)
                 self.rows += len(rows)
                 if buffer.tell() >= CHUNK_BYTES:
                     yield _take(buffer)
@@ -134,7 +133,7 @@ class Export:
             for path, series, kind in self._dpu_files():
                 with archive.open(path, "w", force_zip64=True) as member:
                     member.write(f"Experiment: {self.device} vial {series.vial}, {stamp}\n".encode())
-                    for rows in self.store.stream_series(series.id, self.start, self.end):
+                    for rows in self.store.stream_series(series, self.start, self.end):
                         lines = [f"{(row[0] - self.start) / 3600.0:.6f},{row[kind - 1]!r}\n"
                                  for row in rows if row[kind - 1] is not None]
                         member.write("".join(lines).encode())

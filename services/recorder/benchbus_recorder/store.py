@@ -519,19 +519,34 @@ class Store:
 
     # -- streaming reads (exports) ---------------------------------------------------------------------------------
 
-    def stream_series(self, series_id: int, start: float, end: float, chunk: int = 20000) -> Iterator[list[tuple]]:
-        """(time, raw, calibrated, fit name) of one series in time order, `chunk` rows at a time."""
+    def stream_series(self, series: SeriesKey, start: float, end: float, chunk: int = 20000,
+                      labelled: bool = False) -> Iterator[Sequence[tuple]]:
+        """The readings of one series in time order, `chunk` rows at a time, as plain tuples straight from the
+        driver: (time, raw, calibrated, fit), or with `labelled` the tidy CSV row (time, device, param, vial, raw,
+        calibrated, fit) so a csv writer takes the batch as it is."""
         r = t.readings.c
-        query = (sa.select(r.time, r.raw, r.calibrated, t.fits.c.name)
+        labels = [sa.literal(series.device), sa.literal(series.param), sa.literal(series.vial)] if labelled else []
+        query = (sa.select(r.time, *labels, r.raw, r.calibrated, t.fits.c.name)
                  .select_from(t.readings.outerjoin(t.fits, t.fits.c.id == r.fit_id))
-                 .where(r.series_id == series_id, r.time >= start, r.time < end).order_by(r.time))
-        with self.engine.connect().execution_options(stream_results=True, yield_per=chunk) as connection:
-            result = connection.execute(query)
-            while True:
-                rows = result.fetchmany(chunk)
-                if not rows:
-                    return
-                yield rows
+                 .where(r.series_id == series.id, r.time >= start, r.time < end).order_by(r.time))
+        compiled = query.compile(dialect=self.engine.dialect, compile_kwargs={"render_postcompile": True})
+        params = compiled.construct_params()
+        ordered = tuple(params[name] for name in compiled.positiontup) if compiled.positiontup else params
+        with self.engine.connect() as connection:
+            raw_connection = connection.connection.dbapi_connection
+            cursor = raw_connection.cursor(name=f"export_{id(self)}_{series.id}") if self.backend == "postgresql" \
+                else raw_connection.cursor()
+            try:
+                cursor.execute(str(compiled), ordered)
+                while True:
+                    rows = cursor.fetchmany(chunk)
+                    if not rows:
+                        return
+                    yield rows
+            finally:
+                cursor.close()
+                if self.backend == "postgresql":
+                    raw_connection.rollback()  # ends the named cursor's transaction
 
     def stream_window(self, ids: list[int], start: float, end: float) -> list[tuple]:
         """(series_id, time, raw, calibrated) of several series in one time window (a wide export's chunk)."""
