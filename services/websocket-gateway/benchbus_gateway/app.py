@@ -22,7 +22,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, robot_routes, ws
+from . import dashboard, definitions_routes, http, recorder_routes, robot_routes, ws
 from .history import BroadcastHistory
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
 from .settings import GatewaySettings
@@ -226,7 +226,8 @@ class GatewayASGI:
 
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, Gateway]:
     gateway = Gateway(settings, bridge)
-    routes = [*robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
+    routes = [*recorder_routes.routes(gateway),  # before http's: /api/history comes from the recorder when it runs
+              *robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
               WebSocketRoute("/ws", ws.endpoint(gateway))]
     routes.extend(dashboard.routes(settings))  # the dashboard at / (static files), after every API route
 
