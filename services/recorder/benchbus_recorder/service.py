@@ -170,8 +170,8 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
 
     def setup() -> None:
         http.start()
-        api.http_url = http.url
-        svc.set_state("http", HttpState(url=http.url))
+        api.http_url = settings.http_url or http.url
+        svc.set_state("http", HttpState(url=api.http_url))
         ingest.start()
         if not ingest.subscribed.wait(10.0):  # ready means recording: the persistent session exists
             svc.log.warning("the ingest session is not subscribed yet; it keeps trying")

@@ -43,6 +43,8 @@ class RecorderSettings(ServiceSettings):
     http_host: str = Field("127.0.0.1", description="the HTTP endpoint (history, exports, metrics); the gateway "
                            "proxies it, so localhost is enough on a device")
     http_port: int = Field(8095, ge=0, le=65535, description="0 picks a free port (published in state/http)")
+    http_url: str | None = Field(None, pattern=r"^https?://[^\s]+$", description="the URL published in state/http for "
+                                 "the gateway (e.g. http://recorder:8095 between containers); unset: this host's")
     export_dir: Path | None = Field(None, description="where cmd/export writes files; unset: data_dir/exports")
 
     @field_validator("rollup_levels_s")
