@@ -112,7 +112,8 @@ def ingest_burst(broker: MosquittoProcess, recorder: RecorderProcess, device: st
     return count / elapsed
 
 
-def ingest_lag(broker: MosquittoProcess, recorder: RecorderProcess, device: str, rate: float, seconds: float) -> list[float]:
+def ingest_lag(broker: MosquittoProcess, recorder: RecorderProcess, device: str, rate: float,
+               seconds: float) -> list[float]:
     """Publish at `rate` per second; each broadcast's timestamp is its publish time; a reader polls max(time)."""
     client = publisher(broker)
     published: list[float] = []
@@ -168,7 +169,7 @@ def floor_ingest(rows: Rows, count: int, directory: Path) -> float:
     return count / elapsed
 
 
-# -- export, query, size ------------------------------------------------------------------------------------------------
+# -- export, query, size ----------------------------------------------------------------------------------------
 
 def build_week(store: Store, device: str, start: float, days: float) -> int:
     count = int(days * 86400 / INTERVAL)

@@ -28,7 +28,7 @@ class TimeRange(Payload):
     end: float | None = Field(None, ge=0, description="UNIX seconds, exclusive; unset: now")
 
     @model_validator(mode="after")
-    def _ordered(self) -> "TimeRange":
+    def _ordered(self) -> TimeRange:
         if self.start is not None and self.end is not None and self.end <= self.start:
             raise ValueError("`end` must be after `start`")
         return self
@@ -36,10 +36,11 @@ class TimeRange(Payload):
 
 class SeriesFilter(TimeRange):
     vials: list[int] | None = Field(None, max_length=256, description="vial numbers (0-based); unset: every vial")
-    params: list[str] | None = Field(None, max_length=64, description="params (od_90, temp, od, ...); unset: every param")
+    params: list[str] | None = Field(None, max_length=64,
+                                     description="params (od_90, temp, od, ...); unset: every param")
 
     @model_validator(mode="after")
-    def _bounded_lists(self) -> "SeriesFilter":
+    def _bounded_lists(self) -> SeriesFilter:
         for vial in self.vials or []:
             if not 0 <= vial < 1024:
                 raise ValueError(f"vial {vial} is outside 0..1023")

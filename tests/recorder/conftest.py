@@ -5,7 +5,7 @@ import json
 import math
 import threading
 import uuid
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -135,7 +135,7 @@ def audit_record(service: str, command: str, principal: str, ok: bool = True, on
                  when: str | None = None, request: dict | None = None) -> dict:
     """What the runtime publishes on benchbus/<device>/<service>/$audit for one handled command (issue 15)."""
     if when is None:
-        when = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return {"time": when, "service": service, "command": command, "principal": principal,
             "on_behalf_of": on_behalf_of, "ok": ok,
             "error": None if ok else {"code": "invalid_request", "message": "field 'value': too large"},

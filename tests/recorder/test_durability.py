@@ -144,7 +144,8 @@ def test_broker_restart_loses_nothing_and_records_nothing_twice(database_url, pe
     try:
         with BusClient(device, persistent_broker.settings()) as bus:
             bus.wait_for(f"benchbus/{device}/recorder/$state",
-                         lambda _t, d: isinstance(d, dict) and d.get("state") == "ready" and d.get("pid") == process.pid,
+                         lambda _t, d: isinstance(d, dict) and d.get("state") == "ready"
+                         and d.get("pid") == process.pid,
                          30)
         publisher = Publisher(persistent_broker)
         stream = Stream(publisher, device, total=600, rate=150)

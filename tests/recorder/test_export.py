@@ -75,7 +75,7 @@ def test_csv_wide_has_a_row_per_broadcast_and_a_column_per_vial(week):
         [f"temp_cal_{v}" for v in range(VIALS)]
     cycle = 1234
     expected = broadcast(START + cycle * INTERVAL, cycle)
-    row = dict(zip(header, rows[1 + cycle]))
+    row = dict(zip(header, rows[1 + cycle], strict=True))
     assert float(row["time"]) == START + cycle * INTERVAL
     assert float(row["od_135_7"]) == float(expected["data"]["od_135"][7])
     assert float(row["temp_cal_7"]) == expected["calibrated"]["temp"][7]

@@ -115,7 +115,8 @@ def test_export_command_writes_a_file(recorder, bus, device, publisher, tmp_path
         pub.publish(broadcast_topic(device), broadcast(start + cycle * 20, cycle))
     wait_until(lambda: status(bus)["tables"]["broadcasts"]["rows"] == 3, what="3 broadcasts")
     result = bus.call("recorder", "export", {"format": "csv_wide", "start": start - 1, "params": ["od_90", "od"]})
-    lines = open(result["path"]).read().splitlines()
+    with open(result["path"]) as exported:
+        lines = exported.read().splitlines()
     assert lines[0].split(",")[:2] == ["time", "od_90_0"] and "od_cal_15" in lines[0]
     assert len(lines) == 4 and result["rows"] == 3 and result["bytes"] > 0
     assert result["http_path"].startswith("/api/recorder/export?")

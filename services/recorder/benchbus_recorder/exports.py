@@ -18,7 +18,7 @@ import csv
 import io
 import zipfile
 from collections.abc import Iterator
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from .store import SeriesKey, Store
 
@@ -48,7 +48,7 @@ class Export:
         return self.media_types[self.format]
 
     def filename(self) -> str:
-        stamp = datetime.fromtimestamp(self.start, timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+        stamp = datetime.fromtimestamp(self.start, UTC).strftime("%Y%m%dT%H%M%SZ")
         return f"{self.device}-{stamp}-{self.format}.{self.suffixes[self.format]}"
 
     def __iter__(self) -> Iterator[bytes]:
@@ -128,7 +128,7 @@ class Export:
 
     def _dpu(self) -> Iterator[bytes]:
         sink = _Sink()
-        stamp = datetime.fromtimestamp(self.start, timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
+        stamp = datetime.fromtimestamp(self.start, UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
         with zipfile.ZipFile(sink, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
             for path, series, kind in self._dpu_files():
                 with archive.open(path, "w", force_zip64=True) as member:

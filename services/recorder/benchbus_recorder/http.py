@@ -147,6 +147,7 @@ class HttpEndpoint:
     @property
     def url(self) -> str:
         host, port = self.server.server_address[:2]
+        host = host.decode() if isinstance(host, bytes) else str(host)
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"  # listening everywhere: this host reaches it on the loopback
         return f"http://{host}:{port}"

@@ -19,7 +19,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -146,7 +146,7 @@ class Ingest:
             log.warning("ingest disconnected (%s); the broker keeps the session, reconnecting", reason_code)
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
-        self._queue.put(Inbound(message.topic, message.payload, message.mid, message.qos, bool(message.dup),
+        self._queue.put(Inbound(message.topic, bytes(message.payload), message.mid, message.qos, bool(message.dup),
                                 self._generation, time.monotonic()))
 
     # -- writer thread -------------------------------------------------------------------------------------------------

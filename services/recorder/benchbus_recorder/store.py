@@ -157,7 +157,8 @@ class Store:
         missing = [k for k in keys if k not in cache]
         if missing:
             connection.execute(self._insert(table).on_conflict_do_nothing(),
-                               [dict(zip(columns, k if isinstance(k, tuple) else (k,)), **value_of(k)) for k in missing])
+                               [dict(zip(columns, k if isinstance(k, tuple) else (k,), strict=True), **value_of(k))
+                                for k in missing])
             cols = [table.c[c] for c in columns]
             for row in connection.execute(sa.select(table.c.id, *cols)):
                 key = tuple(row[1:]) if len(cols) > 1 else row[1]
@@ -192,7 +193,8 @@ class Store:
 
     def devices(self) -> list[str]:
         with self.engine.connect() as connection:
-            return [row[0] for row in connection.execute(sa.select(t.series.c.device).distinct().order_by(t.series.c.device))]
+            query = sa.select(t.series.c.device).distinct().order_by(t.series.c.device)
+            return [row[0] for row in connection.execute(query)]
 
     def time_bounds(self, device: str) -> tuple[float | None, float | None]:
         with self.engine.connect() as connection:
@@ -223,7 +225,7 @@ class Store:
         level = max((lv for lv in self.rollup_marks if lv <= width), default=None)
         by_id = {s.id: s for s in chosen}
         buckets: dict[int, dict[int, list[float]]] = {s.id: {} for s in chosen}
-        fits: dict[int, str | None] = {}
+        fits: dict[int, str] = {}
         with self.engine.connect() as connection:
             raw_from = start
             if level is not None and chosen:
@@ -254,8 +256,8 @@ class Store:
         return count <= points
 
     def _plain(self, connection: Connection, device: str, chosen: list[SeriesKey], start: float, end: float) -> dict:
-        by_id = {s.id: {"param": s.param, "vial": s.vial, "fit": None, "t": [], "raw": [], "calibrated": []}
-                 for s in chosen}
+        by_id: dict[int, dict[str, Any]] = {
+            s.id: {"param": s.param, "vial": s.vial, "fit": None, "t": [], "raw": [], "calibrated": []} for s in chosen}
         query = (sa.select(t.readings.c.series_id, t.readings.c.time, t.readings.c.raw, t.readings.c.calibrated,
                            t.fits.c.name)
                  .select_from(t.readings.outerjoin(t.fits, t.fits.c.id == t.readings.c.fit_id))
@@ -419,7 +421,7 @@ class Store:
         with self.engine.connect() as connection:
             for table in (t.broadcasts, t.events, t.audit, t.service_states):
                 rows, oldest, newest = connection.execute(sa.select(sa.func.count(), sa.func.min(table.c.time),
-                                                                    sa.func.max(table.c.time))).first()
+                                                                    sa.func.max(table.c.time))).one()
                 out[table.name] = {"rows": rows, "oldest": oldest, "newest": newest}
             out["readings"] = {"rows": connection.execute(sa.select(sa.func.count()).select_from(t.readings)).scalar()}
             out["rollups"] = {"rows": connection.execute(sa.select(sa.func.count()).select_from(t.rollups)).scalar()}
@@ -525,7 +527,8 @@ class Store:
         driver: (time, raw, calibrated, fit), or with `labelled` the tidy CSV row (time, device, param, vial, raw,
         calibrated, fit) so a csv writer takes the batch as it is."""
         r = t.readings.c
-        labels = [sa.literal(series.device), sa.literal(series.param), sa.literal(series.vial)] if labelled else []
+        labels: list[Any] = [sa.literal(series.device), sa.literal(series.param), sa.literal(series.vial)] \
+            if labelled else []
         query = (sa.select(r.time, *labels, r.raw, r.calibrated, t.fits.c.name)
                  .select_from(t.readings.outerjoin(t.fits, t.fits.c.id == r.fit_id))
                  .where(r.series_id == series.id, r.time >= start, r.time < end).order_by(r.time))
@@ -533,7 +536,7 @@ class Store:
         params = compiled.construct_params()
         ordered = tuple(params[name] for name in compiled.positiontup) if compiled.positiontup else params
         with self.engine.connect() as connection:
-            raw_connection = connection.connection.dbapi_connection
+            raw_connection: Any = connection.connection.dbapi_connection
             cursor = raw_connection.cursor(name=f"export_{id(self)}_{series.id}") if self.backend == "postgresql" \
                 else raw_connection.cursor()
             try:
@@ -548,7 +551,7 @@ class Store:
                 if self.backend == "postgresql":
                     raw_connection.rollback()  # ends the named cursor's transaction
 
-    def stream_window(self, ids: list[int], start: float, end: float) -> list[tuple]:
+    def stream_window(self, ids: list[int], start: float, end: float) -> Sequence[Any]:
         """(series_id, time, raw, calibrated) of several series in one time window (a wide export's chunk)."""
         r = t.readings.c
         with self.engine.connect() as connection:

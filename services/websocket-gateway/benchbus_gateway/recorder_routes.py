@@ -34,7 +34,7 @@ PASSED_HEADERS = ("content-type", "content-disposition", "content-length")
 RECORDER = "recorder"
 
 
-def recorder_url(gateway: "Gateway") -> str | None:
+def recorder_url(gateway: Gateway) -> str | None:
     state = gateway.state_of(RECORDER, "http")
     lifecycle = gateway.state_of(RECORDER) or {}
     if not isinstance(state, dict) or lifecycle.get("state") == "offline":
@@ -43,7 +43,7 @@ def recorder_url(gateway: "Gateway") -> str | None:
     return url.rstrip("/") if isinstance(url, str) and url.startswith("http") else None
 
 
-def routes(gateway: "Gateway") -> list[Route]:
+def routes(gateway: Gateway) -> list[Route]:
     client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=300.0))
 
     async def relay(request: Request, path: str) -> Response:
