@@ -77,20 +77,18 @@ def test_rollups_answer_long_ranges_and_outlive_the_raw_readings(store):
 
 
 def test_late_readings_are_rolled_up_again(store):
-    start = 1_700_000_000.0
+    start = 1_700_000_100.0 - 1_700_000_100.0 % 300  # a bucket boundary
     store.load_rollup_marks([300])
-    store.write(run_rows("rig1", start, 15, 20.0))  # the first 300 s bucket
+    store.write(run_rows("rig1", start, 15, 20.0))  # the whole first 300 s bucket
     store.refresh_rollups(now=start + 3600)
     late = Rows()
-    payload = broadcast(start + 10.0, 500)
-    add_message(late, broadcast_topic("rig1"), json.dumps(payload).encode(), False, set(), set())
-    store.write(late)
+    add_message(late, broadcast_topic("rig1"), json.dumps(broadcast(start + 10.0, 500)).encode(), False, set(), set())
+    store.write(late)  # e.g. redelivered after a restart, long after its bucket was rolled up
     store.refresh_rollups(now=start + 3600)
     with store.engine.connect() as connection:
         n = connection.execute(sa.select(tables.rollups.c.n).where(tables.rollups.c.level == 300,
-                                                                   tables.rollups.c.bucket == start - start % 300
-                                                                   )).scalars().all()
-    assert n and set(n) == {16 if start % 300 == 0 else n[0]}
+                                                                   tables.rollups.c.bucket == start)).scalars().all()
+    assert len(n) == VIALS * 4 and set(n) == {16}
 
 
 def test_retention_by_age_keeps_rollups_and_drops_old_events(store, tmp_path):
@@ -168,3 +166,15 @@ def test_history_rebuilds_the_broadcasts(store):
     assert [h["received"] for h in history] == [start, start + 20, start + 40]
     last = history[-1]["broadcast"]
     assert last == {**broadcast(start + 40, 2), "errors": {}}
+
+
+def test_a_bucket_is_rolled_up_once_complete_even_without_new_readings(store):
+    start = 1_700_000_100.0 - 1_700_000_100.0 % 300  # a bucket boundary
+    store.load_rollup_marks([300])
+    store.write(run_rows("rig1", start, 10, 20.0))  # 200 s of the first bucket
+    store.refresh_rollups(now=start + 250)  # the bucket is not complete yet: nothing to roll up
+    assert count(store, tables.rollups) == 0
+    store.refresh_rollups(now=start + 900)  # no new readings since, and the bucket is now complete
+    with store.engine.connect() as connection:
+        n = connection.execute(sa.select(sa.func.sum(tables.rollups.c.n))).scalar()
+    assert n == 10 * VIALS * 4

@@ -84,6 +84,9 @@ class Store:
         self._lock = threading.Lock()
         self.dirty_since: float | None = None  # oldest reading written since the rollups were last refreshed
         self.rollup_marks: dict[int, float] = {}  # level -> rollups complete before this time
+        mark = "?" if self.backend == "sqlite" else "%s"
+        self._readings_sql = (f"INSERT INTO readings (series_id, time, raw, calibrated, fit_id) VALUES "
+                              f"({', '.join([mark] * 5)}) ON CONFLICT DO NOTHING")
         if migrate:
             with self.engine.begin() as connection:
                 upgrade(connection)
@@ -121,9 +124,10 @@ class Store:
             return
         series_ids = self._series_ids(connection, {(r.device, r.param, r.vial) for r in readings})
         fit_ids = self._fit_ids(connection, {r.fit for r in readings if r.fit})
-        values = [{"series_id": series_ids[(r.device, r.param, r.vial)], "time": r.time, "raw": r.raw,
-                   "calibrated": r.calibrated, "fit_id": fit_ids.get(r.fit) if r.fit else None} for r in readings]
-        connection.execute(self._insert(t.readings).on_conflict_do_nothing(), values)
+        values = [(series_ids[(r.device, r.param, r.vial)], r.time, r.raw, r.calibrated,
+                   fit_ids.get(r.fit) if r.fit else None) for r in readings]
+        # The hot path (80+ rows a broadcast): plain tuples to the driver's executemany, no per-row dicts.
+        connection.exec_driver_sql(self._readings_sql, values)
 
     def _write_broadcasts(self, connection: Connection, rows: Rows) -> None:
         if not rows.broadcasts:
@@ -322,32 +326,33 @@ class Store:
                 newest = connection.execute(sa.select(sa.func.max(t.rollups.c.bucket))
                                             .where(t.rollups.c.level == level)).scalar()
                 self.rollup_marks[level] = (newest + level) if newest is not None else 0.0
-        # Everything after the oldest mark may be missing from the rollups: refresh from there.
-        oldest_mark = min(self.rollup_marks.values(), default=None)
-        if oldest_mark is not None:
-            self.dirty_since = oldest_mark if self.dirty_since is None else min(self.dirty_since, oldest_mark)
 
     def refresh_rollups(self, now: float | None = None) -> int:
-        """Recompute every rollup bucket that new (or late) readings touched, complete buckets only."""
+        """Recompute, for each level, every complete bucket from the level's mark (or from the oldest reading
+        written since the last refresh, when late readings arrived) up to now. Buckets are recomputed whole from
+        the readings, so running it twice changes nothing."""
         now = time.time() if now is None else now
         dirty = self.dirty_since
         self.dirty_since = None
-        if dirty is None or not self.rollup_marks:
+        if not self.rollup_marks:
             return 0
         written = 0
         with self._lock, self.engine.begin() as connection:
             ids = [row[0] for row in connection.execute(sa.select(t.series.c.id))]
             if not ids:
                 return 0
-            if dirty == 0.0:
-                dirty = connection.execute(sa.select(sa.func.min(t.readings.c.time))).scalar() or now
-            for level in self.rollup_marks:
-                lo = math.floor(dirty / level) * level
+            for level, mark in list(self.rollup_marks.items()):
+                start_from = mark if dirty is None else min(dirty, mark)
+                if start_from == 0.0:  # never rolled up: from the oldest reading (one indexed probe per series)
+                    oldest = [connection.execute(sa.select(sa.func.min(t.readings.c.time))
+                                                 .where(t.readings.c.series_id == i)).scalar() for i in ids]
+                    start_from = min((x for x in oldest if x is not None), default=now)
+                lo = math.floor(start_from / level) * level
                 hi = math.floor(now / level) * level
                 if hi <= lo:
                     continue
                 written += self._rollup_range(connection, ids, level, lo, hi)
-                self.rollup_marks[level] = max(self.rollup_marks[level], hi)
+                self.rollup_marks[level] = max(mark, hi)
         return written
 
     def _rollup_range(self, connection: Connection, ids: list[int], level: int, lo: float, hi: float) -> int:
