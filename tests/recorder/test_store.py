@@ -178,3 +178,13 @@ def test_a_bucket_is_rolled_up_once_complete_even_without_new_readings(store):
     with store.engine.connect() as connection:
         n = connection.execute(sa.select(sa.func.sum(tables.rollups.c.n))).scalar()
     assert n == 10 * VIALS * 4
+
+
+def test_a_long_history_is_thinned_evenly_to_the_limit(store):
+    start = 1_700_000_000.0
+    write_run(store, "rig1", start, 1000, 20.0)
+    history = store.broadcasts_between("rig1", start, start + 1000 * 20.0, 100)
+    times = [h["received"] for h in history]
+    assert len(times) == 100 and times[-1] == start + 999 * 20.0
+    assert {round(b - a) for a, b in zip(times, times[1:], strict=False)} == {200}
+    assert history[0]["broadcast"]["data"]["od_90"][3] == str(1000 + 30 + (int((times[0] - start) / 20) % 97))

@@ -474,42 +474,50 @@ class Store:
         return out[:limit]
 
     def broadcasts_between(self, device: str, start: float, end: float, limit: int) -> list[dict]:
-        """Broadcasts rebuilt from the tables (the gateway's /api/history shape), oldest first."""
+        """Broadcasts rebuilt from the tables (the gateway's /api/history shape), oldest first. A range holding more
+        than `limit` is thinned evenly (every k-th broadcast, the newest always kept), so days fit a chart."""
         b = t.broadcasts.c
         with self.engine.connect() as connection:
-            rows = connection.execute(
-                sa.select(b.time, b.cycle, b.cycle_s, b.broadcast_timing, b.status, b.errors, b.calibration, b.ip,
-                          t.configs.c.body)
-                .select_from(t.broadcasts.outerjoin(t.configs, t.configs.c.id == b.config_id))
-                .where(b.device == device, b.time >= start, b.time < end)
-                .order_by(b.time.desc()).limit(limit)).all()
-            if not rows:
+            times = list(connection.execute(sa.select(b.time).where(b.device == device, b.time >= start,
+                                                                    b.time < end).order_by(b.time)).scalars())
+            if not times or limit <= 0:
                 return []
-            lo, hi = rows[-1][0], rows[0][0]
+            if len(times) > limit:
+                stride = math.ceil(len(times) / limit)
+                times = times[len(times) - 1::-stride][::-1]
             chosen = self.series(device)
-            values: dict[float, dict[str, dict[int, tuple]]] = {}
-            query = (sa.select(t.readings.c.series_id, t.readings.c.time, t.readings.c.raw, t.readings.c.calibrated)
-                     .where(t.readings.c.series_id.in_([s.id for s in chosen]), t.readings.c.time >= lo,
-                            t.readings.c.time <= hi))
             by_id = {s.id: s for s in chosen}
-            for series_id, when, raw, calibrated in connection.execute(query):
-                s = by_id[series_id]
-                values.setdefault(when, {}).setdefault(s.param, {})[s.vial] = (raw, calibrated)
-        out = []
-        for when, cycle, cycle_s, timing, status, errors, calibration, ip, config in reversed(rows):
-            per_param = values.get(when, {})
-            data, calibrated = {}, {}
-            for param, vials in per_param.items():
-                ordered = [vials.get(v, (None, None)) for v in range(max(vials) + 1)]
-                if any(raw is not None for raw, _ in ordered):
-                    data[param] = [_raw_text(raw) for raw, _ in ordered]
-                if any(cal is not None for _, cal in ordered):
-                    calibrated[param] = [cal for _, cal in ordered]
-            out.append({"received": when, "broadcast": {
-                "data": data, "config": _json(config) or {}, "ip": ip or "", "timestamp": when,
-                "status": _json(status) or {}, "errors": _json(errors) or {}, "cycle": cycle, "cycle_s": cycle_s,
-                "broadcast_timing": timing, "calibrated": calibrated, "calibration": _json(calibration) or {}}})
-        return out
+            rows: list[Any] = []
+            values: dict[float, dict[str, dict[int, tuple]]] = {}
+            for first in range(0, len(times), 500):
+                window = times[first:first + 500]
+                rows.extend(connection.execute(
+                    sa.select(b.time, b.cycle, b.cycle_s, b.broadcast_timing, b.status, b.errors, b.calibration,
+                              b.ip, t.configs.c.body)
+                    .select_from(t.broadcasts.outerjoin(t.configs, t.configs.c.id == b.config_id))
+                    .where(b.device == device, b.time.in_(window)).order_by(b.time)))
+                query = (sa.select(t.readings.c.series_id, t.readings.c.time, t.readings.c.raw,
+                                   t.readings.c.calibrated)
+                         .where(t.readings.c.series_id.in_(list(by_id)), t.readings.c.time.in_(window)))
+                for series_id, when, raw, calibrated in connection.execute(query):
+                    s = by_id[series_id]
+                    values.setdefault(when, {}).setdefault(s.param, {})[s.vial] = (raw, calibrated)
+        return [self._rebuilt(row, values.get(row[0], {})) for row in rows]
+
+    @staticmethod
+    def _rebuilt(row: Any, per_param: dict[str, dict[int, tuple]]) -> dict:
+        when, cycle, cycle_s, timing, status, errors, calibration, ip, config = row
+        data, calibrated = {}, {}
+        for param, vials in per_param.items():
+            ordered = [vials.get(v, (None, None)) for v in range(max(vials) + 1)]
+            if any(raw is not None for raw, _ in ordered):
+                data[param] = [_raw_text(raw) for raw, _ in ordered]
+            if any(cal is not None for _, cal in ordered):
+                calibrated[param] = [cal for _, cal in ordered]
+        return {"received": when, "broadcast": {
+            "data": data, "config": _json(config) or {}, "ip": ip or "", "timestamp": when,
+            "status": _json(status) or {}, "errors": _json(errors) or {}, "cycle": cycle, "cycle_s": cycle_s,
+            "broadcast_timing": timing, "calibrated": calibrated, "calibration": _json(calibration) or {}}}
 
     def value_kinds(self, ids: list[int], start: float, end: float) -> dict[int, tuple[bool, bool]]:
         """For each series: (has raw values, has calibrated values) in the range (one indexed probe each)."""
