@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 import paho.mqtt.client as mqtt
 import pytest
@@ -15,7 +15,7 @@ from benchbus_recorder.settings import RecorderSettings
 
 def audit(service: str, command: str, principal: str, ok: bool, on_behalf_of: str | None = None) -> bytes:
     """An audit record as the runtime publishes it on benchbus/<device>/<service>/$audit (issue 15)."""
-    now = datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     return json.dumps({"time": now, "service": service, "command": command, "principal": principal,
                        "on_behalf_of": on_behalf_of, "ok": ok,
                        "error": None if ok else {"code": "conflict", "message": "door open"},
