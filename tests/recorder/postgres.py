@@ -54,8 +54,14 @@ class PostgresServer:
             self._as_user = ["runuser", "-u", "nobody", "--"]
         self.port = free_port()
         self._run([initdb, "-D", str(data), "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync"])
+        self.pg_ctl("start", "-w")
+
+    def pg_ctl(self, *action: str) -> None:
+        """pg_ctl on this cluster (start, stop -m immediate, ...)."""
+        assert self.workdir is not None, "a server given by URL is not ours to control"
         options = f"-p {self.port} -k {self.workdir} -h 127.0.0.1 -c fsync=off -c full_page_writes=off"
-        self._run([pg_ctl, "-D", str(data), "-o", options, "-l", str(self.workdir / "postgres.log"), "-w", "start"])
+        self._run([str(pg_binary("pg_ctl")), "-D", str(self.workdir / "data"), "-o", options,
+                   "-l", str(self.workdir / "postgres.log"), *action])
 
     def _run(self, argv: list[str]) -> None:
         result = subprocess.run(self._as_user + argv, capture_output=True, text=True, cwd=self.workdir)

@@ -127,7 +127,9 @@ def test_kill_9_mid_stream_loses_nothing_and_records_nothing_twice(database_url,
 def persistent_broker(tmp_path):
     store_dir = tmp_path / "mosquitto-db"
     store_dir.mkdir()
-    broker = MosquittoProcess(extra_conf=f"persistence true\npersistence_location {store_dir}/\n")
+    # Sessions and queued messages survive the restart (the Pi's broker has `persistence true` too). Started as
+    # root, Mosquitto would switch to its own user and could not write under pytest's private temp dir.
+    broker = MosquittoProcess(extra_conf=f"persistence true\npersistence_location {store_dir}/\nuser root\n")
     broker.start()
     yield broker
     broker.close()
@@ -152,6 +154,7 @@ def test_broker_restart_loses_nothing_and_records_nothing_twice(database_url, pe
         stream.start()
         stream.wait_sent(250)
         persistent_broker.restart(down_s=0.5)
+        assert (tmp_path / "mosquitto-db" / "mosquitto.db").exists(), "the broker did not persist its sessions"
         stream.join()
         broadcasts, readings = wait_for_count(database_url, device, stream.total)
         assert broadcasts == stream.total, f"{stream.total - broadcasts} broadcasts lost\n{log_path.read_text()}"
@@ -164,3 +167,35 @@ def test_broker_restart_loses_nothing_and_records_nothing_twice(database_url, pe
         process.wait(15)
     assert process.returncode in (0, -15), log_path.read_text()
     assert os.path.exists(log_path)
+
+
+def test_a_database_outage_costs_retries_never_a_broadcast(broker, device, publisher, make_settings, serve, bus,
+                                                           tmp_path):
+    """PostgreSQL stopped under a running recorder: it says degraded, acknowledges nothing, and when the server is
+    back every broadcast is there once."""
+    from benchbus_recorder.service import build
+    from benchbus_recorder.settings import RecorderSettings
+
+    from .postgres import PostgresServer
+
+    server = PostgresServer()
+    if server.url_from_env:
+        pytest.skip("stops and starts its own server: BENCHBUS_TEST_POSTGRES_URL is someone else's")
+    server.start()
+    try:
+        url = server.new_database()
+        serve(build, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=url, http_port=0,
+                                   commit_interval_s=0.05, ingest_client_id=f"rec-{uuid.uuid4().hex[:8]}"))
+        stream = Stream(publisher(), device, total=200, rate=100)
+        stream.start()
+        stream.wait_sent(50)
+        server.pg_ctl("stop", "-m", "immediate")
+        bus.wait_for(f"benchbus/{device}/recorder/$state", lambda _t, d: d.get("state") == "degraded", 20)
+        stream.join()
+        server.pg_ctl("start", "-w")
+        bus.wait_for(f"benchbus/{device}/recorder/$state", lambda _t, d: d.get("state") == "ready", 30)
+        broadcasts, readings = wait_for_count(url, device, stream.total)
+        assert broadcasts == stream.total and readings == stream.total * ROWS_PER_BROADCAST
+        assert distinct_times(url, device) == set(stream.times)
+    finally:
+        server.stop()

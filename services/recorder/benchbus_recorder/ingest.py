@@ -56,7 +56,8 @@ class Ingest:
                  session_expiry_s: int = 7 * 86400, commit_interval_s: float = 0.25, batch_max: int = 2000,
                  receive_maximum: int = 5000, skip_audit: set[str] | None = None,
                  service_principals: set[str] | None = None,
-                 on_committed: Callable[[list[Inbound], Rows], None] | None = None):
+                 on_committed: Callable[[list[Inbound], Rows], None] | None = None,
+                 on_health: Callable[[str | None], None] | None = None):
         self.store = store
         self.broker = broker
         self.client_id = client_id
@@ -68,6 +69,8 @@ class Ingest:
         self.skip_audit = skip_audit or set()
         self.service_principals = service_principals or set()
         self.on_committed = on_committed
+        self.on_health = on_health  # called with the reason writes fail, and with None when they work again
+        self.failing: str | None = None
         self._queue: queue.Queue[Inbound | None] = queue.Queue()
         self._generation = 0
         self._ack_lock = threading.Lock()  # a generation check and its acknowledgements are one step
@@ -177,6 +180,15 @@ class Ingest:
                 return
             self._commit(batch)
 
+    def _health(self, reason: str | None) -> None:
+        changed = reason != self.failing
+        self.failing = reason
+        if changed and self.on_health is not None:
+            try:
+                self.on_health(reason)
+            except Exception:
+                log.exception("health hook failed")
+
     def _rows(self, batch: list[Inbound]) -> Rows:
         rows = Rows()
         for item in batch:
@@ -197,13 +209,18 @@ class Ingest:
             try:
                 self.store.write(rows)
                 break
-            except Exception:
+            except Exception as exc:
                 # The database is unreachable (PostgreSQL restarting, a full disk): nothing is acknowledged, so
                 # nothing is lost; retry the same batch until it commits or the recorder stops.
                 self.failures += 1
-                log.exception("writing a batch of %d messages failed; retrying", len(batch))
+                if self.failing is None:
+                    log.exception("writing a batch of %d messages failed; retrying every second", len(batch))
+                self._health(f"database write failed: {type(exc).__name__}: {str(exc).splitlines()[0][:160]}")
                 if self._stop.wait(1.0):
                     return
+        if self.failing is not None:
+            log.info("database writes work again")
+            self._health(None)
         now = time.monotonic()
         self.committed += len(batch)
         self.last_commit = time.time()

@@ -133,7 +133,8 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
     ingest = Ingest(store, settings.broker, settings.ingest_client_id or f"benchbus-{settings.device}-recorder-ingest",
                     None if settings.all_devices else settings.device, settings.session_expiry_s,
                     settings.commit_interval_s, settings.batch_max, settings.receive_maximum,
-                    set(settings.skip_internal_audit), set(settings.service_principals), after_commit(instruments))
+                    set(settings.skip_internal_audit), set(settings.service_principals), after_commit(instruments),
+                    lambda reason: svc.ready() if reason is None else svc.degraded(reason))
     instruments.ingest_stats = ingest
     api = RecorderApi(store, settings.device, settings.exports(), ingest)
     http = HttpEndpoint(api, registry_for(instruments), settings.http_host, settings.http_port)
