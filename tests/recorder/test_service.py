@@ -120,3 +120,24 @@ def test_export_command_writes_a_file(recorder, bus, device, publisher, tmp_path
     assert lines[0].split(",")[:2] == ["time", "od_90_0"] and "od_cal_15" in lines[0]
     assert len(lines) == 4 and result["rows"] == 3 and result["bytes"] > 0
     assert result["http_path"].startswith("/api/recorder/export?")
+
+
+def test_retention_runs_in_the_service_and_keeps_the_downsampled_past(make_settings, serve, database_url, tmp_path,
+                                                                      bus, device, publisher):
+    settings = make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=database_url,
+                             http_port=0, commit_interval_s=0.05, maintenance_interval_s=0.2, raw_retention_days=5,
+                             ingest_client_id=f"rec-{tmp_path.name[-20:]}")
+    service = serve(build, settings)
+    assert service.ingest.subscribed.wait(10)
+    pub = publisher()
+    old = time.time() - 10 * 86400
+    old -= old % 300
+    for cycle in range(30):  # ten minutes of a run ten days ago
+        pub.publish(broadcast_topic(device), broadcast(old + cycle * 20, cycle))
+    pub.publish(broadcast_topic(device), broadcast(time.time() - 5, 99))  # and one of now
+    wait_until(lambda: status(bus)["tables"]["rollups"]["rows"] > 0
+               and status(bus)["tables"]["broadcasts"]["rows"] == 1, what="old readings rolled up, then deleted")
+    past = bus.call("recorder", "query", {"start": old, "end": old + 3000, "points": 10, "params": ["temp"],
+                                          "vials": [4]})
+    assert past["source"] == "rollup_300"
+    assert past["series"][0]["calibrated"] == [30.4, 30.4]

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import threading
 import time
 from typing import Any
 
@@ -34,8 +35,11 @@ class RecorderService(Service):
     ingest: Ingest | None = None
     http: HttpEndpoint | None = None
     store: Store | None = None
+    maintenance: Maintenance | None = None
 
     def stop(self) -> None:
+        if self.maintenance is not None:
+            self.maintenance.stop()
         if self.ingest is not None:
             self.ingest.stop()
         if self.http is not None:
@@ -46,11 +50,32 @@ class RecorderService(Service):
 
 
 class Maintenance:
-    """Rollups and retention, on the service's main loop every `maintenance_interval_s`."""
+    """Rollups and retention every `maintenance_interval_s`, on a thread of their own: a long delete on a slow SD
+    card must never hold up the main loop that feeds the systemd watchdog."""
 
     def __init__(self, store: Store, settings: RecorderSettings):
         self.store = store
         self.settings = settings
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="recorder-maintenance", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 10.0) -> None:
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.settings.maintenance_interval_s):
+            try:
+                done = self.run()
+            except Exception:  # the database is away: the next round tries again
+                log.exception("maintenance failed")
+                continue
+            if any(v for k, v in done.items() if k != "rollups"):
+                log.info("retention: %s", done)
 
     def run(self, now: float | None = None) -> dict[str, int]:
         now = time.time() if now is None else now
@@ -140,6 +165,7 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
     http = HttpEndpoint(api, registry_for(instruments), settings.http_host, settings.http_port)
     svc.store, svc.ingest, svc.http = store, ingest, http
     maintenance = Maintenance(store, settings)
+    svc.maintenance = maintenance
     watch_metrics(svc, instruments, "+" if settings.all_devices else settings.device)
 
     @svc.handles("query")
@@ -162,18 +188,12 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
     def status(_request: Any, _ctx: RequestContext) -> dict:
         return api.status()
 
-    def maintain() -> None:
-        done = maintenance.run()
-        if any(v for k, v in done.items() if k != "rollups"):
-            log.info("retention: %s", done)
-
-    svc.every(settings.maintenance_interval_s, maintain)
-
     def setup() -> None:
         http.start()
         api.http_url = settings.http_url or http.url
         svc.set_state("http", HttpState(url=api.http_url))
         ingest.start()
+        maintenance.start()
         if not ingest.subscribed.wait(10.0):  # ready means recording: the persistent session exists
             svc.log.warning("the ingest session is not subscribed yet; it keeps trying")
         log.info("recording to %s (schema %s); HTTP on %s", store.describe(), store.revision(), http.url)
