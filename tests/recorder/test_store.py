@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import pytest
@@ -188,3 +189,16 @@ def test_a_long_history_is_thinned_evenly_to_the_limit(store):
     assert len(times) == 100 and times[-1] == start + 999 * 20.0
     assert {round(b - a) for a, b in zip(times, times[1:], strict=False)} == {200}
     assert history[0]["broadcast"]["data"]["od_90"][3] == str(1000 + 30 + (int((times[0] - start) / 20) % 97))
+
+
+def test_old_export_files_are_deleted(store, tmp_path):
+    settings = RecorderSettings(data_dir=tmp_path, export_keep_days=1)
+    exports = settings.exports()
+    exports.mkdir(parents=True)
+    old, fresh = exports / "old.csv", exports / "fresh.csv.partial"
+    old.write_text("time\n")
+    fresh.write_text("time\n")
+    week_ago = time.time() - 7 * 86400
+    os.utime(old, (week_ago, week_ago))
+    assert Maintenance(store, settings).run()["exports_deleted"] == 1
+    assert not old.exists() and fresh.exists()

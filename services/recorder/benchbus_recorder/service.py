@@ -90,7 +90,19 @@ class Maintenance:
             done["events_deleted"] += self.store.delete_events_before(now - s.event_retention_days * DAY)
         if s.max_db_bytes is not None:
             self._within_size(s.max_db_bytes, done)
+        done["exports_deleted"] = self._old_exports(now - s.export_keep_days * DAY)
         return done
+
+    def _old_exports(self, cutoff: float) -> int:
+        folder = self.settings.exports()
+        if not folder.is_dir():
+            return 0
+        deleted = 0
+        for path in folder.iterdir():
+            if path.is_file() and path.stat().st_mtime < cutoff:
+                path.unlink(missing_ok=True)
+                deleted += 1
+        return deleted
 
     def _within_size(self, limit: int, done: dict[str, int]) -> None:
         """Past the size limit: the oldest day of raw readings goes first (their rollups stay), then events."""

@@ -46,6 +46,8 @@ class RecorderSettings(ServiceSettings):
     http_url: str | None = Field(None, pattern=r"^https?://[^\s]+$", description="the URL published in state/http for "
                                  "the gateway (e.g. http://recorder:8095 between containers); unset: this host's")
     export_dir: Path | None = Field(None, description="where cmd/export writes files; unset: data_dir/exports")
+    export_keep_days: float = Field(7.0, gt=0, description="exported files (and half-written ones a kill left) are "
+                                    "deleted after this long")
 
     @field_validator("rollup_levels_s")
     @classmethod
