@@ -141,3 +141,19 @@ def test_retention_runs_in_the_service_and_keeps_the_downsampled_past(make_setti
                                           "vials": [4]})
     assert past["source"] == "rollup_300"
     assert past["series"][0]["calibrated"] == [30.4, 30.4]
+
+
+def test_an_unreachable_database_stops_the_start_with_one_clear_line(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    with socket.socket() as sock:  # a port nothing listens on
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {"BENCHBUS_RECORDER_DATABASE_URL": f"postgresql+psycopg://nobody@127.0.0.1:{port}/none",
+           "BENCHBUS_DEVICE": "rig1", "BENCHBUS_RECORDER_DATA_DIR": str(tmp_path), "PATH": "/usr/bin:/bin"}
+    run = subprocess.run([sys.executable, "-m", "benchbus_recorder"], env=env, capture_output=True, text=True,
+                         timeout=60)
+    assert run.returncode == 1
+    assert "cannot open the database" in run.stderr and "Traceback" not in run.stderr

@@ -12,6 +12,8 @@ import threading
 import time
 from typing import Any
 
+import sqlalchemy.exc
+
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
 from benchbus_schemas import topics
@@ -216,8 +218,9 @@ def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
 def main(argv: list[str] | None = None) -> int:
     try:
         return run_service(SERVICE, RecorderSettings, build, argv)
-    except BusError as error:
-        print(f"benchbus-{SERVICE}: {error}", file=sys.stderr)
+    except (BusError, sqlalchemy.exc.OperationalError) as error:
+        # e.g. the lab's PostgreSQL is unreachable at start: say so in one line; systemd starts us again
+        print(f"benchbus-{SERVICE}: cannot open the database: {str(error).splitlines()[0]}", file=sys.stderr)
         return 1
 
 
