@@ -114,9 +114,17 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Disposition", f'attachment; filename="{export.filename()}"')
         self.send_header("Transfer-Encoding", "chunked")
         self.end_headers()
-        for chunk in export:
-            if chunk:
-                self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        try:
+            for chunk in export:
+                if chunk:
+                    self.wfile.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
+        except (BrokenPipeError, ConnectionResetError):
+            raise
+        except Exception:
+            # the headers are gone: cut the response without its last chunk, so the client sees it incomplete
+            log.exception("export %s failed after %d rows; response cut", export.format, export.rows)
+            self.close_connection = True
+            return
         self.wfile.write(b"0\r\n\r\n")
 
     def _metrics(self, _query: str) -> None:
