@@ -146,12 +146,32 @@ def add_state(rows: Rows, device: str, service: str, topic_name: str, payload: b
                         "payload": payload.decode(), "digest": digest(topic_name, payload)})
 
 
+TIME_KEYS = ("at", "time", "timestamp", "since")
+
+
+def event_time(data: Any, received: float) -> float:
+    """When the event happened: its own time field where it has one (`at`, `time`, `timestamp`, `since`; a
+    redelivered event keeps its real time), else when the recorder received it."""
+    if isinstance(data, dict):
+        for key in TIME_KEYS:
+            value = data.get(key)
+            if isinstance(value, (int, float)) and not isinstance(value, bool) and 1e9 < value < 1e11:
+                return float(value)
+            if isinstance(value, str):
+                try:
+                    return parse_time(value)
+                except ValueError:
+                    continue
+    return received
+
+
 def add_event(rows: Rows, device: str, service: str, name: str, topic_name: str, payload: bytes, received: float,
               redelivered: bool) -> None:
     text = payload.decode()
-    json.loads(text or "null")  # refuse what is not JSON (the caller counts it as skipped)
-    rows.events.append({"device": device, "service": service[:64], "name": name[:200], "time": received,
-                        "payload": text, "digest": digest(topic_name, payload), "redelivered": redelivered})
+    data = json.loads(text or "null")  # refuse what is not JSON (the caller counts it as rejected)
+    rows.events.append({"device": device, "service": service[:64], "name": name[:200],
+                        "time": event_time(data, received), "payload": text, "digest": digest(topic_name, payload),
+                        "redelivered": redelivered})
 
 
 def add_message(rows: Rows, topic_name: str, payload: bytes, redelivered: bool, skip: set[str],
