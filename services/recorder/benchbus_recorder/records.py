@@ -14,7 +14,8 @@ import math
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from collections.abc import Iterator
+from typing import Any, NamedTuple
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -38,8 +39,7 @@ class AuditIn(BaseModel):
     duration_ms: float | None = None
 
 
-@dataclass
-class Reading:
+class Reading(NamedTuple):
     device: str
     param: str
     vial: int
@@ -50,10 +50,28 @@ class Reading:
 
 
 @dataclass
+class Block:
+    """One param of one broadcast: a value per vial (kept as lists: a broadcast is 80+ readings, and the store turns
+    a block into rows in C through zip, not one Python object per reading)."""
+
+    device: str
+    param: str
+    time: float
+    raw: list[float | None]
+    calibrated: list[float | None] | None
+    fit: str | None
+
+    def readings(self) -> Iterator[Reading]:
+        calibrated = self.calibrated or [None] * len(self.raw)
+        for vial, (raw, cal) in enumerate(zip(self.raw, calibrated, strict=True)):
+            yield Reading(self.device, self.param, vial, self.time, raw, cal, self.fit)
+
+
+@dataclass
 class Rows:
     """Everything one batch of messages writes."""
 
-    readings: list[Reading] = field(default_factory=list)
+    blocks: list[Block] = field(default_factory=list)
     broadcasts: list[dict] = field(default_factory=list)
     configs: dict[str, str] = field(default_factory=dict)  # digest -> body
     events: list[dict] = field(default_factory=list)
@@ -61,7 +79,12 @@ class Rows:
     states: list[dict] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.readings) + len(self.broadcasts) + len(self.events) + len(self.audit) + len(self.states)
+        return len(self.blocks) + len(self.broadcasts) + len(self.events) + len(self.audit) + len(self.states)
+
+    @property
+    def readings(self) -> list[Reading]:
+        """Every reading, one by one (for tests and tools; the store writes the blocks)."""
+        return [reading for block in self.blocks for reading in block.readings()]
 
 
 @dataclass
@@ -97,19 +120,17 @@ def add_broadcast(rows: Rows, device: str, payload: bytes) -> None:
     when = model.timestamp
     calibrated = model.calibrated
     for param, values in model.data.items():
+        raw = [number(text) for text in values]
         own = calibrated.get(param)
+        if own is not None and len(own) != len(raw):
+            own = (own + [None] * len(raw))[:len(raw)]
         fit = model.calibration.get(param) if own is not None else None
-        for vial, text in enumerate(values):
-            cal = own[vial] if own is not None and vial < len(own) else None
-            rows.readings.append(Reading(device, param, vial, when, number(text), cal, fit))
+        rows.blocks.append(Block(device, param, when, raw, own, fit))
     # Calibrated values with no raw param of the same name (OD from od_90, or od_90 and od_135) are a series of
     # their own: raw is empty there, the fit's name says what made them.
     for key, values in calibrated.items():
-        if key in model.data:
-            continue
-        fit = model.calibration.get(key)
-        for vial, value in enumerate(values):
-            rows.readings.append(Reading(device, key, vial, when, None, value, fit))
+        if key not in model.data:
+            rows.blocks.append(Block(device, key, when, [None] * len(values), list(values), model.calibration.get(key)))
     config_text = json.dumps(model.config, sort_keys=True, separators=(",", ":"))
     config_digest = digest(config_text)
     rows.configs[config_digest] = config_text
