@@ -157,3 +157,31 @@ def test_an_unreachable_database_stops_the_start_with_one_clear_line(tmp_path):
                          timeout=60)
     assert run.returncode == 1
     assert "cannot open the database" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_a_lab_recorder_keeps_every_device_apart(make_settings, serve, database_url, tmp_path, bus, device,
+                                                 publisher):
+    """all_devices: one recorder fed by many instruments (benchbus/<device>/...), everything keyed by device."""
+    settings = make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=database_url,
+                             http_port=0, commit_interval_s=0.05, all_devices=True,
+                             ingest_client_id=f"rec-{tmp_path.name[-20:]}")
+    service = serve(build, settings)
+    assert service.ingest.subscribed.wait(10)
+    pub = publisher()
+    other = f"{device}-rig2"
+    start = time.time() - 100
+    for cycle in range(3):
+        pub.publish(broadcast_topic(device), broadcast(start + cycle * 20, cycle))
+        pub.publish(broadcast_topic(other), broadcast(start + cycle * 20, cycle + 50))
+    pub.publish(f"benchbus/{other}/smoothie/$audit", audit_record("smoothie", "home", "carol"))
+    wait_until(lambda: {device, other} <= set(status(bus)["devices"])
+               and status(bus)["tables"]["broadcasts"]["rows"] == 6, what="both devices recorded")
+    mine = bus.call("recorder", "query", {"params": ["od_90"], "vials": [0], "start": start - 1})
+    theirs = bus.call("recorder", "query", {"device": other, "params": ["od_90"], "vials": [0], "start": start - 1})
+    assert mine["device"] == device and theirs["device"] == other
+    assert theirs["series"][0]["raw"][0] - mine["series"][0]["raw"][0] == 50
+    assert bus.call("recorder", "audit", {"device": other})["records"][0]["principal"] == "carol"
+    assert bus.call("recorder", "audit", {})["records"] == []
+    with httpx.Client(base_url=service.http.url, timeout=10) as http:
+        history = http.get("/api/history", params={"device": other, "start": start - 1}).json()
+    assert [b["broadcast"]["cycle"] for b in history["broadcasts"]] == [50, 51, 52]
