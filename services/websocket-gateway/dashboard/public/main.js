@@ -3,6 +3,7 @@
 
 import { Bus } from "./bus.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
+import { RecorderPanels, pickedRange } from "./recorder.js";
 import { RigData, RigView } from "./rig.js";
 
 const $ = (id) => document.getElementById(id);
@@ -24,6 +25,7 @@ if (typeof uPlot === "undefined") {
 }
 
 const bus = new Bus({ filters: FILTERS, onMessage, onLink, onAccess });
+const recorder = new RecorderPanels(() => (bus.token ? { Authorization: `Bearer ${bus.token}` } : {}));
 bus.connect();
 
 // -- from the bus ---------------------------------------------------------------------------------------------------
@@ -35,6 +37,7 @@ function onMessage(topic, payload) {
   const name = levels.slice(4).join("/");
   $("device").textContent = device;
   if (kind === "$state") services.updateState(service, payload);
+  if (kind === "$state" && service === "recorder") recorder.setRunning(payload && payload.state === "ready");
   else if (kind === "state") onState(service, name, payload);
   else if (kind === "event") onEvent(service, name, payload);
 }
@@ -73,19 +76,55 @@ function redrawRig() {
 }
 
 async function loadHistory() {
+  let range;
   try {
-    // reads are open by default; a gateway that closes them (read_requires_token) takes the same token
-    const headers = bus.token ? { Authorization: `Bearer ${bus.token}` } : {};
-    const response = await fetch("api/history", { cache: "no-store", headers });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const body = await response.json();
-    for (const entry of body.broadcasts || []) rig.add(entry.broadcast);
-    rig.marksFromHistory(liveSince ?? Infinity);
-    redrawRig();
+    range = pickedRange();
   } catch (error) {
-    notice(`Could not load the recent broadcasts (${error.message}); the curves start now.`);
+    $("history-result").textContent = error.message;
+    return;
+  }
+  $("history-result").textContent = "loading…";
+  $("export").href = recorder.exportLink(range);
+  try {
+    // from the recorder through the gateway (days, across gateway restarts); reads are open by default, and a
+    // gateway that closes them (read_requires_token) takes the same token
+    const broadcasts = await recorder.history(range);
+    rig.reset(!range.live);
+    for (const entry of broadcasts) rig.add(entry.broadcast);
+    rig.marksFromHistory(range.live ? (liveSince ?? Infinity) : Infinity);
+    redrawRig();
+    $("history-result").textContent = "";
+  } catch (error) {
+    $("history-result").textContent = "";
+    notice(`Could not load the broadcasts of that range (${error.message}); the curves start now.`);
   }
 }
+
+$("history").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadHistory();
+});
+$("range").addEventListener("change", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());
+  } catch { /* a custom range is still being entered */ }
+});
+$("export-format").addEventListener("change", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());
+  } catch { /* a custom range is still being entered */ }
+});
+$("export").addEventListener("click", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());  // "last 24 h" means up to this click
+  } catch (error) {
+    $("history-result").textContent = error.message;
+  }
+});
+$("audit-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  recorder.audit();
+});
 
 // -- connection and access ------------------------------------------------------------------------------------------
 

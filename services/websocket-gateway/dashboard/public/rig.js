@@ -26,7 +26,16 @@ export class RigData {
   addLive(broadcast) {
     const t = Number(broadcast && broadcast.timestamp);
     if (Number.isFinite(t)) this.clockOffset = t - Date.now() / 1000;
+    if (this.frozen) return false;  // a past range is on show: new broadcasts do not stretch it
     return this.add(broadcast);
+  }
+
+  // Forget every broadcast and mark (a new time range is about to be loaded).
+  reset(frozen = false) {
+    this.broadcasts = [];
+    this.seen = new Set();
+    this.pumpMarks = [];
+    this.frozen = frozen;
   }
 
   add(broadcast) {
