@@ -18,6 +18,8 @@ class SchedulerSettings(ServiceSettings):
     alternates_dir: Path = Field(SHARED / "alternates", description="confs load_conf accepts by name (<name>.yml)")
     samd_service: str = Field("samd", description="segment of the samd-bridge the loop sends every step to")
     calibration_service: str = Field("calibration", description="segment whose retained state/active gives fits")
+    experiment_service: str = Field("experiment", description="segment whose retained state/ownership names the "
+                                    "vials on-device experiments control (other clients' commands to them refused)")
     transact_timeout_s: float = Field(15.0, gt=0, description="longest wait for one samd transact reply")
     start_paused: bool = Field(False, description="start with the loop paused (cmd/resume starts it)")
     ip: str | None = Field(None, description="the `ip` of the broadcast; found from the routing table when unset")
