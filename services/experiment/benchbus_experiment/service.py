@@ -50,6 +50,7 @@ KEEP = "--"  # a pump field the board leaves alone
 NAN = "NaN"  # a list element the scheduler keeps
 ACTIVE = ("scheduled", "running", "paused")
 STATE_FILE = "state.json"
+RESULT_WAIT_S = 10.0  # a pump command's result not seen by then is taken as applied (for freshness only)
 
 
 class Experiments:
@@ -64,6 +65,9 @@ class Experiments:
         self.scheduler_pump: list[str] | None = None  # the pump value the scheduler last stored
         self.scheduler_config_seen = False
         self.early_results: dict[str, dict] = {}
+        # vial -> (sent at, applied at or None): a decision only uses ODs read after the vial's last dose was
+        # applied (on a time-scaled rig a broadcast can read a vial while its dose is still running)
+        self.dosing: dict[int, tuple[float, float | None]] = {}
         self.last_saved = 0.0
         loaded = store.load(self.path)
         self.data: dict[str, Any] = loaded or {"schema": 1, "experiments": {}, "batches": [], "seq": 0, "log": []}
@@ -266,6 +270,9 @@ class Experiments:
         batch["phase"] = outcome
         message = ((result.get("error") or {}).get("message")) or ""
         for decision in batch["decisions"]:
+            sent_at = self.dosing.get(decision["vial"], (time.time(), None))[0]
+            self.dosing[decision["vial"]] = (sent_at, time.time())
+        for decision in batch["decisions"]:
             self._log_outcome(decision, outcome)
             self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
                                               vial=decision["vial"], outcome=outcome,
@@ -314,6 +321,20 @@ class Experiments:
             return True
         return False
 
+    def _fresh(self, vial: int, broadcast: dict) -> bool:
+        """Was this broadcast's OD of the vial read after its last dose was applied?"""
+        dose = self.dosing.get(vial)
+        if dose is None:
+            return True
+        sent_at, applied_at = dose
+        if applied_at is None and time.time() - sent_at > RESULT_WAIT_S:
+            applied_at = sent_at + RESULT_WAIT_S  # the result was lost; the dose is long done
+        cycle_started = float(broadcast.get("timestamp") or 0) - float(broadcast.get("cycle_s") or 0)
+        if applied_at is None or applied_at > cycle_started:
+            return False
+        del self.dosing[vial]
+        return True
+
     def _decide(self, name: str, record: dict, ods: list, now: float, broadcast: dict, pump: list[str]) -> list[dict]:
         definition = self.definition(name)
         elapsed = self.elapsed_h(record, now)
@@ -323,6 +344,8 @@ class Experiments:
                 od = ods[vial] if vial < len(ods) else None
                 if not isinstance(od, (int, float)):
                     continue  # no calibrated OD this cycle (no fit, or out of its range)
+                if not self._fresh(vial, broadcast):
+                    continue  # read before (or during) its last dose
                 state = controller.VialState.from_json(record["vials"].get(str(vial), {}))
                 actions, growth = self._control(group, state, float(od), elapsed, definition, vial)
                 record["vials"][str(vial)] = state.to_json()
@@ -421,6 +444,9 @@ class Experiments:
         """Store the batch as `sending` (with the vials' new state), then publish it."""
         if self.scheduler_pump is not None and pump == self.scheduler_pump:
             pump = self._distinct(pump)
+            for decision in decisions:
+                if decision["influx"] is not None:
+                    decision["influx"] = pump[decision["vial"]]
         batch = {"batch_id": uuid.uuid4().hex[:12], "phase": "sending", "pump": pump, "decisions": decisions,
                  "command_id": None, "created": time.time(), "attempts": 0}
         self.data["batches"].append(batch)
@@ -430,6 +456,8 @@ class Experiments:
                                      "efflux": decision["efflux"], "outcome": "decided"})
         self.data["log"] = self.data["log"][-self.settings.log_size:]
         self.save()
+        for decision in decisions:
+            self.dosing[decision["vial"]] = (time.time(), None)
         for decision in decisions:
             self.svc.emit("decision", self._decision_event(decision))
         self._publish_batch(batch)

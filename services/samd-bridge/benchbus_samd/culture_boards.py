@@ -56,8 +56,9 @@ def _edges_after(program: PumpProgram, t: float) -> list[float]:
         if t < program.start:
             return [program.start]
         k = math.floor((t - program.start) / program.period_s)
-        base = program.start + k * program.period_s
-        return [e for e in (base + program.on_s, base + program.period_s) if e > t]
+        # k - 1 .. k + 1: t may sit on an edge that floating point puts in either period
+        bases = [program.start + j * program.period_s for j in (k - 1, k, k + 1)]
+        return [e for b in bases for e in (b + program.on_s, b + program.period_s) if e > t + 1e-12]
     return []
 
 
