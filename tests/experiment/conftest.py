@@ -29,7 +29,7 @@ from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 FAST = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
 TIME_SCALE = 1440.0  # a day in a minute
-BROADCAST_S = 0.1  # a broadcast every 2.4 emulated minutes
+BROADCAST_S = 0.05  # back to back: a broadcast every ~2 emulated minutes (the cycle takes ~80 ms)
 
 
 def example_calibrations() -> list:
@@ -83,7 +83,8 @@ class RigUnderTest:
 @pytest.fixture
 def rig_emulator():
     calibration = RigCalibration.from_evolver(example_calibrations())
-    rig = Rig(calibration, CultureParams(), temp_tau_s=300.0, noise=Noise(), seed=7)
+    # a yeast-like strain at 0.3/h (about 0.26/h at 30 C and the turbidostat's ODs); 1 % OD noise
+    rig = Rig(calibration, CultureParams(mu_max_per_h=0.3), temp_tau_s=300.0, noise=Noise(), seed=7)
     emu = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST), rig=rig, time_scale=TIME_SCALE)
     emu.start_tcp(0)
     yield RigUnderTest(emu, TIME_SCALE)
