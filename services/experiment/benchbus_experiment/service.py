@@ -457,8 +457,6 @@ class Experiments:
         self.data["log"] = self.data["log"][-self.settings.log_size:]
         self.save()
         for decision in decisions:
-            self.dosing[decision["vial"]] = (time.time(), None)
-        for decision in decisions:
             self.svc.emit("decision", self._decision_event(decision))
         self._publish_batch(batch)
         self.publish()
@@ -477,6 +475,8 @@ class Experiments:
 
     def _publish_batch(self, batch: dict) -> None:
         batch["attempts"] += 1
+        for decision in batch["decisions"]:
+            self.dosing[decision["vial"]] = (time.time(), None)
         request = {"param": "pump", "value": batch["pump"], "immediate": True, "recurring": False}
         try:
             reply = self.svc.call(self.settings.scheduler_service, "command", request, self.settings.command_timeout_s)
@@ -530,6 +530,9 @@ class Experiments:
         for batch in doubtful:
             if batch is doubtful[-1] and newest_taken:
                 batch["phase"] = "sent"
+                for decision in batch["decisions"]:
+                    # taken before we died: applied by now, its result went by while we were away
+                    self.dosing[decision["vial"]] = (time.time(), time.time())
                 self._mark_sent(batch, "sent")
             else:
                 self._publish_batch(batch)
