@@ -47,3 +47,62 @@ def test_kill_9_mid_run_never_doses_twice_and_never_forgets(stack, rig_emulator,
         assert applied == decided, (vial, applied, decided)  # same doses, same order: none twice, none missed
         doses += len(decided)
     assert doses >= 20
+
+
+def test_a_batch_in_doubt_after_a_kill_is_resolved_by_the_scheduler_s_stored_value(stack, rig_emulator, bus):
+    """The two sides of the crash window, made exactly: killed after publishing (the scheduler holds the batch's
+    pump list: never re-sent) and killed before publishing (a stored batch the scheduler never saw: sent once)."""
+    service = stack(process=True)
+    state_topic = f"benchbus/{bus.device}/experiment/$state"
+    path = stack.data_dir / "state.json"
+    try:
+        bus.wait_for(state_topic, lambda _t, d: d.get("state") == "ready", 20)
+        rig_emulator.set_od([0], 0.9)
+        # a wide band: after its first dose the vial needs ~5 emulated hours (13 s) before the next one
+        group = turbidostat_group([0], 0.2, 0.8, max_bolus_s=60.0)
+        bus.call("experiment", "start", {"definition": definition("doubt", [group])}, timeout=10)
+        deadline = time.monotonic() + 20
+        while not [e for e in rig_emulator.emulator.pump_events() if e.pump == 0]:
+            assert time.monotonic() < deadline, "no first dose"
+            time.sleep(0.02)
+        wait_settled(bus, "doubt")
+        service.kill9()
+        before = len(rig_emulator.emulator.pump_events())
+        # 1) killed after publishing: the dose is the scheduler's stored pump value; its reply never stored
+        data = json.loads(path.read_text())
+        dose = next(b for b in reversed(data["batches"]) if b["decisions"][0]["action"] == "dilute")
+        dose["phase"], dose["command_id"] = "sending", None
+        path.write_text(json.dumps(data))
+        restart(service, bus, state_topic)
+        wait_settled(bus, "doubt")
+        assert [e.spec for e in rig_emulator.emulator.pump_events()[before:] if e.pump == 0] == []  # not again
+        # 2) killed before publishing: a stored dose the scheduler never saw
+        service.kill9()
+        data = json.loads(path.read_text())
+        unseen = dict(dose, batch_id="unseen", phase="sending", command_id=None, attempts=0)
+        unseen["pump"] = ["--"] * 48
+        unseen["pump"][0], unseen["pump"][16] = "3.21", "8.21"
+        unseen["decisions"] = [dict(dose["decisions"][0], decision_id="doubt-unseen", influx="3.21")]
+        data["batches"].append(unseen)
+        path.write_text(json.dumps(data))
+        restart(service, bus, state_topic)
+        wait_settled(bus, "doubt")
+        resent = [e.spec for e in rig_emulator.emulator.pump_events()[before:] if e.pump == 0]
+    finally:
+        service.close()
+    assert resent == ["3.21"]
+
+
+def restart(service, bus, state_topic: str) -> None:
+    service.start()
+    bus.wait_for(state_topic, lambda _t, d: d.get("state") == "ready" and d.get("pid") == service.process.pid, 20)
+
+
+def wait_settled(bus, name: str, timeout: float = 20.0) -> None:
+    """No decision in doubt, and two broadcasts later (an immediate command is applied before a cycle ends)."""
+    deadline = time.monotonic() + timeout
+    while bus.call("experiment", "status", {"name": name}, timeout=10)["pending_decisions"]:
+        assert time.monotonic() < deadline, "decisions still in doubt"
+        time.sleep(0.05)
+    for _ in range(2):
+        bus.wait_for(bus.topic("scheduler", "event", "broadcast"), timeout=10)
