@@ -22,7 +22,7 @@ The modes and the DPU facts they follow:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal, Union
+from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
@@ -48,7 +48,7 @@ class Turbidostat(Payload):
     stop_after_n_curves: int | None = Field(None, ge=1, description="stop diluting after this many growth curves")
 
     @model_validator(mode="after")
-    def _band(self) -> "Turbidostat":
+    def _band(self) -> Turbidostat:
         if self.lower_od >= self.upper_od:
             raise ValueError("lower_od must be below upper_od")
         return self
@@ -67,7 +67,7 @@ class GrowthCurve(Payload):
     mode: Literal["growth_curve"] = "growth_curve"
 
 
-Control = Annotated[Union[Turbidostat, Chemostat, GrowthCurve], Field(discriminator="mode")]
+Control = Annotated[Turbidostat | Chemostat | GrowthCurve, Field(discriminator="mode")]
 
 
 class VialGroup(Payload):
@@ -97,7 +97,7 @@ class ExperimentDefinition(Payload):
     safety: Safety = Field(default_factory=Safety)
 
     @model_validator(mode="after")
-    def _vials_once(self) -> "ExperimentDefinition":
+    def _vials_once(self) -> ExperimentDefinition:
         seen: dict[int, str] = {}
         for group in self.groups:
             for vial in group.vials:
@@ -211,7 +211,8 @@ class ExperimentsState(Payload):
 
 
 command(SERVICE, "start", StartRequest, Status, "Start an experiment (stored before it runs); its vials must be free.")
-command(SERVICE, "pause", NameRequest, Status, "Stop deciding (running chemostat programs are stopped); vials stay owned.")
+command(SERVICE, "pause", NameRequest, Status,
+        "Stop deciding (running chemostat programs are stopped); the vials stay owned.")
 command(SERVICE, "resume", NameRequest, Status, "Decide again from the next broadcast.")
 command(SERVICE, "stop", NameRequest, Status, "End the experiment: pumps of its vials stopped, the vials released.")
 command(SERVICE, "edit", EditRequest, Status, "Replace a running experiment's definition (version + 1).")

@@ -4,7 +4,6 @@ experiment service, all on the test broker."""
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
 import sys

@@ -6,7 +6,6 @@ import pytest
 
 from benchbus_samd.emulator import LineTiming, SamdEmulator
 
-from .conftest import bridge_fields
 
 LATE_S = 0.020
 

@@ -47,7 +47,7 @@ class VialState:
     median: float | None = None
 
     @classmethod
-    def from_json(cls, data: dict[str, Any]) -> "VialState":
+    def from_json(cls, data: dict[str, Any]) -> VialState:
         known = {k: v for k, v in data.items() if k in cls.__dataclass_fields__}
         return cls(**known)
 

@@ -123,7 +123,8 @@ class Experiments:
                     owners[str(vial)] = VialOwner(experiment=name, version=definition.version,
                                                   status=record["status"])
         self.svc.set_state("ownership", Ownership(vials=owners, principal=self.settings.principal))
-        self.svc.set_state("experiments", ExperimentsState(experiments=[self.status(n) for n in self.data["experiments"]]))
+        statuses = [self.status(name) for name in self.data["experiments"]]
+        self.svc.set_state("experiments", ExperimentsState(experiments=statuses))
 
     # -- commands ------------------------------------------------------------------------------------------------
 

@@ -23,7 +23,8 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
+from collections.abc import Sequence
 
 VIALS = 16
 PUMPS = 48
@@ -59,7 +60,7 @@ class RigCalibration:
     pump_rates: list[float]  # 48 calibrated rates, mL/s
 
     @classmethod
-    def from_evolver(cls, calibrations: Sequence[dict[str, Any]]) -> "RigCalibration":
+    def from_evolver(cls, calibrations: Sequence[dict[str, Any]]) -> RigCalibration:
         """The active (else first) fit of each type from a parsed calibrations.json (numbers may be strings)."""
         fits: dict[str, dict] = {}
         for calibration in calibrations:
