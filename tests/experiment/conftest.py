@@ -95,13 +95,26 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
     """Bridge, calibration-store and scheduler in-process; returns a function starting the experiment service
     in-process (or as a process with `process=True`, for kill -9)."""
     emu = rig_emulator.emulator
-    serve(build_samd, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
-                                    timeout_margin_s=0.1, **FAST))
-    serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()
     conf_path.write_text(fast_conf())
-    serve(build_scheduler, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
+    rig_services: list = []
+
+    def start_rig_services() -> None:
+        rig_services[:] = [
+            serve(build_samd, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
+                                            timeout_margin_s=0.1, **FAST)),
+            serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration",
+                                                   seed_example=True)),
+            serve(build_scheduler, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0)),
+        ]
+
+    def stop_rig_services() -> None:
+        """The bridge, calibration-store and scheduler go away (the emulator's cultures keep growing)."""
+        for service in reversed(rig_services):
+            service.stop()
+
+    start_rig_services()
     data_dir = tmp_path / "experiment"
 
     def start_experiment(process: bool = False):
@@ -110,6 +123,8 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
                                                          time_scale=TIME_SCALE, persist_interval_s=1.0))
         return ExperimentProcess(make_settings, data_dir)
     start_experiment.data_dir = data_dir
+    start_experiment.stop_rig_services = stop_rig_services
+    start_experiment.start_rig_services = start_rig_services
     return start_experiment
 
 
