@@ -14,6 +14,7 @@ MODELS = {
     "scheduler": "benchbus_scheduler.settings:SchedulerSettings",
     "update": "benchbus_update.settings:UpdateSettings",
     "gateway": "benchbus_gateway.settings:GatewaySettings",
+    "experiment": "benchbus_experiment.settings:ExperimentSettings",
 }
 
 
