@@ -12,7 +12,10 @@ RATES = controller.Rates(influx=0.75, efflux=0.70)
 TURBIDO = Turbidostat(lower_od=0.2, upper_od=0.4)  # the DPU's defaults: 6 values, 3 min wait, 20 s cap, +5 s
 
 
-def decide(state, od, hour, mode=TURBIDO, safety=Safety()):
+SAFETY = Safety()
+
+
+def decide(state, od, hour, mode=TURBIDO, safety=SAFETY):
     return controller.turbidostat(state, od, hour, mode, 25.0, RATES, safety)
 
 
