@@ -30,7 +30,7 @@ from .envelope import Empty, Payload
 from .registry import command, event, state
 
 SERVICE = "experiment"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Literal[1] = 1
 VIALS = 16
 
 Name = Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")]
@@ -94,7 +94,7 @@ class ExperimentDefinition(Payload):
     start_at: datetime | None = Field(None, description="wall-clock start; None: at once")
     duration_h: float | None = Field(None, gt=0, description="experiment hours until it finishes; None: until stop")
     growth_window_h: float = Field(1.0, gt=0, le=48, description="window of the growth-curve rate estimate")
-    safety: Safety = Field(default_factory=Safety)
+    safety: Safety = Field(default_factory=Safety)  # type: ignore[arg-type]  # (mypy without the pydantic plugin)
 
     @model_validator(mode="after")
     def _vials_once(self) -> ExperimentDefinition:

@@ -224,7 +224,7 @@ class Experiments:
             self._record(request.name)
             return self.status(request.name)
 
-    def list(self, _request: Any, _ctx: RequestContext) -> ListResult:
+    def list_experiments(self, _request: Any, _ctx: RequestContext) -> ListResult:
         with self.lock:
             return ListResult(experiments=[self.status(n) for n in self.data["experiments"]])
 
@@ -550,7 +550,7 @@ def build(settings: ExperimentSettings) -> tuple[Service, Any]:
     svc.handles("stop")(experiments.stop)
     svc.handles("edit")(experiments.edit)
     svc.handles("status")(experiments.get_status)
-    svc.handles("list")(experiments.list)
+    svc.handles("list")(experiments.list_experiments)
     scheduler = settings.scheduler_service
     svc.watch(svc.topic("state", "active", settings.calibration_service), experiments.on_calibration)
     svc.watch(svc.topic("state", "config", scheduler), experiments.on_scheduler_config)
