@@ -2,6 +2,7 @@
 // from GET /api/history so the curves survive a reload. Writes (lights, home, resume) need the gateway's token.
 
 import { Bus } from "./bus.js";
+import { ExperimentsPanel } from "./experiments.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
 import { RigData, RigView } from "./rig.js";
 
@@ -11,6 +12,8 @@ const FILTERS = ["+/$state", "+/state/#", "+/event/#"];
 const rig = new RigData();
 const robot = new RobotPanel();
 const services = new ServicesPanel();
+const experiments = new ExperimentsPanel({ list: $("experiment-list"), vials: $("experiment-vials"),
+                                           definition: $("experiment-definition") });
 let rigView = null;
 let liveSince = null;  // the rig time of the first live broadcast: pump runs before it come from the history
 
@@ -41,6 +44,7 @@ function onMessage(topic, payload) {
 
 function onState(service, name, payload) {
   robot.update(service, name, payload);
+  if (service === "experiment" && name === "experiments") experiments.update(payload);
   if (service === "calibration" && name === "active") {
     rig.setTemperatureFit(payload);
     redrawRig();
@@ -110,6 +114,7 @@ function onAccess(state, detail = "") {
   $("token-save").hidden = writable;
   $("token-forget").hidden = !writable;
   for (const button of document.querySelectorAll("button.write")) button.disabled = !writable;
+  experiments.setWritable(writable);
   const hint = $("readonly");
   hint.hidden = writable || state === "checking";
   hint.textContent = `Read-only: enter the gateway's token to switch the lights or home the robot.${detail ? ` (${detail})` : ""}`;
@@ -163,6 +168,45 @@ $("resume").addEventListener("click", () => act("resume", async () => {
   await bus.call("smoothie", "resume", {});
   return "motion resumed";
 }));
+
+// Experiments: start or edit from the definition box; pause, resume, stop per experiment; load copies one's definition.
+async function experimentAct(label, action) {
+  const result = $("experiment-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    const status = await action();
+    result.textContent = `${status.name} v${status.version}: ${status.status}`;
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+  }
+}
+
+function definitionFromBox() {
+  try {
+    return JSON.parse($("experiment-definition").value);
+  } catch (error) {
+    throw Object.assign(new Error(`the definition is not JSON: ${error.message}`), { code: "invalid_request" });
+  }
+}
+
+$("experiment-start").addEventListener("click", () => experimentAct("start", () =>
+  bus.call("experiment", "start", { definition: definitionFromBox() })));
+$("experiment-edit").addEventListener("click", () => experimentAct("edit", () =>
+  bus.call("experiment", "edit", { definition: definitionFromBox() })));
+$("experiment-list").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const { action, name } = button.dataset;
+  if (action === "load") {
+    const definition = experiments.definitionFor(name);
+    if (definition) $("experiment-definition").value = JSON.stringify(definition, null, 2);
+    return;
+  }
+  experimentAct(action, () => bus.call("experiment", action, { name }));
+});
 
 // -- helpers --------------------------------------------------------------------------------------------------------
 
