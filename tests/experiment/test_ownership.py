@@ -88,3 +88,27 @@ def test_experiment_commands_refuse_bad_input_and_vials_already_owned(stack, bus
     with pytest.raises(BusError) as missing:
         bus.call("experiment", "stop", {"name": "nope"}, timeout=10)
     assert missing.value.code == "not_found"
+
+
+def wait_for(predicate, timeout: float = 15.0, what: str = "the condition") -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
+
+
+def test_editing_a_chemostat_away_stops_its_programs_and_stop_releases(stack, rig_emulator, bus):
+    from .conftest import chemostat_group, growth_group
+    stack()
+    emulator = rig_emulator.emulator
+    bus.call("experiment", "start", {"definition": definition("edits", [chemostat_group([4, 5], 0.3)])}, timeout=10)
+    wait_for(lambda: all(emulator.pump_programs()[p] is not None for p in (4, 5, 20, 21)), what="chemostat programs")
+    assert emulator.pump_programs()[4].kind == "chemostat"
+    edited = {"definition": definition("edits", [chemostat_group([4], 0.3), growth_group([5])])}
+    assert bus.call("experiment", "edit", edited, timeout=10)["version"] == 2
+    wait_for(lambda: emulator.pump_programs()[5] is None and emulator.pump_programs()[21] is None,
+             what="vial 5's programs stopped")
+    assert emulator.pump_programs()[4] is not None  # still a chemostat
+    bus.call("experiment", "stop", {"name": "edits"}, timeout=10)
+    wait_for(lambda: emulator.pump_programs()[4] is None and emulator.pump_programs()[20] is None,
+             what="vial 4's programs stopped")

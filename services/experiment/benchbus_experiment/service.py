@@ -50,6 +50,7 @@ KEEP = "--"  # a pump field the board leaves alone
 NAN = "NaN"  # a list element the scheduler keeps
 ACTIVE = ("scheduled", "running", "paused")
 STATE_FILE = "state.json"
+EARLY_RESULTS_KEPT = 64
 RESULT_WAIT_S = 10.0  # a pump command's result not seen by then is taken as applied (for freshness only)
 
 
@@ -210,11 +211,16 @@ class Experiments:
             old = self.definition(request.definition.name)
             self.check_vials_free(request.definition, besides=old.name)
             definition = request.definition.model_copy(update={"version": old.version + 1})
+            # a vial leaving the experiment, or leaving chemostat mode, must not keep its pump program running
+            stopped = [v for v in old.vials()
+                       if _mode_of(old, v) == "chemostat" and _mode_of(definition, v) != "chemostat"]
             record["definition"] = definition.model_dump(mode="json")
             record["setpoints_sent"] = False
             for vial in old.vials():
-                if vial not in definition.vials():
-                    record["vials"].pop(str(vial), None)
+                if vial not in definition.vials() or _mode_of(old, vial) != _mode_of(definition, vial):
+                    record["vials"].pop(str(vial), None)  # a new controller state for a new mode
+            if stopped:
+                self._stop_pumps(definition.name, "edited", stopped)
             self.save()
             self.publish()
             return self.status(definition.name)
@@ -228,12 +234,12 @@ class Experiments:
         with self.lock:
             return ListResult(experiments=[self.status(n) for n in self.data["experiments"]])
 
-    def _stop_pumps(self, name: str, why: str) -> None:
-        """Stop every pump program of the experiment's vials (a running chemostat) as one batch, then publish."""
+    def _stop_pumps(self, name: str, why: str, vials: list[int] | None = None) -> None:
+        """Stop the pump programs of the experiment's vials (a running chemostat) as one batch, then publish."""
         definition = self.definition(name)
         pump = [KEEP] * PUMPS
         decisions = []
-        for vial in definition.vials():
+        for vial in definition.vials() if vials is None else vials:
             pump[vial] = pump[vial + 16] = "0"
             decisions.append(self._decision(name, definition.version, vial, "stop",
                                             controller.Action("chemostat_stop", f"experiment {why}"), None))
@@ -260,7 +266,10 @@ class Experiments:
         with self.lock:
             batch = next((b for b in self.data["batches"] if b.get("command_id") == data.get("command_id")), None)
             if batch is None:
+                # a result before its reply (or another client's): kept briefly, bounded
                 self.early_results[str(data.get("command_id"))] = data
+                while len(self.early_results) > EARLY_RESULTS_KEPT:
+                    del self.early_results[next(iter(self.early_results))]
                 return
             self._settle(batch, data)
 
@@ -537,6 +546,10 @@ class Experiments:
                 self._mark_sent(batch, "sent")
             else:
                 self._publish_batch(batch)
+
+
+def _mode_of(definition: ExperimentDefinition, vial: int) -> str | None:
+    return next((g.control.mode for g in definition.groups if vial in g.vials), None)
 
 
 def build(settings: ExperimentSettings) -> tuple[Service, Any]:
