@@ -1,9 +1,11 @@
-"""The dashboard's experiment controls in a real browser: start an experiment from a JSON definition, see it
-running with its vials, edit it (version 2), pause, resume and stop it; a bad definition is refused with the
-field named. The experiment service runs beside the dashboard test stack."""
+"""The dashboard's experiment and vial controls in a real browser: start an experiment from a JSON definition,
+see it running with its vials, set one vial's stir and temperature and run its pump, see a vial the experiment runs
+refuse that, edit the experiment (version 2), pause, resume and stop it; a bad definition is refused with the field
+named. The experiment service runs beside the dashboard test stack."""
 from __future__ import annotations
 
 import json
+import time
 
 import pytest
 
@@ -21,6 +23,13 @@ def definition(vials) -> str:
     return json.dumps({"name": "demo", "groups": [{"name": "g", "vials": vials, "temp_c": 30, "stir": 8,
                                                    "control": {"mode": "turbidostat", "lower_od": 0.2,
                                                                "upper_od": 0.4}}]})
+
+
+def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, f"never saw {what}"
+        time.sleep(0.05)
 
 
 def status_is(browser, status: str) -> str:
@@ -45,6 +54,24 @@ def test_experiments_from_the_dashboard(stack, browser, serve, make_settings, tm
     browser.click("#experiment-start")
     assert status_is(browser, "running") == "running"
     assert browser.wait("document.querySelectorAll('#experiment-vials tr').length === 2 && 2") == 2
+
+    # the vial controls: stir, temperature and a pump run reach the boards; a vial the experiment runs refuses them
+    emulator = stack.rig
+    browser.fill("#vc-vial", "2")
+    browser.fill("#vc-stir", "10")
+    browser.click("#vc-stir-set")
+    wait_until(lambda: emulator.applied("stir")[2] == "10", "stir of vial 2 applied")
+    browser.fill("#vc-temp", "31")
+    browser.click("#vc-temp-set")
+    wait_until(lambda: emulator.applied("temp")[2] != "4095", "temperature of vial 2 applied")
+    browser.fill("#vc-vial", "3")
+    browser.click("#vc-pump")
+    wait_until(lambda: any(f.values[3] == "2" and f.values[19] == "7" for f in emulator.frames("pump", "i")),
+               "the pump run of vial 3 on the wire")
+    browser.fill("#vc-vial", "4")
+    browser.click("#vc-stir-set")
+    refused = browser.wait("document.querySelector('#vial-result.refused')?.textContent")
+    assert "conflict" in refused and "vial 4" in refused and "'demo'" in refused
 
     browser.fill("#experiment-definition", definition([4, 5, 6]))
     browser.click("#experiment-edit")

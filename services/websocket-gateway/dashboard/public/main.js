@@ -3,6 +3,7 @@
 
 import { Bus } from "./bus.js";
 import { ExperimentsPanel } from "./experiments.js";
+import { pumpCommand, readNumber, stirCommand, temperatureCommand } from "./vialcontrols.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
 import { RigData, RigView } from "./rig.js";
 
@@ -207,6 +208,29 @@ $("experiment-list").addEventListener("click", (event) => {
   }
   experimentAct(action, () => bus.call("experiment", action, { name }));
 });
+
+// Vial controls: one vial's temperature, stir or pump run through the scheduler, as the GUI sends them.
+async function vialAct(label, makeCommand) {
+  const result = $("vial-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    const vial = readNumber($("vc-vial"), "vial", 0, 15);
+    const accepted = await bus.call("scheduler", "command", makeCommand(vial));
+    result.textContent = `vial ${vial}: ${label} ${accepted.applies === "not_sent" ? "stored" : "sent"}`;
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+  }
+}
+
+$("vc-temp-set").addEventListener("click", () => vialAct("temperature", (vial) =>
+  temperatureCommand(vial, readNumber($("vc-temp"), "°C", 15, 50), rig.tempFit)));
+$("vc-stir-set").addEventListener("click", () => vialAct("stir", (vial) =>
+  stirCommand(vial, readNumber($("vc-stir"), "stir", 0, 20))));
+$("vc-pump").addEventListener("click", () => vialAct("pump", (vial) =>
+  pumpCommand(vial, readNumber($("vc-in"), "influx s", 0, 60), readNumber($("vc-out"), "efflux s", 0, 60))));
 
 // -- helpers --------------------------------------------------------------------------------------------------------
 
