@@ -161,6 +161,13 @@ class Experiments:
             self.publish()
             return self.status(definition.name)
 
+    def _require_no_doubt(self) -> None:
+        """A command that sends pumps waits until no batch is in doubt: a newer stored value would hide the answer."""
+        self._resolve_in_doubt()
+        if any(b["phase"] == "sending" for b in self.data["batches"]):
+            raise BusError("unavailable", "a pump command to the scheduler is still unanswered; try again when the "
+                                          "scheduler answers")
+
     def _record(self, name: str) -> dict:
         record = self.data["experiments"].get(name)
         if record is None:
@@ -170,6 +177,7 @@ class Experiments:
     def pause(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.name)
+            self._require_no_doubt()
             if record["status"] != "running":
                 raise BusError("conflict", f"experiment '{request.name}' is {record['status']}, not running",
                                {"field": "name"})
@@ -194,6 +202,7 @@ class Experiments:
     def stop(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.name)
+            self._require_no_doubt()
             if record["status"] not in ACTIVE:
                 raise BusError("conflict", f"experiment '{request.name}' is already {record['status']}",
                                {"field": "name"})
@@ -205,6 +214,7 @@ class Experiments:
     def edit(self, request: EditRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.definition.name)
+            self._require_no_doubt()
             if record["status"] not in ACTIVE:
                 raise BusError("conflict", f"experiment '{request.definition.name}' is {record['status']}",
                                {"field": "definition.name"})
@@ -297,6 +307,8 @@ class Experiments:
             return
         with self.lock:
             self._resolve_in_doubt()
+            if any(b["phase"] == "sending" for b in self.data["batches"]):
+                return  # the scheduler has not answered a batch: no new one until it has (one in doubt at most)
             now = float(data.get("timestamp") or time.time())
             ods = (data.get("calibrated") or {}).get("od") or []
             pump = [KEEP] * PUMPS
@@ -497,6 +509,7 @@ class Experiments:
         except BusError as error:
             batch["phase"] = "failed"
             for decision in batch["decisions"]:
+                self.dosing.pop(decision["vial"], None)  # nothing was sent: the next reading is fresh
                 self._log_outcome(decision, "refused")
                 self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"],
                                                   experiment=decision["experiment"], vial=decision["vial"],
@@ -532,7 +545,8 @@ class Experiments:
 
     def _resolve_in_doubt(self) -> None:
         """Batches stored as `sending` whose reply never came (a kill, a timeout): the scheduler's stored pump value
-        says whether it took them. Only the newest can be the stored one; older ones in doubt were not taken."""
+        says whether it took them. No batch is made while one is in doubt (broadcasts wait, commands are refused),
+        so there is at most one."""
         doubtful = [b for b in self.data["batches"] if b["phase"] == "sending"]
         if not doubtful or not self.scheduler_config_seen:
             return
