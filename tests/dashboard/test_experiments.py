@@ -73,6 +73,15 @@ def test_experiments_from_the_dashboard(stack, browser, serve, make_settings, tm
     refused = browser.wait("document.querySelector('#vial-result.refused')?.textContent")
     assert "conflict" in refused and "vial 4" in refused and "'demo'" in refused
 
+    # the calibration view: the active fits listed; one vial's raw points against its fit's curve
+    assert browser.wait("document.querySelector('#calibration-active tr[data-type=\"od\"]')?.textContent") \
+        .startswith("od")
+    browser.fill("#cal-vial", "3")
+    browser.click("#cal-show")
+    assert browser.wait("Number(document.querySelector('#cal-chart').dataset.points || 0)") == 10
+    assert "example_od_od90" in browser.text("#cal-summary")
+    browser.screenshot(tmp_path / "experiments.png")
+
     browser.fill("#experiment-definition", definition([4, 5, 6]))
     browser.click("#experiment-edit")
     assert "v2" in browser.wait(f"{ROW}.textContent.includes('v2') && {ROW}.textContent")

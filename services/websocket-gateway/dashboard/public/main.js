@@ -2,6 +2,7 @@
 // from GET /api/history so the curves survive a reload. Writes (lights, home, resume) need the gateway's token.
 
 import { Bus } from "./bus.js";
+import { CalibrationsPanel } from "./calibrations.js";
 import { ExperimentsPanel } from "./experiments.js";
 import { pumpCommand, readNumber, stirCommand, temperatureCommand } from "./vialcontrols.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
@@ -13,6 +14,8 @@ const FILTERS = ["+/$state", "+/state/#", "+/event/#"];
 const rig = new RigData();
 const robot = new RobotPanel();
 const services = new ServicesPanel();
+const calibrations = new CalibrationsPanel({ active: $("calibration-active"), chart: $("cal-chart"),
+                                             summary: $("cal-summary") });
 const experiments = new ExperimentsPanel({ list: $("experiment-list"), vials: $("experiment-vials"),
                                            definition: $("experiment-definition") });
 let rigView = null;
@@ -46,6 +49,7 @@ function onMessage(topic, payload) {
 function onState(service, name, payload) {
   robot.update(service, name, payload);
   if (service === "experiment" && name === "experiments") experiments.update(payload);
+  if (service === "calibration" && name === "active") calibrations.update(payload);
   if (service === "calibration" && name === "active") {
     rig.setTemperatureFit(payload);
     redrawRig();
@@ -231,6 +235,21 @@ $("vc-stir-set").addEventListener("click", () => vialAct("stir", (vial) =>
   stirCommand(vial, readNumber($("vc-stir"), "stir", 0, 20))));
 $("vc-pump").addEventListener("click", () => vialAct("pump", (vial) =>
   pumpCommand(vial, readNumber($("vc-in"), "influx s", 0, 60), readNumber($("vc-out"), "efflux s", 0, 60))));
+
+$("cal-show").addEventListener("click", async () => {
+  const summary = $("cal-summary");
+  try {
+    const kind = $("cal-type").value;
+    const fit = calibrations.fitOf(kind);
+    if (!fit) throw new Error(`no active ${kind} fit`);
+    const vial = readNumber($("cal-vial"), "vial", 0, 15);
+    const found = await bus.call("calibration", "get_calibration", { name: fit.calibration });
+    if (typeof uPlot === "undefined") throw new Error("the chart needs uPlot");
+    calibrations.show(kind, vial, found.calibration);
+  } catch (error) {
+    summary.textContent = `calibration view: ${error.message}`;
+  }
+});
 
 // -- helpers --------------------------------------------------------------------------------------------------------
 
