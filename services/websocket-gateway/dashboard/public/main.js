@@ -48,7 +48,18 @@ function onMessage(topic, payload) {
 
 function onState(service, name, payload) {
   robot.update(service, name, payload);
-  if (service === "experiment" && name === "experiments") experiments.update(payload);
+  if (service === "experiment" && name === "experiments") {
+    experiments.update(payload);
+    rig.growth = {};
+    for (const experiment of payload.experiments || []) {
+      for (const v of experiment.vials || []) {
+        if (experiment.status === "running" && typeof v.growth_rate_per_h === "number") {
+          rig.growth[v.vial] = v.growth_rate_per_h;
+        }
+      }
+    }
+    redrawRig();
+  }
   if (service === "calibration" && name === "active") calibrations.update(payload);
   if (service === "calibration" && name === "active") {
     rig.setTemperatureFit(payload);
