@@ -123,7 +123,7 @@ class Experiments:
                 for vial in definition.vials():
                     owners[str(vial)] = VialOwner(experiment=name, version=definition.version,
                                                   status=record["status"])
-        self.svc.set_state("ownership", Ownership(vials=owners, principal=self.settings.principal))
+        self.svc.set_state("ownership", Ownership(vials=owners, principal=self.settings.own_principal()))
         statuses = [self.status(name) for name in self.data["experiments"]]
         self.svc.set_state("experiments", ExperimentsState(experiments=statuses))
 
