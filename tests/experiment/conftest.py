@@ -82,8 +82,9 @@ class RigUnderTest:
 @pytest.fixture
 def rig_emulator():
     calibration = RigCalibration.from_evolver(example_calibrations())
-    # a yeast-like strain at 0.3/h (about 0.26/h at 30 C and the turbidostat's ODs); 1 % OD noise
-    rig = Rig(calibration, CultureParams(mu_max_per_h=0.3), temp_tau_s=300.0, noise=Noise(), seed=7)
+    # a slow strain, 0.2/h at 30 C (yeast in minimal medium), 1 % OD noise: a broadcast here is ~2 emulated minutes
+    # (the DPU's are 20 s), so a faster culture would outgrow the band between two broadcasts on a loaded machine
+    rig = Rig(calibration, CultureParams(mu_max_per_h=0.2), temp_tau_s=300.0, noise=Noise(), seed=7)
     emu = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST), rig=rig, time_scale=TIME_SCALE)
     emu.start_tcp(0)
     yield RigUnderTest(emu, TIME_SCALE)

@@ -10,7 +10,7 @@ from .conftest import TIME_SCALE, chemostat_group, definition, growth_group, tur
 
 HOURS = 12.0  # emulated hours (30 s here; bench/experiment.py runs a whole day)
 TURBIDO, CHEMO, GROWTH = range(0, 4), range(4, 8), range(8, 12)
-LOWER, UPPER, RATE = 0.2, 0.4, 0.2  # the chemostat's rate below the strain's (no washout)
+LOWER, UPPER, RATE = 0.2, 0.4, 0.2
 
 
 def in_band_fraction(samples, vial: int) -> float:
@@ -40,7 +40,7 @@ def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_e
     estimates: list[dict] = []
     seen = threading.Lock()
     bus.subscribe(bus.topic("experiment", "event", "growth_rate"), lambda _t, d, _m: estimates.append(d))
-    rig_emulator.set_od(TURBIDO, 0.15)
+    rig_emulator.set_od(TURBIDO, 0.25)
     start = definition("modes", [turbidostat_group(TURBIDO, LOWER, UPPER), chemostat_group(CHEMO, RATE),
                                  growth_group(GROWTH)], growth_window_h=2.0)
     status = bus.call("experiment", "start", {"definition": start}, timeout=10)
