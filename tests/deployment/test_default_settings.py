@@ -15,6 +15,7 @@ MODELS = {
     "update": "benchbus_update.settings:UpdateSettings",
     "gateway": "benchbus_gateway.settings:GatewaySettings",
     "recorder": "benchbus_recorder.settings:RecorderSettings",
+    "experiment": "benchbus_experiment.settings:ExperimentSettings",
 }
 
 

@@ -15,6 +15,7 @@ export class RigData {
     this.pumpMarks = [];        // {t, vials: [bool x 16]}
     this.overruns = [];         // scheduler event/overrun payloads (for their slowest steps), newest last
     this.tempFit = null;        // per vial [m, b] of the active linear temperature fit, for the setpoints
+    this.growth = {};           // vial -> the growth rate (1/h) an on-device experiment last estimated
     this.clockOffset = 0;       // the rig's clock minus this browser's, from the last live broadcast
   }
 
@@ -230,6 +231,7 @@ export class RigView {
       `set ${fmt(set, units.temp.calibrated ? 1 : 0)}`,
       `stir ${stir ?? "–"}`,
       `pump ${pumps}×`,
+      ...(typeof this.data.growth[vial] === "number" ? [`µ ${this.data.growth[vial].toFixed(3)}/h`] : []),
     ].join(" · ");
     slot.card.dataset.points = String(columns[1].filter((v) => v !== null).length);
     slot.card.dataset.pumps = String(pumps);
