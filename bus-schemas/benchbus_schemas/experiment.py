@@ -203,7 +203,8 @@ class Ownership(Payload):
     """Which vials an on-device experiment controls: the scheduler refuses other clients' commands to them."""
 
     vials: dict[str, VialOwner] = Field(..., description="vial number (as text) -> its experiment")
-    principal: str = Field(..., description="the bus principal whose commands to these vials are the experiment's")
+    principal: str = Field(..., description="the experiment service's caller identity as services see it "
+                           "(`<broker principal>/<session>`): only its commands may change these vials")
 
 
 class ExperimentsState(Payload):

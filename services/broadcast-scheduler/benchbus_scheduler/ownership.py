@@ -4,7 +4,9 @@ The experiment service publishes retained `experiment/state/ownership` ({"vials"
 "principal": ...}); this module (no I/O) says whether a command would touch an owned vial. A per-vial list touches
 vial v when its element v changes the stored value ("NaN" keeps it); the pump list touches vial v through pumps v,
 v + 16 and v + 32 when they are anything but "--" (a pump field acts, it is not a setpoint). Scalars and lists of
-other lengths are not per vial. The experiment's own principal passes.
+other lengths are not per vial. The experiment service's own calls pass: `principal` is its `<principal>/<session>`,
+which only it can be (the broker pins the principal; the session lies in that principal's own reply namespace), and
+only it may publish `experiment/state/ownership` (the ACL).
 """
 from __future__ import annotations
 
@@ -36,7 +38,7 @@ def refusal(ownership: Any, client: str | None, param: str, value: Any, current:
     if not isinstance(ownership, dict) or not isinstance(ownership.get("vials"), dict):
         return None
     principal = str(ownership.get("principal") or "")
-    if principal and (client or "").split("/")[0] == principal:
+    if principal and client == principal:
         return None
     owned = {int(k): v for k, v in ownership["vials"].items() if str(k).isdigit() and isinstance(v, dict)}
     clashes = [v for v in touched_vials(param, value, current) if v in owned]

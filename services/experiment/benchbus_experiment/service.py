@@ -59,6 +59,8 @@ class Experiments:
 
     def __init__(self, svc: Service, settings: ExperimentSettings):
         self.svc = svc
+        # who the scheduler will see calling (RequestContext.client): only we may change the vials we own
+        self._caller = f"{svc.bus.principal}/{svc.bus.name}"
         self.settings = settings
         self.path = settings.data_dir / STATE_FILE
         self.lock = threading.RLock()
@@ -123,7 +125,7 @@ class Experiments:
                 for vial in definition.vials():
                     owners[str(vial)] = VialOwner(experiment=name, version=definition.version,
                                                   status=record["status"])
-        self.svc.set_state("ownership", Ownership(vials=owners, principal=self.settings.own_principal()))
+        self.svc.set_state("ownership", Ownership(vials=owners, principal=self._caller))
         statuses = [self.status(name) for name in self.data["experiments"]]
         self.svc.set_state("experiments", ExperimentsState(experiments=statuses))
 

@@ -14,12 +14,6 @@ class ExperimentSettings(ServiceSettings):
     calibration_service: str = Field("calibration", description="segment whose retained state/active gives fits")
     time_scale: float = Field(1.0, gt=0, le=100_000, description="experiment seconds per wall second: 1 on a rig; "
                               "the emulator's --time-scale on an emulated rig whose cultures run faster")
-    principal: str | None = Field(None, min_length=1, description="the bus principal this service calls as, "
-                                  "published in state/ownership so the scheduler lets only it command owned vials; "
-                                  "default: the broker username, else `experiment` (the runtime's client name)")
-
-    def own_principal(self) -> str:
-        return self.principal or self.broker.username or "experiment"
     command_timeout_s: float = Field(10.0, gt=0, le=120, description="longest wait for the scheduler's reply")
     persist_interval_s: float = Field(5.0, gt=0, description="how often the OD windows are saved when nothing "
                                       "happens (every action is saved before it is sent)")
