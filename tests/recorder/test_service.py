@@ -51,10 +51,11 @@ def test_broadcasts_audit_events_and_states_are_recorded(recorder, bus, device, 
 
     def recorded():
         tables = status(bus)["tables"]
-        return (tables["broadcasts"]["rows"] == 5 and tables["audit"]["rows"] == 2
+        return (tables["broadcasts"]["rows"] == 5 and tables["audit"]["rows"] >= 2
                 and tables["events"]["rows"] >= 1 and tables["service_states"]["rows"] >= 2)
     wait_until(recorded, what="everything recorded")
-    trail = bus.call("recorder", "audit", {})["records"]
+    # the runtime audits this test's own calls to the recorder too (principal `dev`): leave those aside
+    trail = [r for r in bus.call("recorder", "audit", {})["records"] if r["service"] != "recorder"]
     assert sorted(r["principal"] for r in trail) == ["alice", "bob"], "the scheduler's own transacts are skipped"
     assert bus.call("recorder", "audit", {"principal": "alice"})["records"][0]["request"]["param"] == "pump"
     names = {(e["service"], e["name"]) for e in bus.call("recorder", "events", {})["records"]}
@@ -181,7 +182,8 @@ def test_a_lab_recorder_keeps_every_device_apart(make_settings, serve, database_
     assert mine["device"] == device and theirs["device"] == other
     assert theirs["series"][0]["raw"][0] - mine["series"][0]["raw"][0] == 50
     assert bus.call("recorder", "audit", {"device": other})["records"][0]["principal"] == "carol"
-    assert bus.call("recorder", "audit", {})["records"] == []
+    # this device's trail holds only the test's own calls to the recorder, none of the other device's
+    assert {r["principal"] for r in bus.call("recorder", "audit", {})["records"]} <= {"dev"}
     with httpx.Client(base_url=service.http.url, timeout=10) as http:
         history = http.get("/api/history", params={"device": other, "start": start - 1}).json()
     assert [b["broadcast"]["cycle"] for b in history["broadcasts"]] == [50, 51, 52]
