@@ -10,7 +10,6 @@ Requests are never queued: a stale motion command must not reach a robot after i
 from __future__ import annotations
 
 import logging
-import queue
 import socket
 import threading
 import time
@@ -21,7 +20,6 @@ from typing import Callable, Literal
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
-from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchbus_schemas import topics
@@ -59,8 +57,10 @@ class Connection:
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
+        # PUBACK reason codes of requests. No lock: paho calls on_publish holding its own message mutex, which
+        # publish() needs too, so taking ours there would deadlock; dict operations are atomic under the GIL.
         self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
-        self._pubacks: queue.SimpleQueue[tuple[int, ReasonCode] | None] = queue.SimpleQueue()
+        self._early_refusals: dict[int, str] = {}  # refused before publish() could register its callback
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -91,7 +91,6 @@ class Connection:
         if self._started:
             return
         self._started = True
-        threading.Thread(target=self._judge_pubacks, name=f"{self.client_id}-puback", daemon=True).start()
         self._client.connect_async(self.broker.host, self.broker.port, self.broker.keepalive_s, clean_start=True)
         self._client.loop_start()
 
@@ -107,7 +106,6 @@ class Connection:
             if info != mqtt.MQTT_ERR_SUCCESS:
                 log.debug("disconnect returned %s", info)
         self._client.loop_stop()
-        self._pubacks.put(None)  # ends the PUBACK thread once it has judged what came before
         self._started = False
         self.connected.clear()
         self.subscribed.clear()
@@ -183,9 +181,17 @@ class Connection:
                 self._keep_for_later(message, kind)
                 return False
             mid = self._send(message)
-            if on_refused is not None and qos > 0:
-                self._refusal_callbacks[mid] = on_refused  # under the lock: the PUBACK handler waits for it
-            return True
+        if on_refused is not None and qos > 0:
+            self._watch_refusal(mid, on_refused)
+        return True
+
+    def _watch_refusal(self, mid: int, on_refused: Callable[[str], None]) -> None:
+        if len(self._refusal_callbacks) > 10000:  # PUBACKs lost with a connection; a stale entry is harmless
+            self._refusal_callbacks.clear()
+        self._refusal_callbacks[mid] = on_refused
+        reason = self._early_refusals.pop(mid, None)
+        if reason is not None and self._refusal_callbacks.pop(mid, None) is not None:
+            on_refused(reason)
 
     def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
         if kind == "event":
@@ -235,23 +241,18 @@ class Connection:
             waiter.set()
 
     def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
-        # paho calls this holding its outgoing-message lock, which publish() takes while holding ours: taking ours
-        # here deadlocked a service that published from two threads (a reply and its broadcast loop; found by the
-        # lab tests). The PUBACK is judged on a thread of its own, which also waits for publish() to register.
-        self._pubacks.put((mid, reason_code))
-
-    def _judge_pubacks(self) -> None:
-        while (item := self._pubacks.get()) is not None:
-            mid, reason_code = item
-            with self._lock:
-                callback = self._refusal_callbacks.pop(mid, None)
-            if callback is not None and reason_code.is_failure:
-                callback(str(reason_code))
+        callback = self._refusal_callbacks.pop(mid, None)
+        if not reason_code.is_failure:
+            return
+        if callback is not None:
+            callback(str(reason_code))
+        elif len(self._early_refusals) < 1000:
+            self._early_refusals[mid] = str(reason_code)
 
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
-        with self._lock:
-            self._refusal_callbacks.clear()  # those PUBACKs will never come
+        self._refusal_callbacks.clear()  # those PUBACKs will never come
+        self._early_refusals.clear()
         self.subscribed.clear()
         self.connected.clear()
         if was_connected and not self._closing:

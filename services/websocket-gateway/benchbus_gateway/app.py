@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, robot_routes, ws
+from . import dashboard, definitions_routes, http, recorder_routes, robot_routes, ws
 from .access import Access, Caller
 from .history import BroadcastHistory
 from .limits import BodyLimit
@@ -242,7 +242,8 @@ def _asgi_peer(environ: dict) -> str:
 
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
     gateway = Gateway(settings, bridge)
-    routes = [*robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
+    routes = [*recorder_routes.routes(gateway),  # before http's: /api/history comes from the recorder when it runs
+              *robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
               WebSocketRoute("/ws", ws.endpoint(gateway))]
     routes.extend(dashboard.routes(settings))  # the dashboard at / (static files), after every API route
 
