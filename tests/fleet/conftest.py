@@ -5,3 +5,4 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))  # netlab.py beside the tests (pytest runs with --import-mode=importlib)
+sys.path.insert(0, str(Path(__file__).parents[1] / "recorder"))  # the recorder tests' PostgreSQL server

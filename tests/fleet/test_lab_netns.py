@@ -1,7 +1,8 @@
 """The lab on real hosts: three devices (each its own Mosquitto with the generated ACL, the fleet edge broker from
 `benchbus.fleet`, and a rig built on the real runtime) in their own network namespaces, bridged over veth links to a
-central Mosquitto in a fourth. The central side is a persistent MQTT 5 session (what the recorder uses) storing
-broadcasts by (device, cycle), the way a database with a unique key holds them.
+central Mosquitto in a fourth. On the central link's far end: the real recorder (`benchbus-recorder`, every device,
+a persistent session acknowledged after commit) writing to a real PostgreSQL, and a plain persistent MQTT 5 session
+counting what the broker delivers (duplicates included, which the database's key absorbs).
 
 Failure cases: a device's link cut while it broadcasts (BENCHBUS_LAB_OUTAGE_S, default 10 s; the issue's 60 s with
 the variable set), the central broker restarted, a command for one device, a command from a lab user without the
@@ -21,6 +22,7 @@ from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import pytest
+import sqlalchemy as sa
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
@@ -30,11 +32,14 @@ from benchbus.fleet import CentralBroker, FleetSettings, LocalBroker, bridge_con
 from benchbus.settings import BrokerSettings
 from benchbus_schemas import roles
 from netlab import NetLab, cannot_run_reason
+from postgres import PostgresServer  # tests/recorder/postgres.py: Debian's initdb/pg_ctl in a temp dir
 
 DEVICES = ["rig1", "rig2", "rig3"]
 LAB_USERS = {"alice": "operator", "bob": "viewer"}
 OUTAGE_S = float(os.environ.get("BENCHBUS_LAB_OUTAGE_S", "10"))
 RIG = Path(__file__).with_name("rig.py")
+RECORDER = str(Path(sys.executable).with_name("benchbus-recorder"))
+LAB_ID = "lab"  # the recorder's own device id on the central broker
 PYTHON = sys.executable  # the venv's, with benchbus installed
 
 AS_ROOT = "user root\n"  # Mosquitto started as root would drop to `mosquitto`, which cannot read the test's temp dir
@@ -60,6 +65,7 @@ class CentralStore:
         self.cycles: dict[str, Counter] = defaultdict(Counter)
         self.audits: list[tuple[str, dict]] = []
         self.links: dict[str, list[str]] = defaultdict(list)
+        self.recorder_state: str | None = None
         self.client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"central-store-{uuid.uuid4().hex[:6]}",
                                   protocol=mqtt.MQTTv5)
         self.subscribed = threading.Event()
@@ -75,12 +81,14 @@ class CentralStore:
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if not reason_code.is_failure:
             client.subscribe([("benchbus/+/scheduler/event/broadcast", 1), ("benchbus/+/+/$audit", 1),
-                              ("benchbus/+/fleet/link", 1)])
+                              ("benchbus/+/fleet/link", 1), (f"benchbus/{LAB_ID}/recorder/$state", 1)])
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         device = message.topic.split("/")[1]
         with self.lock:
-            if message.topic.endswith("/event/broadcast"):
+            if message.topic.endswith("/recorder/$state"):
+                self.recorder_state = json.loads(message.payload)["state"] if message.payload else None
+            elif message.topic.endswith("/event/broadcast"):
                 self.cycles[device][json.loads(message.payload)["cycle"]] += 1
             elif message.topic.endswith("/$audit"):
                 self.audits.append((device, json.loads(message.payload)))
@@ -118,6 +126,9 @@ class Lab:
         self.net = NetLab(DEVICES)
         self.python = PYTHON
         self.central_process: subprocess.Popen | None = None
+        self.postgres = PostgresServer()
+        self.database_url: str | None = None
+        self.recorder_process: subprocess.Popen | None = None
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -139,6 +150,36 @@ class Lab:
         assert self.central_process is not None
         self.central_process.terminate()  # a clean stop: Mosquitto writes its persistence file
         self.central_process.wait(timeout=20)
+
+    def start_recorder(self) -> None:
+        """The real recorder on the host end of the central link, every device, into PostgreSQL."""
+        if self.database_url is None:
+            self.postgres.start()
+            self.database_url = self.postgres.new_database()
+        env = {"BENCHBUS_RECORDER_DEVICE": LAB_ID, "BENCHBUS_RECORDER_ALL_DEVICES": "true",
+               "BENCHBUS_RECORDER_DATABASE_URL": self.database_url,
+               "BENCHBUS_RECORDER_DATA_DIR": str(self.root / "recorder"), "BENCHBUS_RECORDER_HTTP_PORT": "0",
+               "BENCHBUS_BROKER_HOST": self.net.central_for_host, "BENCHBUS_BROKER_PORT": "1883"}
+        with self.log("recorder").open("ab") as out:
+            self.recorder_process = subprocess.Popen([RECORDER],
+                                                     stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
+        self.net.processes.append(self.recorder_process)
+
+    def kill_recorder(self) -> None:
+        assert self.recorder_process is not None
+        self.recorder_process.kill()  # -9: it acknowledges only what it committed, so nothing may be lost
+        self.recorder_process.wait(timeout=10)
+
+    def held_in_database(self, device: str) -> tuple[int, set[int]]:
+        """(rows, distinct cycles) of a device's broadcasts in PostgreSQL."""
+        engine = sa.create_engine(self.database_url)
+        try:
+            with engine.connect() as connection:
+                rows = connection.execute(sa.text("SELECT cycle FROM broadcasts WHERE device = :d"),
+                                          {"d": device}).scalars().all()
+        finally:
+            engine.dispose()
+        return len(rows), set(rows)
 
     def start_device(self, device: str) -> None:
         home = self.root / device
@@ -195,6 +236,8 @@ def lab(tmp_path_factory):
         # The central store's session first: the central broker holds for a session only what came after it began.
         lab.store = CentralStore(lab.net.central_for_host)
         wait_until(lambda: lab.store.subscribed.is_set(), 15, "the central store's subscription")
+        lab.start_recorder()
+        wait_until(lambda: lab.store.recorder_state == "ready", 60, "the recorder ready (its session subscribed)")
         for device in DEVICES:
             lab.start_device(device)
         for device in DEVICES:
@@ -208,10 +251,11 @@ def lab(tmp_path_factory):
             lab.store.close()
             (lab.root / "audits.json").write_text(json.dumps(lab.store.audits, indent=1))  # for a failure's reader
         lab.net.close()
+        lab.postgres.stop()
 
 
 def everything_arrived(lab: Lab, timeout: float = 30) -> None:
-    """Every broadcast each device made so far is held at the central side (at least once; counted below)."""
+    """Every broadcast each device made so far: delivered at the central broker, and in PostgreSQL exactly once."""
     for device in DEVICES:
         last = lab.cycle_of(device)
         try:
@@ -219,6 +263,14 @@ def everything_arrived(lab: Lab, timeout: float = 30) -> None:
         except AssertionError:
             raise AssertionError(f"{device}'s broadcasts 1..{last} not all at the central side within {timeout} s; "
                                  f"missing: {lab.store.missing(device, last)}") from None
+        wanted = set(range(1, last + 1))
+        try:
+            wait_until(lambda d=device: wanted <= lab.held_in_database(d)[1], timeout, "")
+        except AssertionError:
+            raise AssertionError(f"{device}'s broadcasts not all in PostgreSQL within {timeout} s; missing: "
+                                 f"{sorted(wanted - lab.held_in_database(device)[1])}") from None
+        rows, cycles = lab.held_in_database(device)
+        assert rows == len(cycles), f"{device}: {rows - len(cycles)} broadcasts held twice in PostgreSQL"
 
 
 def test_a_cut_link_loses_no_broadcast(lab):
@@ -247,16 +299,20 @@ def test_a_cut_link_loses_no_broadcast(lab):
 
 
 def test_a_central_restart_loses_nothing(lab):
+    """The central broker stopped and started, the recorder killed (-9) and started: every broadcast still held."""
     everything_arrived(lab)
     before = {d: lab.cycle_of(d) for d in DEVICES}
+    lab.kill_recorder()
     lab.stop_central()
     wait_until(lambda: all(lab.cycle_of(d) >= before[d] + 8 for d in DEVICES), 30,
-               "the rigs broadcasting while the central broker is down")
+               "the rigs broadcasting while the central side is down")
     lab.start_central()
-    everything_arrived(lab, timeout=45)
+    lab.start_recorder()
+    everything_arrived(lab, timeout=60)
     for device in DEVICES:
         assert lab.store.highest(device) >= before[device] + 8
-    print(f"duplicates after the restart (QoS 1, the recorder's unique key drops them): {lab.store.duplicates()}")
+    print(f"duplicates delivered after the restarts (QoS 1; the database's key holds each once): "
+          f"{lab.store.duplicates()}")
 
 
 def test_a_command_reaches_its_device_and_no_other(lab):
