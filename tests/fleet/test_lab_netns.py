@@ -81,7 +81,7 @@ class CentralStore:
     def _on_connect(self, client, _userdata, _flags, reason_code, _props) -> None:
         if not reason_code.is_failure:
             client.subscribe([("benchbus/+/scheduler/event/broadcast", 1), ("benchbus/+/+/$audit", 1),
-                              ("benchbus/+/fleet/link", 1), (f"benchbus/{LAB_ID}/recorder/$state", 1)])
+                              ("benchbus/+/fleet/state/link", 1), (f"benchbus/{LAB_ID}/recorder/$state", 1)])
 
     def _on_message(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
         device = message.topic.split("/")[1]

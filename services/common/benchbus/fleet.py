@@ -127,6 +127,11 @@ def _link(name: str, host: str, port: int, clientid: str, keepalive_s: int, rest
             "bridge_attempt_unsubscribe false"]
 
 
+def link_topic(device: str) -> str:
+    """Retained at the central broker: 1 while the device's fleet link is up, 0 once the central side lost it."""
+    return topics.topic(device, SEGMENT, "state", "link")
+
+
 def _central_link(s: FleetSettings) -> list[str]:
     c = s.central
     base = f"{topics.ROOT}/{s.device}"
@@ -139,9 +144,10 @@ def _central_link(s: FleetSettings) -> list[str]:
     if c.certfile is not None and c.keyfile is not None:
         lines += [f"bridge_certfile {_quote_free(str(c.certfile), 'central.certfile')}",
                   f"bridge_keyfile {_quote_free(str(c.keyfile), 'central.keyfile')}"]
-    # The central side sees the link itself: retained 1 while up, 0 (the bridge's will) when it drops.
+    # The central side sees the link itself: retained 1 while up, 0 (the bridge's will) when it drops. A retained
+    # state/ topic, so the central gateway and the fleet page follow it like any device state.
     lines += ["notifications true", "notifications_local_only false",
-              f"notification_topic {base}/fleet/link"]
+              f"notification_topic {link_topic(s.device)}"]
     lines += [f"topic {base}/{suffix} out 1" for suffix in PUBLIC_SUFFIXES]
     lines.append(f"topic {base}/{topics.CLIENTS}/# out 1")  # replies; the device ACL lets only lab users' through
     lines.append(f"topic {base}/+/cmd/+/+ in 1")  # requests; the device ACL judges them

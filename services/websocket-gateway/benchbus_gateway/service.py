@@ -114,7 +114,8 @@ class GatewayService(Service):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(deliver, message.topic, message.payload)
 
-        self._followed = [f"benchbus/{self.device}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
+        who = "+" if self.settings.lab else self.device  # type: ignore[attr-defined]  # a lab's: every device
+        self._followed = [f"benchbus/{who}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
         for topic_filter in self._followed:
             self.connection.subscribe(topic_filter, forward)
 
