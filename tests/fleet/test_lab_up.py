@@ -60,6 +60,10 @@ def test_lab_up_records_and_shows_every_device(tmp_path):
                 message = json.loads(ws.recv(timeout=10))
                 if message.get("op") == "message":
                     seen.add(message["topic"])
+            ws.send(json.dumps({"op": "subscribe", "filter": "benchbus/+/_client/#"}))  # replies stay private
+            while (message := json.loads(ws.recv(timeout=10))).get("op") != "error":
+                assert message.get("op") != "subscribed", message
+            assert message["error"]["code"] == "unauthorized"
         with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/fleet.html", timeout=5) as page:
             assert b"fleet.js" in page.read()
 
