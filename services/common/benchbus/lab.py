@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 
 from . import fleet
+from .errors import BusError
 from .settings import BrokerSettings
 from .snapshot import read_retained
 
@@ -69,7 +70,7 @@ def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, sub
                 raise SystemExit(f"benchbus lab up: {name} exited with {process.returncode} (its log is above)")
         try:
             retained = read_retained(broker, [f"benchbus/{LAB_ID}/+/$state"], timeout=1.0)
-        except OSError:  # the broker is not listening yet
+        except BusError:  # the broker is not listening yet
             retained = {}
         ready = {topic.split("/")[2] for topic, payload in retained.items() if _state_of(payload) == "ready"}
         waiting = [name for name in CENTRAL_SERVICES if name not in ready]
