@@ -139,7 +139,7 @@ class Recorder:
         return {name: float(m.group(1)) for name in wanted
                 if (m := re.search(rf"^{name}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M))}
 
-    def drain(self, timeout: float = 90.0) -> None:
+    def drain(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
         while self.metrics().get("benchbus_recorder_pending_messages", 0) > 0 and time.monotonic() < deadline:
             time.sleep(0.5)

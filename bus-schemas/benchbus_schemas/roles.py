@@ -117,6 +117,9 @@ def role_of(username: str) -> str | None:
     """The role of a person's or tool's username, or of a service acting with a role (the gateway)."""
     if username in USERS:
         return USERS[username]
+    if username in LAB_USERS:  # a lab user, through the fleet bridge: never above FLEET_ROLE
+        role = LAB_USERS[username]
+        return role if role_allows(FLEET_ROLE, role) else FLEET_ROLE
     return next((s.role for s in SERVICES if s.username == username), None)
 
 
@@ -205,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="a central user of the lab and its role on this device (default: LAB_USERS)")
     parser.add_argument("--fleet-role", choices=ROLES, default=None, help=f"default {FLEET_ROLE}")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.lab_user):
+        parser.error("--lab-user takes NAME=ROLE")
     lab_users = dict(item.split("=", 1) for item in args.lab_user) if args.lab_user else None
     missing = missing_commands()
     if missing:

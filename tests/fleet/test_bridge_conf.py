@@ -107,3 +107,17 @@ def test_by_default_nothing_comes_down():
 def test_a_lab_user_cannot_be_a_local_one_or_unknown(users):
     with pytest.raises(ValueError):
         roles.acl_text(users)
+
+
+def test_a_lab_users_role_at_the_runtime_is_capped_too(monkeypatch):
+    """Handlers that ask again (caller_has_role) see the same capped role the ACL gave."""
+    monkeypatch.setattr(roles, "LAB_USERS", {"alice": "admin", "bob": "viewer"})
+    monkeypatch.setattr(roles, "FLEET_ROLE", "operator")
+    assert roles.role_of("alice") == "operator" and roles.role_of("bob") == "viewer"
+    assert roles.role_of("mallory") is None
+
+
+def test_the_acl_generator_names_a_malformed_lab_user(capsys):
+    with pytest.raises(SystemExit):
+        roles.main(["--check", "--lab-user", "alice"])
+    assert "NAME=ROLE" in capsys.readouterr().err
