@@ -121,8 +121,8 @@ class BusBackend:
 
     # -- position and homing -----------------------------------------------------------------------------------------
 
-    async def connect(self) -> None:
-        """Read what the bridge knows: position, homed flags, engaged motors, firmware."""
+    async def connect(self, port: str | None = None) -> None:
+        """Read what the bridge knows: position, homed flags, engaged motors, firmware (`port` is the bridge's)."""
         self._took(await self._read("smoothie", "position"))
         self._homed.update(await self._read("smoothie", "homed"))
         self._engaged.update(await self._read("smoothie", "engaged"))

@@ -16,7 +16,7 @@ class MotionError(MotionFailedError):
         if isinstance(detail, dict):
             flat.update({str(key): str(value) for key, value in detail.items()})
         super().__init__(message=message, detail=flat)
-        self.code = code
+        self.bus_code = code  # `code` is Opentrons' own ErrorCodes member: never shadow it
         self.bus_detail = detail
 
     def __str__(self) -> str:  # Opentrons prints the class and the message; the message alone reads best here

@@ -52,6 +52,11 @@ async def build_bus_hardware(robot: Robot, config: Any = None, loop: asyncio.Abs
     backend.module_controls = await AttachedModulesControl.build(
         api, board_revision=backend.board_revision, event_callback=api._send_module_notification)
     backend.start_gpio_door_watcher(loop, api._update_door_state)
+    # off the robot Opentrons listens for its own module emulator; modules are not on the bus (yet): stop that
+    listener = getattr(backend.module_controls, "_emulation_listen_task", None)
+    if listener is not None:
+        listener.cancel()
+        backend.module_controls._emulation_listen_task = None
     return api
 
 
