@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 
 from benchbus_ot2 import Robot
-from benchbus_shared_data import labware_dirs
 
 from .gcode import intake_strokes
 
@@ -37,8 +36,7 @@ def execute(stack, protocol: Path, **robot_options):
     messages: list[dict] = []
     robot = Robot(stack.device, stack.broker.settings(), **robot_options)
     with RobotSession(robot) as session:
-        session.run_file(protocol, emit_runlog=messages.append,
-                         custom_labware_paths=[str(LABWARE)] + [str(p) for p in labware_dirs()])
+        session.run_file(protocol, emit_runlog=messages.append, custom_labware_paths=[str(LABWARE)])
         instruments = {mount.name.lower(): pipette
                        for mount, pipette in session.hardware.hardware_instruments.items() if pipette is not None}
         expected = expected_intakes(messages, instruments)

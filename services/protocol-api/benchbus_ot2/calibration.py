@@ -50,7 +50,9 @@ def _repoint_loaded_config(folder: Path) -> None:
 
 
 def materialise(records: list[dict[str, Any]]) -> list[str]:
-    """Write the store's robot records as Opentrons calibration files; returns one note per record written."""
+    """Make the folder's calibrations exactly the store's: clear what a previous run left, write the store's robot
+    records as Opentrons calibration files; one note per record written."""
+    _clear_calibration_files()
     notes = []
     for record in records:
         kind = record.get("kind")
@@ -67,6 +69,21 @@ def materialise(records: list[dict[str, Any]]) -> list[str]:
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("calibration record %r not usable: %s", record, exc)
     return notes
+
+
+def _clear_calibration_files() -> None:
+    import shutil
+
+    from opentrons.config import get_opentrons_path
+
+    (get_opentrons_path("robot_calibration_dir") / "deck_calibration.json").unlink(missing_ok=True)
+    for folder in ("pipette_calibration_dir", "tip_length_calibration_dir"):
+        path = get_opentrons_path(folder)
+        for child in path.iterdir() if path.is_dir() else []:
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
 
 
 def _status(record: dict[str, Any]) -> Any:

@@ -43,7 +43,6 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     logging.basicConfig(level=getattr(logging, args.log_level.upper()), format="%(levelname)s %(name)s: %(message)s")
     private_config_dir()  # before opentrons is imported
-    from benchbus_shared_data import labware_dirs
     from opentrons.execute import make_runlog_cb
     from opentrons.util.entrypoint_util import ProtocolEngineExecuteError
 
@@ -54,10 +53,9 @@ def main(argv: list[str] | None = None) -> int:
                   on_pause=lambda text: print(text, file=sys.stderr, flush=True),
                   on_resume=lambda: print("resumed", file=sys.stderr, flush=True))
     printer = None if args.no_print_runlog else make_runlog_cb()
-    paths = [str(p) for p in labware_dirs()] + list(args.custom_labware_path)
     try:
         with RobotSession(robot) as session:
-            session.run_file(args.protocol, emit_runlog=printer, custom_labware_paths=paths)
+            session.run_file(args.protocol, emit_runlog=printer, custom_labware_paths=args.custom_labware_path)
     except ProtocolEngineExecuteError as error:
         print(error.to_stderr_string(), file=sys.stderr)
         return 1

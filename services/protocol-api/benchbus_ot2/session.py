@@ -143,7 +143,8 @@ class RobotSession:
         from opentrons.protocols import parse
 
         api_version = parse.version_from_string(version)
-        context = self._create_context(api_version, extra_labware or {}, bundled_data)
+        labware = {**benchbus_labware(), **(extra_labware or {})}
+        context = self._create_context(api_version, labware, bundled_data)
         self.hardware.sync.cache_instruments()
         return context
 
@@ -203,7 +204,7 @@ class RobotSession:
         from opentrons.util import entrypoint_util
 
         path = Path(path)
-        labware = entrypoint_util.labware_from_paths(custom_labware_paths or [])
+        labware = entrypoint_util.labware_from_paths(benchbus_labware_paths() + list(custom_labware_paths or []))
         protocol = parse.parse(path.read_bytes(), path.name,
                                extra_labware={uri: found.definition for uri, found in labware.items()})
         if protocol.api_level < APIVersion(2, 0):
@@ -266,6 +267,19 @@ class RobotSession:
             unsubscribe()
         if result.state_summary.status != EngineStatus.SUCCEEDED:
             raise entrypoint_util.ProtocolEngineExecuteError(result.state_summary.errors)
+
+
+def benchbus_labware_paths() -> list[str]:
+    """benchbus's own labware folders (shared-data/labware): loadable in every run without -L."""
+    from benchbus_shared_data import labware_dirs
+
+    return [str(path) for path in labware_dirs()]
+
+
+def benchbus_labware() -> dict[str, Any]:
+    from opentrons.util import entrypoint_util
+
+    return {uri: found.definition for uri, found in entrypoint_util.labware_from_paths(benchbus_labware_paths()).items()}
 
 
 def engine_config() -> Any:
