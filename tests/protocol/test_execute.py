@@ -122,3 +122,12 @@ def test_the_cli_prints_opentrons_run_log_and_a_pause_waits_for_the_button(stack
     assert paused and "check the strips" in paused[0]
     assert "resumed" in cli.stderr
     assert cli.stdout[-1].startswith(" Dropping tip into A1 of Opentrons Fixed Trash")
+
+
+def test_runs_one_after_another_leave_the_robot_ready_for_the_next(stack):
+    """The engine ends every run with a stop; with nothing moving that must not halt the robot into an alarm
+    (the next run, homed already, would then have every move refused)."""
+    for name in ("api_2_15_engine.py", "api_2_27_newest.py", "api_2_0_transfer_mix.py"):
+        execute(stack, HERE / "protocols" / name)
+        _topic, alarm = stack.bus.wait_for(stack.bus.topic("smoothie", "state", "alarm"))
+        assert alarm["active"] is False, (name, alarm)

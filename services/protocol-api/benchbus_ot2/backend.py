@@ -66,12 +66,17 @@ class BusBackend:
         self._run_flag = threading.Event()
         self._run_flag.set()
         self._unsubscribe: list[Callable[[], None]] = []
+        self._in_flight = 0  # motion commands on their way through the bridge
 
     # -- the bus -----------------------------------------------------------------------------------------------------
 
     async def _motion(self, command: str, payload: dict | None = None) -> Any:
         await self._wait_run_flag()
-        return await asyncio.to_thread(self.robot.motion, command, payload or {})
+        self._in_flight += 1
+        try:
+            return await asyncio.to_thread(self.robot.motion, command, payload or {})
+        finally:
+            self._in_flight -= 1
 
     async def _read(self, service: str, command: str, payload: dict | None = None) -> Any:
         return await asyncio.to_thread(self.robot.read, service, command, payload or {})
@@ -125,9 +130,17 @@ class BusBackend:
         """Read what the bridge knows: position, homed flags, engaged motors, firmware (`port` is the bridge's)."""
         self._took(await self._read("smoothie", "position"))
         self._homed.update(await self._read("smoothie", "homed"))
+        if await self._alarm_active():  # the bridge refuses motion until everything is homed: make Opentrons home
+            self._homed = dict.fromkeys(self._homed, False)
         self._engaged.update(await self._read("smoothie", "engaged"))
         with contextlib.suppress(Exception):
             await self.update_fw_version()
+
+    async def _alarm_active(self) -> bool:
+        bus = self.robot.bus
+        _topic, alarm = await asyncio.to_thread(bus.wait_for, bus.topic("smoothie", "state", "alarm"),
+                                                lambda _t, _d: True, 5.0)
+        return bool((alarm or {}).get("active"))
 
     async def update_position(self) -> dict[str, float]:
         return self._took(await self._read("smoothie", "position"))
@@ -299,7 +312,11 @@ class BusBackend:
         self._run_flag.set()
 
     async def halt(self) -> None:
-        await self._read("smoothie", "halt")  # any client may halt; no lease, no gate
+        """Stop the motion in flight through the bridge's halt (any client may halt: no lease, no gate). Opentrons
+        also calls this at the end of every engine run to be sure nothing moves; with no bus motion in flight the
+        board holds nothing queued, and halting it would only leave the robot in alarm for the next client."""
+        if self._in_flight:
+            await self._read("smoothie", "halt")
 
     async def hard_halt(self) -> None:
         await self.halt()

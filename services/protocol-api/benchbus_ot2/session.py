@@ -49,6 +49,12 @@ async def build_bus_hardware(robot: Robot, config: Any = None, loop: asyncio.Abs
     await backend.connect()
     api = API(backend, loop=loop, config=config)  # type: ignore[arg-type]  # duck-typed like Controller
     await api.cache_instruments()
+    if backend.is_homed(list("XYZABC")):
+        # another client homed the robot before us: take its position as known (a fresh API knows none, and the
+        # protocol engine refuses to move from an unknown position when the board says nothing needs homing)
+        from opentrons.types import Mount
+
+        await api.current_position(Mount.LEFT, refresh=True)
     backend.module_controls = await AttachedModulesControl.build(
         api, board_revision=backend.board_revision, event_callback=api._send_module_notification)
     backend.start_gpio_door_watcher(loop, api._update_door_state)
