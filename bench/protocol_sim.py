@@ -68,13 +68,16 @@ def bench_execute(speedup: float) -> dict:
     with EmulatedStack(speedup=speedup) as stack:
         for protocol in PROTOCOLS:
             lines: list[str] = []
+
+            def keep(message: dict, lines: list[str] = lines) -> None:
+                if message["$"] == "before":
+                    lines.append(message["payload"]["text"])
             robot = Robot(stack.device, stack.broker)
             robot.on_pause = lambda _text, robot=robot: robot.request_resume()  # the operator is quick
             with RobotSession(robot) as session:
                 before = stack.emulator_state()
                 started = time.perf_counter()
-                session.run_file(protocol, emit_runlog=lambda m: lines.append(m["payload"].get("text", "")),
-                                 custom_labware_paths=[str(LABWARE)])
+                session.run_file(protocol, emit_runlog=keep, custom_labware_paths=[str(LABWARE)])
                 took = time.perf_counter() - started
                 after = stack.emulator_state()
             moved = after["moved_s"] - before["moved_s"]
@@ -101,9 +104,9 @@ def main() -> None:
     print(f"\nsimulate: benchbus-simulate {sim['ours_s']:.2f} s, opentrons_simulate {sim['theirs_s']:.2f} s, "
           f"ratio {sim['ratio']:.3f}\n", flush=True)
     run = bench_execute(args.speedup)
-    print(f"\nexecute: wall {run['wall_s']:.2f} s against a floor of {run['floor_s']:.2f} s (motion at {args.speedup:g}x "
-          f"+ delays); ratio {run['ratio_at_speedup']:.2f} at {args.speedup:g}x, {run['ratio_real_speed']:.3f} at the "
-          f"robot's real speed; overhead {run['overhead_per_line_ms']:.1f} ms per G-code line ({run['lines']} lines)")
+    print(f"\nexecute: wall {run['wall_s']:.2f} s against a floor of {run['floor_s']:.2f} s "
+          f"(motion at {args.speedup:g}x + delays); ratio {run['ratio_at_speedup']:.2f} at {args.speedup:g}x, "
+          f"{run['ratio_real_speed']:.3f} at the robot's real speed; overhead {run['overhead_per_line_ms']:.1f} ms per G-code line ({run['lines']} lines)")
     print(json.dumps({"sim_ratio": round(sim["ratio"], 3), "execute_overhead_ratio": round(run["ratio_real_speed"], 3),
                       "execute_overhead_ratio_at_speedup": round(run["ratio_at_speedup"], 3),
                       "speedup": args.speedup, "overhead_per_gcode_line_ms": round(run["overhead_per_line_ms"], 2),

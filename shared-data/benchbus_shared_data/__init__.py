@@ -52,7 +52,7 @@ def _checked(name: str) -> str:
     return name
 
 
-# -- labware ------------------------------------------------------------------------------------------------------------
+# -- labware ---------------------------------------------------------------------------------------------------------
 
 def labware_dirs() -> list[Path]:
     """Our labware folders, one per load name: what Opentrons' `-L` / custom_labware_paths want."""
@@ -91,7 +91,7 @@ def load_labware(name: str, version: int | None = None) -> dict[str, Any]:
     return _read(versions[version if version is not None else max(versions)])
 
 
-# -- pipettes, decks, schemas -----------------------------------------------------------------------------------------
+# -- pipettes, decks, schemas ---------------------------------------------------------------------------------------
 
 def pipette_names() -> list[str]:
     from opentrons_shared_data.pipette import name_config

@@ -29,7 +29,6 @@ def press_button_when_paused(stack):
 def execute(stack, protocol: Path, **robot_options):
     """Run a protocol file in this process; the run log messages and, per aspirate, Opentrons' expected stroke."""
     from benchbus_ot2 import RobotSession
-    from opentrons.types import Mount
 
     robot_options.setdefault("on_pause", press_button_when_paused(stack))
     robot_options.setdefault("pause_timeout_s", 60)
@@ -75,7 +74,7 @@ def test_every_aspirate_in_the_run_log_is_one_plunger_stroke_on_the_board(stack,
         wanted = [(volume, end) for m, volume, end in expected if m == mount]
         strokes = intake_strokes(stack.emulator.lines, axis, bottoms.get(mount, 0.0))
         assert len(strokes) == len(wanted), f"{mount}: {len(wanted)} aspirates, {len(strokes)} intake strokes"
-        for (volume, end), stroke in zip(wanted, strokes):
+        for (volume, end), stroke in zip(wanted, strokes, strict=True):
             assert stroke.end == pytest.approx(end, abs=0.002), f"{mount} aspirate of {volume} uL"
 
 

@@ -16,8 +16,6 @@ from pathlib import Path
 from typing import Any
 
 from .calibration import private_config_dir
-from .errors import DoorOpen, LeaseLost, MotionError, RobotAlarm, RobotUnavailable
-from .robot import Robot, parse_broker
 
 __all__ = ["get_protocol_api", "resume", "disconnect", "Robot", "RobotSession", "build_bus_hardware",
            "thread_managed_hardware", "MotionError", "RobotAlarm", "DoorOpen", "LeaseLost", "RobotUnavailable",
@@ -41,6 +39,8 @@ def get_protocol_api(version: str, *, broker: str | None = None, device: str | N
     global _SESSION
     private_config_dir()
     from .session import RobotSession
+
+    from .robot import Robot
 
     if _SESSION is None:
         _SESSION = RobotSession(Robot(device or default_device(), broker)).open()
@@ -68,10 +68,18 @@ def disconnect() -> None:
         session.close()
 
 
-def __getattr__(name: str) -> Any:  # the opentrons-importing parts, loaded on first use
-    if name in ("RobotSession", "build_bus_hardware", "thread_managed_hardware", "OT2_DECK_CONFIGURATION"):
-        private_config_dir()
-        from . import session
+_LAZY = {"RobotSession": "session", "build_bus_hardware": "session", "thread_managed_hardware": "session",
+         "OT2_DECK_CONFIGURATION": "session", "Robot": "robot", "parse_broker": "robot", "MotionError": "errors",
+         "RobotAlarm": "errors", "DoorOpen": "errors", "LeaseLost": "errors", "RobotUnavailable": "errors"}
 
-        return getattr(session, name)
-    raise AttributeError(name)
+
+def __getattr__(name: str) -> Any:
+    """Everything that imports opentrons or the bus client is loaded on first use: `benchbus-simulate` needs
+    neither the bus nor a second of imports, and opentrons must not be imported before the private config
+    folder is chosen."""
+    if name not in _LAZY:
+        raise AttributeError(name)
+    private_config_dir()
+    import importlib
+
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

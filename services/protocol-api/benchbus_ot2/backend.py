@@ -26,7 +26,8 @@ import contextlib
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from opentrons.config import get_opentrons_path
 from opentrons.config.types import RobotConfig

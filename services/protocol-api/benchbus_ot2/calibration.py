@@ -9,8 +9,10 @@ earlier, its path table (`opentrons.config.CONFIG`) is pointed at the private fo
 """
 from __future__ import annotations
 
+import atexit
 import logging
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -26,6 +28,7 @@ def private_config_dir() -> Path:
     if _PRIVATE is not None:
         return _PRIVATE
     folder = Path(tempfile.mkdtemp(prefix="benchbus-ot2-config-"))
+    atexit.register(shutil.rmtree, folder, True)  # a copy for this process only: gone with it
     if "opentrons.config" not in sys.modules:
         os.environ["OT_API_CONFIG_DIR"] = str(folder)
     else:
@@ -72,8 +75,6 @@ def materialise(records: list[dict[str, Any]]) -> list[str]:
 
 
 def _clear_calibration_files() -> None:
-    import shutil
-
     from opentrons.config import get_opentrons_path
 
     (get_opentrons_path("robot_calibration_dir") / "deck_calibration.json").unlink(missing_ok=True)

@@ -14,7 +14,8 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from benchbus import BusClient, BusError, CallTimeout
 from benchbus.settings import BrokerSettings
@@ -96,7 +97,8 @@ class Robot:
             try:
                 lease = self.bus.call("smoothie", "acquire_motion", {"ttl_s": self.lease_ttl_s}, timeout=5)
                 if lease["lease_id"] != self.lease_id:
-                    self.lease_problem = "the motion lease lapsed and was taken again: another client may have moved the robot"
+                    self.lease_problem = ("the motion lease lapsed and was taken again: another client may have moved "
+                                          "the robot")
                     self.lease_id = lease["lease_id"]
             except BusError as exc:
                 self.lease_problem = f"renewing the motion lease failed: {exc.message}"
@@ -125,7 +127,7 @@ class Robot:
     def _call(self, service: str, command: str, payload: Any = None, timeout: float = READ_TIMEOUT_S) -> Any:
         try:
             return self.bus.call(service, command, payload or {}, timeout=timeout)
-        except CallTimeout as exc:
+        except CallTimeout:
             raise RobotUnavailable(f"{service} did not answer {command} within {timeout:.0f} s: is the "
                                    f"{service} service running on device {self.device!r}?", "timeout") from None
         except BusError as exc:

@@ -285,7 +285,8 @@ def benchbus_labware_paths() -> list[str]:
 def benchbus_labware() -> dict[str, Any]:
     from opentrons.util import entrypoint_util
 
-    return {uri: found.definition for uri, found in entrypoint_util.labware_from_paths(benchbus_labware_paths()).items()}
+    found = entrypoint_util.labware_from_paths(benchbus_labware_paths())
+    return {uri: item.definition for uri, item in found.items()}
 
 
 def engine_config() -> Any:
