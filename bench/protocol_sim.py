@@ -106,7 +106,8 @@ def main() -> None:
     run = bench_execute(args.speedup)
     print(f"\nexecute: wall {run['wall_s']:.2f} s against a floor of {run['floor_s']:.2f} s "
           f"(motion at {args.speedup:g}x + delays); ratio {run['ratio_at_speedup']:.2f} at {args.speedup:g}x, "
-          f"{run['ratio_real_speed']:.3f} at the robot's real speed; overhead {run['overhead_per_line_ms']:.1f} ms per G-code line ({run['lines']} lines)")
+          f"{run['ratio_real_speed']:.3f} at the robot's real speed; overhead "
+          f"{run['overhead_per_line_ms']:.1f} ms per G-code line ({run['lines']} lines)")
     print(json.dumps({"sim_ratio": round(sim["ratio"], 3), "execute_overhead_ratio": round(run["ratio_real_speed"], 3),
                       "execute_overhead_ratio_at_speedup": round(run["ratio_at_speedup"], 3),
                       "speedup": args.speedup, "overhead_per_gcode_line_ms": round(run["overhead_per_line_ms"], 2),
