@@ -104,7 +104,8 @@ def load_pipette(name: str) -> dict[str, Any]:
 
     if _checked(name) not in pipette_names():
         raise DefinitionNotFound(f"no OT-2 pipette named {name!r}")
-    return {"name": name, **json.loads(json.dumps(name_config()[name]))}
+    specs: dict[str, Any] = {str(key): value for key, value in name_config().items()}
+    return {"name": name, **json.loads(json.dumps(specs[name]))}
 
 
 def deck_names() -> list[str]:

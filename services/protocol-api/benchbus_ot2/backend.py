@@ -192,7 +192,8 @@ class BusBackend:
             await self._move(target_position, speed)
         finally:
             if axis_max_speeds:
-                defaults = {axis: self.config.default_max_speed[axis] for axis in axis_max_speeds}
+                configured: dict[str, float] = {**self.config.default_max_speed}  # type: ignore[dict-item]
+                defaults = {axis: configured[axis] for axis in axis_max_speeds}
                 await self._motion("set_max_speed", {"speeds": defaults})
 
     async def _move(self, target: dict[str, float], speed: float | None = None) -> None:

@@ -28,10 +28,10 @@ from .robot import Robot
 log = logging.getLogger("benchbus.ot2")
 
 # cutouts 1-11: standard slots; 12: the fixed trash (Opentrons' deck definition ot2_standard v5)
-OT2_DECK_CONFIGURATION: list[tuple[str, str, str | None]] = (
-    [(f"cutout{n}", "singleStandardSlot", None) for n in range(1, 12)] + [("cutout12", "fixedTrashSlot", None)])
+OT2_DECK_CONFIGURATION: list[tuple[str, str, str | None]] = [
+    *((f"cutout{n}", "singleStandardSlot", None) for n in range(1, 12)), ("cutout12", "fixedTrashSlot", None)]
 
-RunlogCallback = Callable[[dict[str, Any]], None]
+RunlogCallback = Callable[[Any], None]  # Opentrons' run log message (a TypedDict per command)
 
 
 async def build_bus_hardware(robot: Robot, config: Any = None, loop: asyncio.AbstractEventLoop | None = None,
@@ -47,7 +47,7 @@ async def build_bus_hardware(robot: Robot, config: Any = None, loop: asyncio.Abs
     config = config or robot_configs.load_ot2()
     backend = BusBackend(robot, config)
     await backend.connect()
-    api = API(backend, loop=loop, config=config)  # type: ignore[arg-type]  # duck-typed like Controller
+    api = API(backend, loop=loop, config=config)  # type: ignore[arg-type, abstract]  # duck-typed like Controller
     await api.cache_instruments()
     if backend.is_homed(list("XYZABC")):
         # another client homed the robot before us: take its position as known (a fresh API knows none, and the
@@ -84,7 +84,7 @@ class RobotSession:
         self.hardware: Any = None
         self._paused_by_protocol = threading.Event()
         self._engine_contexts = contextlib.ExitStack()
-        self._resume_action: Callable[[], None] | None = None
+        self._resume_action: Callable[[], object] | None = None
 
     # -- life cycle --------------------------------------------------------------------------------------------------
 
@@ -129,7 +129,7 @@ class RobotSession:
         """Continue after a protocol's pause or an open door (thread-safe), like the robot's button."""
         self.robot.request_resume()
 
-    def _watch_pauses(self, message: dict[str, Any]) -> None:
+    def _watch_pauses(self, message: Any) -> None:
         """A protocol's `pause()` step: wait, off the run's thread, for the button or resume(), then continue."""
         if message.get("name") != "command.PAUSE" or message.get("$") != "before":
             return
@@ -262,7 +262,7 @@ class RobotSession:
         loop = asyncio.get_running_loop()
         self._resume_action = lambda: loop.call_soon_threadsafe(orchestrator.play, OT2_DECK_CONFIGURATION)
 
-        def on_command(message: dict[str, Any]) -> None:
+        def on_command(message: Any) -> None:
             self._watch_pauses(message)
             if emit_runlog:
                 emit_runlog(message)
