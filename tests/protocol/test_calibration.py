@@ -35,3 +35,27 @@ def test_a_pipette_offset_from_the_store_moves_the_gantry_by_that_offset(stack):
     assert abs(abs(shift["X"]) - 1.5) < 0.01 and abs(abs(shift["Y"]) - 2.0) < 0.01, shift
     stack.bus.call("calibration", "robot_delete", {"kind": "pipette_offset", "mount": "left", "pipette_id": LEFT_ID})
     assert move_over_a1(stack)["position"] == nominal["position"]  # the folder follows the store, nothing stale
+
+
+def test_what_a_session_calibrates_goes_back_to_the_store(stack):
+    """A notebook calibrates a tip length with Opentrons' own calibration functions; the store keeps it."""
+    from benchbus_ot2 import RobotSession
+    from opentrons.calibration_storage.ot2 import tip_length
+    from opentrons.calibration_storage.ot2.models import v1
+    from opentrons.util.helpers import utc_now
+
+    uri = "opentrons/opentrons_96_tiprack_300ul/1"
+    stack.bus.call("calibration", "robot_set", {"record": {"kind": "tip_length", "pipette_id": LEFT_ID,
+                                                          "tiprack": uri, "tip_length": 51.0}})
+    with RobotSession(Robot(stack.device, stack.broker.settings())) as session:
+        assert session.calibration_notes == [f"tip length {LEFT_ID} {uri}"]
+        assert tip_length.tip_lengths_for_pipette(LEFT_ID)[uri].tipLength == 51.0  # the store's, in the folder
+        tip_length.save_tip_length_calibration(LEFT_ID, {uri: v1.TipLengthModel(
+            tipLength=52.25, lastModified=utc_now(), definitionHash="")})
+    assert session.calibration_notes[-1] == f"stored tip_length {LEFT_ID}"
+    stored = stack.bus.call("calibration", "robot_get", {"kind": "tip_length", "pipette_id": LEFT_ID,
+                                                         "tiprack": uri})["record"]
+    assert stored["tip_length"] == 52.25
+    with RobotSession(Robot(stack.device, stack.broker.settings())) as again:  # nothing changed: nothing written
+        pass
+    assert not any(note.startswith("stored") for note in again.calibration_notes)

@@ -4,8 +4,11 @@
 ~/.opentrons or another run's files), and `materialise()` writes the store's robot records (deck attitude, pipette
 offsets, tip lengths: `calibration/cmd/robot_list`) into it with Opentrons' own calibration_storage functions, in
 the files and formats Opentrons reads back. Nothing here is the owner: the store is, the folder is a copy for one
-run. OT_API_CONFIG_DIR is read once, when `opentrons.config` is imported; when a notebook imported opentrons
-earlier, its path table (`opentrons.config.CONFIG`) is pointed at the private folder instead.
+run. What the run calibrated (a file Opentrons wrote or changed in the folder) is read back with Opentrons' own
+readers by `calibrated_since()` and sent to the store (`robot_set`) when the run ends.
+
+OT_API_CONFIG_DIR is read once, when `opentrons.config` is imported; when a notebook imported opentrons earlier, its
+path table (`opentrons.config.CONFIG`) is pointed at the private folder instead.
 """
 from __future__ import annotations
 
@@ -20,6 +23,7 @@ from typing import Any
 
 log = logging.getLogger("benchbus.ot2.calibration")
 _PRIVATE: Path | None = None
+_MATERIALISED: dict[tuple, dict[str, Any]] = {}  # what the store gave this run, as folder records
 
 
 def private_config_dir() -> Path:
@@ -55,6 +59,7 @@ def _repoint_loaded_config(folder: Path) -> None:
 def materialise(records: list[dict[str, Any]]) -> list[str]:
     """Make the folder's calibrations exactly the store's: clear what a previous run left, write the store's robot
     records as Opentrons calibration files; one note per record written."""
+    global _MATERIALISED
     _clear_calibration_files()
     notes = []
     for record in records:
@@ -71,7 +76,33 @@ def materialise(records: list[dict[str, Any]]) -> list[str]:
                 notes.append(f"tip length {record['pipette_id']} {record['tiprack']}")
         except (KeyError, ValueError, TypeError) as exc:
             log.warning("calibration record %r not usable: %s", record, exc)
+    _MATERIALISED = folder_records()
     return notes
+
+
+def folder_records() -> dict[tuple, dict[str, Any]]:
+    """The calibrations in the folder as store records, by the store's key (kind + mount/pipette/tip rack)."""
+    from opentrons.calibration_storage.ot2 import deck_attitude, pipette_offset, tip_length
+
+    found: dict[tuple, dict[str, Any]] = {}
+    deck = deck_attitude.get_robot_deck_attitude()
+    if deck is not None:
+        found[("deck",)] = {"kind": "deck", "attitude": [list(map(float, row)) for row in deck.attitude],
+                            "pipette_calibrated_with": deck.pipette_calibrated_with, "tiprack": deck.tiprack}
+    for offset in pipette_offset.get_all_pipette_offset_calibrations():
+        found[("pipette_offset", offset.mount, offset.pipette)] = {
+            "kind": "pipette_offset", "mount": offset.mount, "pipette_id": offset.pipette,
+            "offset": [float(v) for v in offset.offset], "tiprack": offset.tiprack or None, "uri": offset.uri or None}
+    for length in tip_length.get_all_tip_length_calibrations():
+        found[("tip_length", length.pipette, length.uri)] = {
+            "kind": "tip_length", "pipette_id": length.pipette, "tiprack": length.uri,
+            "tip_length": float(length.tipLength), "uri": length.uri}
+    return found
+
+
+def calibrated_since() -> list[dict[str, Any]]:
+    """The records the run added or changed in the folder since `materialise()` (what goes back to the store)."""
+    return [record for key, record in folder_records().items() if _MATERIALISED.get(key) != record]
 
 
 def _clear_calibration_files() -> None:

@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .calibration import materialise, private_config_dir
+from .calibration import calibrated_since, materialise, private_config_dir
 from .robot import Robot
 
 log = logging.getLogger("benchbus.ot2")
@@ -115,7 +115,18 @@ class RobotSession:
             with contextlib.suppress(Exception):
                 self.hardware.clean_up()
             self.hardware = None
+        if self.calibrations:
+            self._write_back_calibrations()
         self.robot.close()
+
+    def _write_back_calibrations(self) -> None:
+        """What the run calibrated goes to calibration-store, the owner (one record per command, on disk there)."""
+        for record in calibrated_since():
+            try:
+                self.robot.read("calibration", "robot_set", {"record": record})
+                self.calibration_notes.append(f"stored {record['kind']} {record.get('pipette_id') or ''}".strip())
+            except Exception as exc:  # the run is over; say what was not kept
+                log.error("calibration-store refused %s: %s", record, exc)
 
     def __enter__(self) -> RobotSession:
         return self.open()
