@@ -123,6 +123,19 @@ def test_the_cli_prints_opentrons_run_log_and_a_pause_waits_for_the_button(stack
     assert cli.stdout[-1].startswith(" Dropping tip into A1 of Opentrons Fixed Trash")
 
 
+def test_a_pause_in_an_engine_protocol_waits_for_the_button(stack):
+    pauses: list[str] = []
+
+    def operator(text: str) -> None:
+        pauses.append(text)
+        threading.Thread(target=stack.press_button, daemon=True).start()
+    messages, _expected, _bottoms = execute(stack, HERE / "protocols" / "api_2_27_newest.py", on_pause=operator)
+    assert len(pauses) == 1 and "seal the tubes" in pauses[0]
+    texts = [m["payload"]["text"] for m in messages if m["$"] == "before"]
+    paused_at = next(i for i, text in enumerate(texts) if "seal the tubes" in text)
+    assert any(text.startswith("Consolidating") for text in texts[paused_at:])  # it went on after the button
+
+
 def test_runs_one_after_another_leave_the_robot_ready_for_the_next(stack):
     """The engine ends every run with a stop; with nothing moving that must not halt the robot into an alarm
     (the next run, homed already, would then have every move refused)."""
@@ -130,3 +143,14 @@ def test_runs_one_after_another_leave_the_robot_ready_for_the_next(stack):
         execute(stack, HERE / "protocols" / name)
         _topic, alarm = stack.bus.wait_for(stack.bus.topic("smoothie", "state", "alarm"))
         assert alarm["active"] is False, (name, alarm)
+
+
+@pytest.mark.parametrize("api_level", ["2.13", "2.15"])
+def test_the_cli_fails_a_protocol_asking_for_a_pipette_the_robot_does_not_carry(stack, tmp_path, api_level):
+    protocol = tmp_path / "wrong_pipette.py"
+    protocol.write_text(f"metadata = {{'apiLevel': '{api_level}'}}\n\n\ndef run(protocol):\n"
+                        "    protocol.load_instrument('p1000_single_gen2', 'left')\n")
+    cli = Cli(stack, protocol)
+    assert cli.wait() == 1
+    errors = "\n".join(cli.stderr)
+    assert "p1000_single_gen2 was requested but p300_single_v2.1 is present" in errors and "line 5" in errors

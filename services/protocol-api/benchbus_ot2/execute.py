@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -26,8 +27,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "$BENCHBUS_BROKER_HOST:$BENCHBUS_BROKER_PORT or localhost:1883)")
     parser.add_argument("--device", default=None, help="the robot's device id (default $BENCHBUS_DEVICE or this "
                         "host's name)")
-    parser.add_argument("-L", "--custom-labware-path", action="append", default=[],
-                        help="a folder of custom labware JSON (repeatable); benchbus's own labware is always there")
+    parser.add_argument("-L", "--custom-labware-path", action="append", default=[os.getcwd()],
+                        help="a folder of custom labware JSON (repeatable; the current folder always counts, as in "
+                        "opentrons_execute); benchbus's own labware is always there")
     parser.add_argument("-n", "--no-print-runlog", action="store_true", help="do not print the run log")
     parser.add_argument("-l", "--log-level", default="warning",
                         choices=["debug", "info", "warning", "error"], help="log level of Opentrons and benchbus")

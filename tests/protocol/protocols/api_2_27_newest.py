@@ -1,4 +1,4 @@
-"""The newest apiLevel opentrons 8.8.2 runs on an OT-2 (2.27): run-time parameters, distribute, consolidate,
+"""The newest apiLevel opentrons 8.8.2 runs on an OT-2 (2.27): run-time parameters, distribute, pause, consolidate,
 transfer, custom labware."""
 from opentrons import protocol_api
 
@@ -19,5 +19,6 @@ def run(protocol: protocol_api.ProtocolContext):
     p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
 
     p300.distribute(protocol.params.volume, tubes["A1"], plate.rows()[0][:protocol.params.wells])
+    protocol.pause("seal the tubes")  # the protocol engine's waitForResume
     p300.consolidate(40, [plate["A1"], plate["A2"]], tubes["B2"])
     p300.transfer(60, tubes["A2"], plate["B1"], touch_tip=True, mix_after=(1, 40))
