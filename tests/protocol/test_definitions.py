@@ -6,6 +6,11 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import os
+import shutil
+import subprocess
+import sys
+import zipfile
 from pathlib import Path
 
 import httpx
@@ -92,3 +97,22 @@ def test_unknown_and_hostile_names_are_refused():
     assert get("/shared-data/schemas/..%2Fdeck").status_code == 404
     assert get("/shared-data/labware/benchbus_96_tiprack_20ul?version=x").status_code == 400
     assert get("/shared-data/labware/benchbus_96_tiprack_20ul?version=7").status_code == 404
+
+
+def test_a_built_wheel_carries_our_labware(tmp_path):
+    """Installed without the repository (a wheel), the package still finds benchbus's labware."""
+    source = tmp_path / "shared-data"  # a copy with the link resolved, so the build leaves the checkout untouched
+    shutil.copytree(SHARED, source, symlinks=False, ignore=shutil.ignore_patterns("*.egg-info", "build", "__pycache__"))
+    built = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(tmp_path / "dist"),
+                            str(source)], capture_output=True, text=True, timeout=120)
+    assert built.returncode == 0, built.stderr[-500:]
+    wheel = next((tmp_path / "dist").glob("benchbus_shared_data-*.whl"))
+    zipfile.ZipFile(wheel).extractall(tmp_path / "site")
+    env = {key: value for key, value in os.environ.items() if key != "BENCHBUS_SHARED_DATA"}
+    env["PYTHONPATH"] = str(tmp_path / "site")
+    probe = "import benchbus_shared_data as d; print(d.shared_data_root()); print(','.join(d.our_labware_names()))"
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=60,
+                         cwd=tmp_path)
+    assert out.returncode == 0, out.stderr
+    where, names = out.stdout.splitlines()
+    assert where == str(tmp_path / "site" / "benchbus_shared_data") and set(names.split(",")) == OURS
