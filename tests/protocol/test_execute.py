@@ -154,3 +154,17 @@ def test_the_cli_fails_a_protocol_asking_for_a_pipette_the_robot_does_not_carry(
     assert cli.wait() == 1
     errors = "\n".join(cli.stderr)
     assert "p1000_single_gen2 was requested but p300_single_v2.1 is present" in errors and "line 5" in errors
+
+
+def test_a_service_hands_its_own_bus_client_in_and_keeps_it(stack, client_named):
+    """The protocol runner (a service) runs files on its own started client; the session leaves it open."""
+    from benchbus_ot2 import RobotSession
+
+    runner = client_named("runner")
+    lease_holders: list[str] = []
+    runner.subscribe(runner.topic("smoothie", "state", "lease"),
+                     lambda _t, data, _m: lease_holders.append((data or {}).get("holder")))
+    with RobotSession(Robot(stack.device, bus=runner)) as session:
+        session.run_file(HERE / "protocols" / "api_2_0_transfer_mix.py")
+    assert "runner" in lease_holders  # the run held the lease under the service's own name
+    assert runner.call("smoothie", "position", {})["X"] > 0  # the client is still open
