@@ -78,8 +78,11 @@ def test_every_aspirate_in_the_run_log_is_one_plunger_stroke_on_the_board(stack,
             assert stroke.end == pytest.approx(end, abs=0.002), f"{mount} aspirate of {volume} uL"
 
 
-def test_a_multichannel_pipette_aspirates_on_the_right_plunger_only(stack):
+def test_a_multichannel_pipette_aspirates_on_the_right_plunger_only_and_the_rail_lights_follow(stack):
+    rails: list[bool] = []
+    stack.bus.subscribe(stack.bus.topic("gpio", "state", "lights"), lambda _t, data, _m: rails.append(data["on"]))
     _messages, expected, bottoms = execute(stack, HERE / "protocols" / "api_2_13_multichannel.py")
+    assert True in rails and rails[-1] is False  # set_rail_lights(True) ... set_rail_lights(False), via gpio
     assert {mount for mount, *_rest in expected} == {"right"}
     assert intake_strokes(stack.emulator.lines, "B", -100.0) == []
     assert len(intake_strokes(stack.emulator.lines, "C", bottoms["right"])) == 3  # two 10 uL transfers, one 15 uL

@@ -61,7 +61,6 @@ class BusBackend:
         self._active_wanted: dict[str, float] = {}
         self._active_sent: dict[str, float] = {}
         self._saved_currents: list[dict[str, float]] = []
-        self._lights = {"button": False, "rails": False}
         self._fw_version: str | None = None
         self._module_controls: Any = None
         self._run_flag = threading.Event()
@@ -286,11 +285,9 @@ class BusBackend:
     def set_lights(self, button: bool | None, rails: bool | None) -> None:
         if rails is not None:
             self.robot.read("gpio", "set_rail_lights", {"on": bool(rails)})
-            self._lights["rails"] = bool(rails)
         if button is not None:
             request = {"color": "blue", "pattern": "solid"} if button else {"auto": True}
             self.robot.read("gpio", "set_button_light", request)
-            self._lights["button"] = bool(button)
 
     def get_lights(self) -> dict[str, bool]:
         lights = self.robot.read("gpio", "get_lights")
