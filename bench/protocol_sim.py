@@ -96,22 +96,23 @@ def bench_execute(speedup: float) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="two repeats per simulation (about 1.5 minutes)")
-    parser.add_argument("--repeats", type=int, default=4, help="simulation repeats per protocol and tool")
+    parser.add_argument("--quick", action="store_true", help="one simulation per protocol and tool, motion at 20x")
+    parser.add_argument("--repeats", type=int, default=2, help="simulation repeats per protocol and tool")
     parser.add_argument("--speedup", type=float, default=10.0, help="the emulator's motion speedup for execute")
     args = parser.parse_args()
-    repeats = 2 if args.quick else args.repeats
+    repeats = 1 if args.quick else args.repeats
+    speedup = 20.0 if args.quick else args.speedup
     sim = bench_simulate(repeats)
     print(f"\nsimulate: benchbus-simulate {sim['ours_s']:.2f} s, opentrons_simulate {sim['theirs_s']:.2f} s, "
           f"ratio {sim['ratio']:.3f}\n", flush=True)
-    run = bench_execute(args.speedup)
+    run = bench_execute(speedup)
     print(f"\nexecute: wall {run['wall_s']:.2f} s against a floor of {run['floor_s']:.2f} s "
-          f"(motion at {args.speedup:g}x + delays); ratio {run['ratio_at_speedup']:.2f} at {args.speedup:g}x, "
+          f"(motion at {speedup:g}x + delays); ratio {run['ratio_at_speedup']:.2f} at {speedup:g}x, "
           f"{run['ratio_real_speed']:.3f} at the robot's real speed; overhead "
           f"{run['overhead_per_line_ms']:.1f} ms per G-code line ({run['lines']} lines)")
     print(json.dumps({"sim_ratio": round(sim["ratio"], 3), "execute_overhead_ratio": round(run["ratio_real_speed"], 3),
                       "execute_overhead_ratio_at_speedup": round(run["ratio_at_speedup"], 3),
-                      "speedup": args.speedup, "overhead_per_gcode_line_ms": round(run["overhead_per_line_ms"], 2),
+                      "speedup": speedup, "overhead_per_gcode_line_ms": round(run["overhead_per_line_ms"], 2),
                       "protocols": [p.stem for p in PROTOCOLS]}))
 
 
