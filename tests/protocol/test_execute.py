@@ -4,9 +4,11 @@ every aspirate of the run log is one intake stroke of that pipette's plunger, as
 ul-per-mm says for that volume."""
 from __future__ import annotations
 
+import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -171,3 +173,20 @@ def test_a_service_hands_its_own_bus_client_in_and_keeps_it(stack, client_named)
         session.run_file(HERE / "protocols" / "api_2_0_transfer_mix.py")
     assert "runner" in lease_holders  # the run held the lease under the service's own name
     assert runner.call("smoothie", "position", {})["X"] > 0  # the client is still open
+
+
+@pytest.mark.parametrize("protocol", ["api_2_0_transfer_mix.py", "api_2_15_engine.py"])
+def test_ctrl_c_halts_the_robot_and_gives_the_lease_back(stack, protocol):
+    cli = Cli(stack, HERE / "protocols" / protocol)
+    deadline = time.monotonic() + 60
+    while not intake_strokes(stack.emulator.lines, "B", -14.5):  # running: the first aspirate reached the board
+        assert time.monotonic() < deadline and cli.process.poll() is None, "\n".join(cli.stderr)
+        time.sleep(0.01)
+    halts: list[dict] = []
+    stack.bus.subscribe(stack.bus.topic("smoothie", "event", "halted"), lambda _t, data, _m: halts.append(data))
+    cli.process.send_signal(signal.SIGINT)
+    assert cli.wait() == 130, "\n".join(cli.stderr[-20:])
+    assert "interrupted: halting the robot" in cli.stderr
+    _topic, alarm = stack.bus.wait_for(stack.bus.topic("smoothie", "state", "alarm"), lambda _t, d: d["active"])
+    assert alarm["message"].startswith("halted by ot2-") and halts and halts[-1]["by"].startswith("ot2-")
+    stack.bus.wait_for(stack.bus.topic("smoothie", "state", "lease"), lambda _t, d: d.get("holder") is None)

@@ -6,18 +6,26 @@
 
 The run log is printed as opentrons_execute prints it. The run holds the robot's motion lease; an open door pauses
 it (close the door, press the robot's button); `protocol.pause()` waits for the button too. A motion the robot
-refuses (out of reach, an alarm) fails the run with the protocol's line in the message; exit status 1.
+refuses (out of reach, an alarm) fails the run with the protocol's line in the message; exit status 1. Ctrl-C
+halts the robot (it must be homed afterwards); exit status 130.
 """
 from __future__ import annotations
 
 import argparse
 import logging
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
+
+from typing import TYPE_CHECKING
 
 from .calibration import private_config_dir
 from .robot import Robot
+
+if TYPE_CHECKING:
+    from .session import RobotSession
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +65,13 @@ def main(argv: list[str] | None = None) -> int:
     printer = None if args.no_print_runlog else make_runlog_cb()
     try:
         with RobotSession(robot) as session:
-            session.run_file(args.protocol, emit_runlog=printer, custom_labware_paths=args.custom_labware_path)
+            interrupted = stop_on_ctrl_c(session)
+            try:
+                session.run_file(args.protocol, emit_runlog=printer, custom_labware_paths=args.custom_labware_path)
+            except (RunInterrupted, ProtocolEngineExecuteError):
+                if not interrupted.is_set():
+                    raise
+                return halt_after_interrupt(robot)
     except ProtocolEngineExecuteError as error:
         print(error.to_stderr_string(), file=sys.stderr)
         return 1
@@ -65,6 +79,35 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{type(error).__name__}: {error}", file=sys.stderr)
         return 1
     return 0
+
+
+class RunInterrupted(BaseException):
+    """Ctrl-C during a run. Not KeyboardInterrupt: one that passes through the protocol's own code (which Opentrons
+    runs with exec) makes CPython end the process by SIGINT even after it was handled here."""
+
+
+def stop_on_ctrl_c(session: RobotSession) -> threading.Event:
+    """Ctrl-C stops the run: an engine run through the engine's own stop (its loop runs in this thread, raising
+    there would leave its protocol thread waiting), a legacy run by an exception in the protocol's thread."""
+    interrupted = threading.Event()
+
+    def on_sigint(_signum: int, _frame: object) -> None:
+        interrupted.set()
+        if not session.stop_run():
+            raise RunInterrupted()
+    signal.signal(signal.SIGINT, on_sigint)
+    return interrupted
+
+
+def halt_after_interrupt(robot: Robot) -> int:
+    """Ctrl-C stops the robot, not only this program: what is moving is halted through the bridge (the robot then
+    wants homing), before the lease is given back."""
+    print("interrupted: halting the robot", file=sys.stderr, flush=True)
+    try:
+        robot.read("smoothie", "halt")
+    except Exception as error:  # the program ends anyway; say the robot may still be moving
+        print(f"the halt failed: {error}", file=sys.stderr)
+    return 130
 
 
 if __name__ == "__main__":

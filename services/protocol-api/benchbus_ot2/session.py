@@ -85,6 +85,7 @@ class RobotSession:
         self._paused_by_protocol = threading.Event()
         self._engine_contexts = contextlib.ExitStack()
         self._resume_action: Callable[[], object] | None = None
+        self._stop_action: Callable[[], object] | None = None
 
     # -- life cycle --------------------------------------------------------------------------------------------------
 
@@ -135,6 +136,15 @@ class RobotSession:
         self.close()
 
     # -- pause and resume --------------------------------------------------------------------------------------------
+
+    def stop_run(self) -> bool:
+        """Stop the protocol-engine run in progress (safe from another thread or a signal handler): the engine
+        halts what moves and ends the run. False when no engine run is going (a legacy run is stopped by raising
+        in its thread)."""
+        if self._stop_action is None:
+            return False
+        self._stop_action()
+        return True
 
     def resume(self) -> None:
         """Continue after a protocol's pause or an open door (thread-safe), like the robot's button."""
@@ -278,9 +288,11 @@ class RobotSession:
             if emit_runlog:
                 emit_runlog(message)
         unsubscribe = runner.broker.subscribe("command", on_command)
+        self._stop_action = lambda: loop.call_soon_threadsafe(lambda: loop.create_task(orchestrator.stop()))
         try:
             result = await orchestrator.run(deck_configuration=OT2_DECK_CONFIGURATION, protocol_source=source)
         finally:
+            self._stop_action = None
             unsubscribe()
         if result.state_summary.status != EngineStatus.SUCCEEDED:
             raise entrypoint_util.ProtocolEngineExecuteError(result.state_summary.errors)
