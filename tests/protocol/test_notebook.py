@@ -46,3 +46,16 @@ def test_a_notebook_context_runs_while_status_and_a_dashboard_watch(stack, clien
     finally:
         benchbus_ot2.disconnect()
     dashboard.wait_for(dashboard.topic("smoothie", "state", "lease"), lambda _t, d: (d or {}).get("holder") is None)
+
+
+def test_contexts_on_the_bus_are_live_not_simulating(stack):
+    """Protocols branch on is_simulating(); on the bus backend both the legacy context and the engine's say no."""
+    import benchbus_ot2
+
+    try:
+        for version in ("2.13", "2.15"):
+            protocol = benchbus_ot2.get_protocol_api(version, broker=stack.broker_address, device=stack.device)
+            assert str(protocol.api_version) == version and protocol.is_simulating() is False
+            assert protocol.loaded_instruments == {}  # nothing loaded yet; the pipettes are the board's to report
+    finally:
+        benchbus_ot2.disconnect()
