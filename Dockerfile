@@ -11,7 +11,7 @@ WORKDIR /app
 COPY . /app
 COPY --from=dashboard /app/services/websocket-gateway/dashboard/ /app/services/websocket-gateway/dashboard/
 # Editable installs keep the repository layout, so services find shared-data/ where the code expects it.
-RUN pip install --no-cache-dir -e bus-schemas -e services/common \
+RUN pip install --no-cache-dir -e bus-schemas -e services/common -e shared-data \
     && for project in services/*/pyproject.toml; do \
          dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
        done
