@@ -330,9 +330,10 @@ class EngineIO3Server:
         session.last_seen = time.monotonic()
         try:
             if not session.outbox and not session.closed:
-                try:
-                    await asyncio.wait_for(session.wakeup.wait(), self.ping_interval)
-                except asyncio.TimeoutError:
+                try:  # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own per poll
+                    async with asyncio.timeout(self.ping_interval):
+                        await session.wakeup.wait()
+                except TimeoutError:
                     pass
             if session.transport != "polling" or session.data.get("probing"):
                 packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling

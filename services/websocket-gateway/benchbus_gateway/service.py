@@ -89,7 +89,8 @@ class GatewayService(Service):
         settings: GatewaySettings = self.settings  # type: ignore[assignment]
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
                                 lifespan="on", access_log=False, http=HttpProtocol, ws_max_size=settings.max_payload_bytes,
-                                ws_ping_interval=None, timeout_graceful_shutdown=2)
+                                ws_ping_interval=None, timeout_graceful_shutdown=2,
+                                ws_per_message_deflate=settings.websocket_compression)
         self.web = uvicorn.Server(config)
         self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
         self._web_thread.start()
