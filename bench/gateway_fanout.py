@@ -229,9 +229,13 @@ def main() -> int:
     parser.add_argument("--broadcasts", type=int, default=20)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--only", choices=("eio3_websocket", "eio3_polling", "ws"),
+                        help="every client of this one kind (what each transport costs the gateway per client)")
     args = parser.parse_args()
     third = args.clients // 3
     counts = {"eio3_websocket": args.clients - 2 * third, "eio3_polling": third, "ws": third}
+    if args.only:
+        counts = {args.only: args.clients}
 
     broker = MosquittoProcess()
     broker.start()
