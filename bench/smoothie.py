@@ -71,8 +71,9 @@ def main() -> None:
                    BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_SMOOTHIE_PORT=f"socket://127.0.0.1:{bus_port}",
                    BENCHBUS_SMOOTHIE_USE_GPIO="false", BENCHBUS_SMOOTHIE_DOOR_SAFETY="false",  # no gpio: no door
                    BENCHBUS_LOG_LEVEL="warning")
-        bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=open(args.bridge_log or os.devnull, "w"))
+        with open(args.bridge_log or os.devnull, "w") as bridge_log:  # the child keeps its own descriptor
+            bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=bridge_log)
         driver = SmoothieDriver(SerialLink(f"socket://127.0.0.1:{direct_port}"), DriverConfig())
         driver.ping()
         driver.setup()
@@ -96,8 +97,8 @@ def main() -> None:
                 for _ in range(block):
                     step += 1
                     x = 200.0 + (step % 2)
-                    direct["move"].append(timed(lambda: driver.move({"X": x})))
-                    bus["move"].append(timed(lambda: client.call("smoothie", "move", {"target": {"X": x}})))
+                    direct["move"].append(timed(lambda x=x: driver.move({"X": x})))
+                    bus["move"].append(timed(lambda x=x: client.call("smoothie", "move", {"target": {"X": x}})))
                 for _ in range(block):
                     direct["position"].append(timed(driver.read_position))
                     bus["position"].append(timed(lambda: client.call("smoothie", "position")))
@@ -131,7 +132,8 @@ def main() -> None:
     worst = max(("move", "position", "switches"), key=lambda k: result[k]["overhead_p99_ms"])
     summary = {"direct_p99_ms": result[worst]["direct_p99_ms"], "bus_p99_ms": result[worst]["bus_p99_ms"],
                "overhead_p99_ms": round(max(overheads), 3), "worst_kind": worst,
-               "overhead_p50_ms": round(max(r["bus_p50_ms"] - r["direct_p50_ms"] for r in result.values()), 3), "target_overhead_p99_ms": TARGET_OVERHEAD_P99_MS,
+               "overhead_p50_ms": round(max(r["bus_p50_ms"] - r["direct_p50_ms"] for r in result.values()), 3),
+               "target_overhead_p99_ms": TARGET_OVERHEAD_P99_MS,
                **{f"{k}_{m}": v for k, r in result.items() for m, v in r.items()}}
     print(f"largest added p99: {summary['overhead_p99_ms']} ms ({worst}); target <= {TARGET_OVERHEAD_P99_MS:g} ms")
     print(json.dumps(summary))

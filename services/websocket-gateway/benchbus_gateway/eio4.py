@@ -6,7 +6,8 @@ Engine.IO 4 client. Handlers registered before that are handed to the server whe
 """
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 
 class LazySocketIOServer:
