@@ -85,9 +85,10 @@ def main() -> None:
             client.call("smoothie", "move", {"target": {"X": 200.0}}, timeout=60)
             handler: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
 
-            def audited(_topic: str, record, _message) -> None:
-                if isinstance(record, dict) and record.get("command") in handler:
-                    handler[record["command"]].append(float(record["duration_ms"]))
+            def audited(_topic: str, batch, _message) -> None:
+                for record in (batch or {}).get("records", []):  # $audit carries a batch per 50 ms window
+                    if record.get("command") in handler:
+                        handler[record["command"]].append(float(record["duration_ms"]))
             client.subscribe(topics.audit_topic(device, "smoothie"), audited)
             direct = {"move": [], "position": [], "switches": []}
             bus = {"move": [], "position": [], "switches": []}
