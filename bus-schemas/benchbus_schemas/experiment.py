@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import Field, model_validator
+from pydantic import ConfigDict, Field, model_validator
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -110,7 +110,13 @@ class ExperimentDefinition(Payload):
         return sorted(v for g in self.groups for v in g.vials)
 
 
+_EXAMPLE = {"definition": {"name": "turbido-1", "groups": [{
+    "name": "a", "vials": [0, 1], "control": {"mode": "turbidostat", "lower_od": 0.2, "upper_od": 0.4},
+    "temp_c": 30, "stir": 8}]}}
+
+
 class StartRequest(Payload):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
     definition: ExperimentDefinition
 
 
@@ -119,6 +125,7 @@ class NameRequest(Payload):
 
 
 class EditRequest(Payload):
+    model_config = ConfigDict(json_schema_extra={"examples": [_EXAMPLE]})
     definition: ExperimentDefinition = Field(..., description="the new definition; its version is set to the "
                                              "running one's + 1")
 

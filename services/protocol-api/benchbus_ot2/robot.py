@@ -14,14 +14,15 @@ import socket
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from benchbus import BusClient, BusError, CallTimeout
 from benchbus.settings import BrokerSettings
 
 from .errors import DoorOpen, LeaseLost, MotionError, RobotAlarm, RobotUnavailable
 
-log = logging.getLogger("benchbus.protocol")
+log = logging.getLogger("benchbus.ot2")
 
 MOTION_TIMEOUT_S = 180.0  # a full home at real speed takes well under a minute; a long plunger move a few seconds
 READ_TIMEOUT_S = 10.0
@@ -41,15 +42,18 @@ def parse_broker(broker: str | BrokerSettings | None) -> BrokerSettings:
 def client_name() -> str:
     """The lease holder's name: recognisable in `benchbus status` and the bridge's conflict messages."""
     host = "".join(c if c.isalnum() or c in "-_." else "-" for c in socket.gethostname())[:24]
-    return f"protocol-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
+    return f"ot2-{host}-{os.getpid()}-{uuid.uuid4().hex[:6]}"
 
 
 class Robot:
-    def __init__(self, device: str, broker: str | BrokerSettings | None = None, *, name: str | None = None,
+    def __init__(self, device: str, broker: str | BrokerSettings | None = None, *, bus: BusClient | None = None,
+                 name: str | None = None,
                  lease_ttl_s: float = 30.0, pause_timeout_s: float | None = None,
                  on_pause: Callable[[str], None] | None = None, on_resume: Callable[[], None] | None = None):
         self.device = device
-        self.bus = BusClient(device, parse_broker(broker), name=name or client_name())
+        # a service (the protocol runner) hands its own started client in; otherwise this robot has its own
+        self._owns_bus = bus is None
+        self.bus = bus or BusClient(device, parse_broker(broker), name=name or client_name())
         self.lease_ttl_s = lease_ttl_s
         self.pause_timeout_s = pause_timeout_s
         self.on_pause = on_pause or (lambda message: log.warning("%s", message))
@@ -62,6 +66,7 @@ class Robot:
         self._state_changed = threading.Condition()
         self._renewer: threading.Thread | None = None
         self._closing = threading.Event()
+        self._subscriptions: list[tuple[str, Any]] = []
 
     @property
     def name(self) -> str:
@@ -70,12 +75,14 @@ class Robot:
     # -- connection and lease --------------------------------------------------------------------------------------
 
     def open(self, timeout: float = 10.0) -> None:
-        try:
-            self.bus.start(timeout)
-        except CallTimeout as exc:
-            raise RobotUnavailable(f"cannot reach the broker: {exc.message}") from None
-        self.bus.subscribe(self.bus.topic("smoothie", "state", "paused"), self._on_paused_state)
-        self.bus.subscribe(self.bus.topic("gpio", "event", "button"), self._on_button)
+        if self._owns_bus:
+            try:
+                self.bus.start(timeout)
+            except CallTimeout as exc:
+                raise RobotUnavailable(f"cannot reach the broker: {exc.message}") from None
+        for topic, callback in ((self.bus.topic("smoothie", "state", "paused"), self._on_paused_state),
+                                (self.bus.topic("gpio", "event", "button"), self._on_button)):
+            self._subscriptions.append((topic, self.bus.subscribe(topic, callback)))
 
     def acquire_lease(self) -> None:
         """Take the motion lease (refused when another client holds it) and keep it renewed in the background."""
@@ -90,7 +97,8 @@ class Robot:
             try:
                 lease = self.bus.call("smoothie", "acquire_motion", {"ttl_s": self.lease_ttl_s}, timeout=5)
                 if lease["lease_id"] != self.lease_id:
-                    self.lease_problem = "the motion lease lapsed and was taken again: another client may have moved the robot"
+                    self.lease_problem = ("the motion lease lapsed and was taken again: another client may have moved "
+                                          "the robot")
                     self.lease_id = lease["lease_id"]
             except BusError as exc:
                 self.lease_problem = f"renewing the motion lease failed: {exc.message}"
@@ -108,14 +116,18 @@ class Robot:
                 log.warning("releasing the motion lease failed: %s (it lapses after %.0f s)", exc.message,
                             self.lease_ttl_s)
             self.lease_id = None
-        self.bus.close()
+        for topic, handle in self._subscriptions:
+            self.bus.unsubscribe(topic, handle)
+        self._subscriptions.clear()
+        if self._owns_bus:
+            self.bus.close()
 
     # -- calls -----------------------------------------------------------------------------------------------------
 
     def _call(self, service: str, command: str, payload: Any = None, timeout: float = READ_TIMEOUT_S) -> Any:
         try:
             return self.bus.call(service, command, payload or {}, timeout=timeout)
-        except CallTimeout as exc:
+        except CallTimeout:
             raise RobotUnavailable(f"{service} did not answer {command} within {timeout:.0f} s: is the "
                                    f"{service} service running on device {self.device!r}?", "timeout") from None
         except BusError as exc:
@@ -152,7 +164,7 @@ class Robot:
     def wait_for_resume(self, why: str) -> None:
         self.paused_reason = why
         self._resume_wanted.clear()
-        self.on_pause(f"paused: {why}. Close the door, then press the robot's button or call protocol.resume().")
+        self.on_pause(f"paused: {why}. Close the door, then press the robot's button (or call benchbus_ot2.resume()).")
         deadline = None if self.pause_timeout_s is None else time.monotonic() + self.pause_timeout_s
         try:
             while True:
@@ -190,10 +202,10 @@ def translate(service: str, command: str, exc: BusError) -> Exception:
         if "door" in detail or detail.get("reason") in ("door", "client"):
             return DoorOpen(text, exc.code, detail)
         if "alarm" in detail:
-            return RobotAlarm(f"{text}. Call protocol.home() once the cause is fixed.", exc.code, detail)
+            return RobotAlarm(f"{text}. Home the robot once the cause is fixed.", exc.code, detail)
         return MotionError(text, exc.code, detail)
     if exc.code == "hardware_error" and ("alarm" in exc.message.lower() or "halt" in exc.message.lower()):
-        return RobotAlarm(f"{text}. Call protocol.home() once the cause is fixed.", exc.code, detail)
+        return RobotAlarm(f"{text}. Home the robot once the cause is fixed.", exc.code, detail)
     if exc.code in ("unavailable", "timeout"):
         return RobotUnavailable(text, exc.code, detail)
     if exc.code == "invalid_request" and "travel" in detail:
