@@ -195,8 +195,8 @@ class Rigs:
             while due <= now:
                 rig = index % self.count
                 client = self.clients[rig % len(self.clients)]
-                client.publish(TOPIC.format(rig=f"rig{rig:05d}"), broadcast_payload(f"rig{rig:05d}", index, self.period),
-                               qos=1)
+                name = f"rig{rig:05d}"
+                client.publish(TOPIC.format(rig=name), broadcast_payload(name, index, self.period), qos=1)
                 self.sent += 1
                 index += 1
                 due = start + index * gap
@@ -240,10 +240,11 @@ def measure(port: int, central: list[psutil.Process], conn, recorder: Recorder, 
     fleet.close()
     compression = REAL_PERIOD_S / period
     backlog = recorded.get("benchbus_recorder_pending_messages", 0.0)
-    return {"rigs_here": rigs, "period_s": period, "connections": connections or rigs, "rigs_at_20s": int(rigs * compression),
+    return {"rigs_here": rigs, "period_s": period, "connections": connections or rigs,
+            "rigs_at_20s": int(rigs * compression),
             "msgs_per_s": round(rigs / period, 1), "received": len(lags),
-            "held": bool(lags) and percentile(lags, 0.99) + recorded.get("benchbus_recorder_commit_lag_p99_seconds",
-                                                                         99) < LAG_TARGET_S and backlog <= rigs / period,
+            "held": bool(lags) and backlog <= rigs / period
+            and percentile(lags, 0.99) + recorded.get("benchbus_recorder_commit_lag_p99_seconds", 99) < LAG_TARGET_S,
             "transit_p50_s": round(percentile(lags, 0.5), 4) if lags else None,
             "transit_p99_s": round(percentile(lags, 0.99), 4) if lags else None,
             "commit_lag_p99_s": recorded.get("benchbus_recorder_commit_lag_p99_seconds"),
@@ -288,9 +289,11 @@ def main() -> int:
             print(f"{rigs:5d} rigs here = {ours['rigs_at_20s']:6d} rigs at one broadcast per 20 s "
                   f"({ours['msgs_per_s']} msg/s): transit p50 {ours['transit_p50_s']} s p99 {ours['transit_p99_s']} s, "
                   f"recorder commit p99 {ours['commit_lag_p99_s']} s, backlog {ours['recorder_backlog']:.0f}: ingest "
-                  f"p99 {ours['ingest_lag_p99_s']} s (floor, one connection: {floor['ingest_lag_p99_s']} s); central CPU "
+                  f"p99 {ours['ingest_lag_p99_s']} s (floor, one connection: {floor['ingest_lag_p99_s']} s); "
+                  f"central CPU "
                   f"{ours['central_cpu_percent']} % (floor {floor['central_cpu_percent']} %, ratio {ratio_cpu:.2f}), "
-                  f"RSS {ours['central_rss_mb']} MB; received {ours['received']}; {'held' if ours['held'] else 'NOT held'}",
+                  f"RSS {ours['central_rss_mb']} MB; received {ours['received']}; "
+                  f"{'held' if ours['held'] else 'NOT held'}",
                   flush=True)
     finally:
         parent.send("stop")
@@ -306,9 +309,9 @@ def main() -> int:
     marginal_kb = ((last["central_rss_mb"] - first["central_rss_mb"]) * 1024 / (last["rigs_here"] - first["rigs_here"])
                    if len(results) > 1 else float("nan"))
     verdict = (f"largest step held under {LAG_TARGET_S:g} s p99: {best['rigs_here']} rigs (own connections) at "
-               f"{REAL_PERIOD_S / best['period_s']:g}x the real rate, the message load of {best['rigs_at_20s']} rigs at "
-               f"20 s" if held else f"NO step held (ingest p99 under {LAG_TARGET_S:g} s with no growing backlog); "
-               f"figures of the first step")
+               f"{REAL_PERIOD_S / best['period_s']:g}x the real rate, the message load of {best['rigs_at_20s']} "
+               f"rigs at 20 s" if held else
+               f"NO step held (ingest p99 under {LAG_TARGET_S:g} s, no growing backlog); figures of the first step")
     print(f"central side (broker + recorder + subscriber) per rig at 20 s: {per_rig_cpu:.4f} % CPU; RSS "
           f"{per_rig_mb * 1024:.0f} kB per connection with the idle central processes counted in, {marginal_kb:.1f} kB "
           f"per added connection; {verdict}")

@@ -90,8 +90,8 @@ class CentralStore:
                 self.recorder_state = json.loads(message.payload)["state"] if message.payload else None
             elif message.topic.endswith("/event/broadcast"):
                 self.cycles[device][json.loads(message.payload)["cycle"]] += 1
-            elif message.topic.endswith("/$audit"):
-                self.audits.append((device, json.loads(message.payload)))
+            elif message.topic.endswith("/$audit"):  # an AuditBatch: the records of one short window
+                self.audits.extend((device, record) for record in json.loads(message.payload)["records"])
             else:
                 self.links[device].append(message.payload.decode())
 

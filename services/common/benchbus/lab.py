@@ -47,7 +47,9 @@ def central_conf(port: int, bind: str, data: Path, password_file: Path | None, a
         access = ("# No users: only for a lab network nobody else reaches (give --password-file and --acl-file).\n"
                   "allow_anonymous true")
     else:
-        access = f"allow_anonymous false\npassword_file {password_file}" + (f"\nacl_file {acl_file}" if acl_file else "")
+        access = f"allow_anonymous false\npassword_file {password_file}"
+        if acl_file is not None:
+            access += f"\nacl_file {acl_file}"
     return CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data)
 
 
