@@ -68,6 +68,14 @@ def benchbus_services() -> list[str]:
     return sorted(p.name for p in UNITS.glob("benchbus-*.service") if p.name != CREDENTIALS)
 
 
+def unit_segment(unit: str) -> str:
+    """The bus segment of a unit: the --config file's name (/etc/benchbus/<segment>.yaml)."""
+    text = (UNITS / unit).read_text()
+    match = re.search(r"--config /etc/benchbus/([a-z-]+)\.yaml", text)
+    assert match, f"{unit} names no /etc/benchbus/<segment>.yaml"
+    return match.group(1)
+
+
 def unit_seconds(unit: str, key: str) -> float:
     parser = configparser.ConfigParser(strict=False, interpolation=None)
     parser.optionxform = str  # type: ignore[assignment,method-assign]
@@ -188,6 +196,11 @@ def root_with_venv() -> Path:
 # --- what a Pi's install does, and what only the test adds ----------------------------------------------------
 
 def install_benchbus(root: Path) -> None:
+    # debootstrap writes no /etc/hosts (the installer does; Raspberry Pi OS ships one): without it `localhost`,
+    # the CLI's default broker host, does not resolve
+    hosts = root / "etc/hosts"
+    if not hosts.exists():
+        hosts.write_text("127.0.0.1\tlocalhost\n::1\t\tlocalhost ip6-localhost ip6-loopback\n")
     packages = copy_sources(root)
     nspawn_run(root, [f"{VENV}/bin/pip", "install", "-q", "--no-deps", "--force-reinstall",
                       "--no-build-isolation", *packages])
@@ -359,8 +372,8 @@ def booted(tmp_path_factory):
     print(f"root prepared in {time.monotonic() - started:.0f} s", file=sys.stderr)
     container = Container(root, root.parent / "console.log")
     started = time.monotonic()
-    container.boot()
     try:
+        container.boot()
         await_services_ready(container)
         print(f"booted and every service ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
         yield container
@@ -380,6 +393,15 @@ def test_every_service_reaches_ready_without_a_restart(booted):
         pid = booted.properties(unit, "MainPID")["MainPID"]
         owner = booted.shell(f"stat -c %U /proc/{pid}").stdout.strip()  # minbase has no ps
         assert owner == state["User"], f"{unit} runs as {owner!r}, not {state['User']!r}"
+
+
+def test_the_cli_sees_every_service_ready_through_the_authenticated_broker(booted):
+    # docs/operating.md's check on an instrument: the client user's password from the first boot, the broker's ACL
+    status = booted.shell("set -a; . /var/lib/benchbus/credentials/client.env; benchbus status", check=False)
+    assert status.returncode == 0, f"benchbus status exited with {status.returncode}:\n{status.stdout}{status.stderr}"
+    for unit in benchbus_services():
+        segment = unit_segment(unit)
+        assert re.search(rf"(?m)^\s*{segment}\b.*ready", status.stdout), f"{segment} not ready:\n{status.stdout}"
 
 
 def test_the_credentials_unit_ran_once_and_made_a_password_per_user(booted):
