@@ -41,8 +41,11 @@ import time
 import uuid
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
+
+T = TypeVar("T")
 
 REPO = Path(__file__).resolve().parents[2]
 OVERLAY = REPO / "buildroot-overlay"
@@ -92,7 +95,7 @@ def run(argv: list[str], timeout: float = 900, **kwargs) -> subprocess.Completed
     return done
 
 
-def await_condition(what: str, check: Callable[[], object], timeout: float, interval: float = 0.5) -> object:
+def await_condition(what: str, check: Callable[[], T], timeout: float, interval: float = 0.5) -> T:
     deadline = time.monotonic() + timeout
     while True:
         result = check()
@@ -293,7 +296,7 @@ class Container:
             self.process = subprocess.Popen(
                 ["systemd-nspawn", "-q", "-b", "-D", str(self.root), f"--machine={self.name}", "--private-network",
                  "--register=no", "--keep-unit"], stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
-        self.leader = int(await_condition("the container's systemd started", self._find_leader, BOOT_TIMEOUT_S))  # type: ignore[arg-type]
+        self.leader = await_condition("the container's systemd started", self._find_leader, BOOT_TIMEOUT_S)
         state = await_condition("systemd inside the container finished booting", self._booted, BOOT_TIMEOUT_S)
         print(f"{self.name}: system {state}", file=sys.stderr)
 
@@ -343,7 +346,8 @@ class Container:
         except subprocess.TimeoutExpired:
             self.process.send_signal(signal.SIGKILL)  # our own nspawn only: it takes the container with it
             self.process.wait(timeout=30)
-            raise AssertionError(f"{self.name} did not power off in {BOOT_TIMEOUT_S:.0f} s:\n{self.console()}")
+            console = self.console()
+            raise AssertionError(f"{self.name} did not power off in {BOOT_TIMEOUT_S:.0f} s:\n{console}") from None
 
 
 def await_services_ready(container: Container) -> None:
