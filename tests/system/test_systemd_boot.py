@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import configparser
 import hashlib
+import json
 import os
 import re
 import shutil
@@ -52,9 +53,11 @@ OVERLAY = REPO / "buildroot-overlay"
 UNITS = OVERLAY / "etc/systemd/system"
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "benchbus"
 SUITE = "bookworm"
-DEBIAN_PACKAGES = ["systemd", "systemd-sysv", "dbus", "mosquitto", "python3", "python3-venv"]
+# openssh-server: the update-agent's SSH keys are for the Pi's sshd (checked with a real login)
+DEBIAN_PACKAGES = ["systemd", "systemd-sysv", "dbus", "mosquitto", "python3", "python3-venv", "openssh-server"]
 VENV = "/opt/benchbus"  # docs/operating.md installs there
 CREDENTIALS = "benchbus-broker-credentials.service"
+ADMIN_TOKEN = "boot-test-admin-token"  # the update-agent's admin_token, set by the test's drop-in only
 SAMD_PORT, SMOOTHIE_PORT = 7101, 7102  # on the container's own loopback (private network)
 BOOT_TIMEOUT_S = 180.0
 READY_TIMEOUT_S = 180.0  # under a loaded 2-core CI machine; awaited, never slept
@@ -264,6 +267,7 @@ def configure_emulated_hardware(root: Path) -> None:
         "benchbus-gpio-service.service": ["BENCHBUS_GPIO_BACKEND=sim"],
         "benchbus-update-agent.service": ["BENCHBUS_UPDATE_SLOT_DIR=/var/lib/benchbus/update/emulated-slots",
                                           "BENCHBUS_UPDATE_RESTART_COMMAND=null",
+                                          f"BENCHBUS_UPDATE_ADMIN_TOKEN={ADMIN_TOKEN}",
                                           "BENCHBUS_UPDATE_SERIAL_FILE=/var/lib/benchbus/update/serial",
                                           "BENCHBUS_UPDATE_VERSION_FILE=/var/lib/benchbus/update/VERSION.json"],
     }
@@ -422,6 +426,19 @@ def test_the_gateway_serves_the_installed_dashboard(booted):
     assert "vendor/uplot/uPlot.iife.min.js" in page, page[:2000]
     chart_library = booted.shell(f'{VENV}/bin/python -c "{fetch}" /vendor/uplot/uPlot.iife.min.js').stdout
     assert "uPlot" in chart_library
+
+
+def test_a_key_added_through_the_update_agent_opens_an_ssh_login(booted, tmp_path):
+    run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(tmp_path / "key")])
+    request = json.dumps({"key": (tmp_path / "key.pub").read_text().strip(), "admin_token": ADMIN_TOKEN})
+    booted.shell(f"set -a; . /var/lib/benchbus/credentials/admin.env; benchbus call update add_ssh_key '{request}'")
+    # this machine's ssh client, in the container's network namespace, against the container's own sshd
+    login = subprocess.run(["nsenter", f"--target={booted.leader}", "--net", "--", "ssh", "-i", str(tmp_path / "key"),
+                            "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=no", "-o",
+                            "UserKnownHostsFile=/dev/null", "-o", "ConnectTimeout=20", "root@127.0.0.1",
+                            "cat /etc/hostname"], capture_output=True, text=True, timeout=60)
+    sshd = booted.shell("journalctl --no-pager -n 20 -u ssh.service", check=False).stdout
+    assert login.returncode == 0, f"ssh with the added key: {login.returncode} {login.stderr}\n{sshd}"
 
 
 def test_the_credentials_unit_ran_once_and_made_a_password_per_user(booted):
