@@ -30,6 +30,7 @@ and their journal.
 from __future__ import annotations
 
 import configparser
+import fcntl
 import hashlib
 import json
 import os
@@ -40,7 +41,8 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TypeVar
 
@@ -129,8 +131,15 @@ def cached(key_text: str, name: str, build: Callable[[Path], None]) -> Path:
     interrupted build is never taken for a finished one."""
     key = hashlib.sha256(key_text.encode()).hexdigest()[:16]
     target = CACHE / "debian-root" / f"{name}-{key}"
-    if (target / ".benchbus-complete").exists():
-        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with open(target.with_name(target.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # another run building the same folder: wait for it, then take its result
+        if not (target / ".benchbus-complete").exists():
+            build_cached(target, build)
+    return target
+
+
+def build_cached(target: Path, build: Callable[[Path], None]) -> None:
     partial = target.with_name(target.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
     shutil.rmtree(target, ignore_errors=True)
@@ -140,7 +149,6 @@ def cached(key_text: str, name: str, build: Callable[[Path], None]) -> Path:
     (partial / ".benchbus-complete").write_text(f"built in {time.monotonic() - started:.0f} s\n")
     partial.rename(target)
     print(f"built {target} in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    return target
 
 
 def base_root() -> Path:
@@ -371,34 +379,7 @@ def credentials(root: Path) -> dict[str, str]:
     return {path.name: path.read_text() for path in sorted(folder.glob("*.env"))}
 
 
-@pytest.fixture(scope="module")
-def booted(tmp_path_factory):
-    if os.geteuid() != 0:
-        pytest.skip("booting a container needs root (systemd-nspawn); this test runs as uid "
-                    f"{os.geteuid()}")
-    missing = [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter") if shutil.which(tool) is None]
-    assert not missing, (f"{missing} not installed: ./dev installs systemd-container and debootstrap "
-                         "(tests/debian-packages.txt)")
-    root = tmp_path_factory.mktemp("boot") / "root"
-    started = time.monotonic()
-    run(["cp", "-a", "--reflink=auto", str(root_with_venv()), str(root)])
-    install_benchbus(root)
-    configure_emulated_hardware(root)
-    print(f"root prepared in {time.monotonic() - started:.0f} s", file=sys.stderr)
-    container = Container(root, root.parent / "console.log")
-    started = time.monotonic()
-    try:
-        container.boot()
-        await_services_ready(container)
-        print(f"booted and every service ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
-        yield container
-    finally:
-        if container.process is not None and container.process.poll() is None:
-            container.poweroff()
-        shutil.rmtree(root, ignore_errors=True)
-
-
-def test_every_service_reaches_ready_without_a_restart(booted):
+def every_service_reaches_ready_without_a_restart(booted: Container) -> None:
     for unit in benchbus_services():
         state = booted.properties(unit, "ActiveState", "SubState", "Type", "NRestarts", "User")
         assert state["Type"] == "notify" and state["ActiveState"] == "active" and state["SubState"] == "running", \
@@ -410,7 +391,7 @@ def test_every_service_reaches_ready_without_a_restart(booted):
         assert owner == state["User"], f"{unit} runs as {owner!r}, not {state['User']!r}"
 
 
-def test_the_cli_sees_every_service_ready_through_the_authenticated_broker(booted):
+def the_cli_sees_every_service_ready_through_the_authenticated_broker(booted: Container) -> None:
     # docs/operating.md's check on an instrument: the client user's password from the first boot, the broker's ACL
     status = booted.shell("set -a; . /var/lib/benchbus/credentials/client.env; benchbus status", check=False)
     assert status.returncode == 0, f"benchbus status exited with {status.returncode}:\n{status.stdout}{status.stderr}"
@@ -419,7 +400,7 @@ def test_the_cli_sees_every_service_ready_through_the_authenticated_broker(boote
         assert re.search(rf"(?m)^\s*{segment}\b.*ready", status.stdout), f"{segment} not ready:\n{status.stdout}"
 
 
-def test_the_gateway_serves_the_installed_dashboard(booted):
+def the_gateway_serves_the_installed_dashboard(booted: Container) -> None:
     fetch = ("import sys, urllib.request; print(urllib.request.urlopen('http://127.0.0.1:8081' + sys.argv[1], "
              "timeout=10).read().decode())")
     page = booted.shell(f'{VENV}/bin/python -c "{fetch}" /').stdout
@@ -428,7 +409,7 @@ def test_the_gateway_serves_the_installed_dashboard(booted):
     assert "uPlot" in chart_library
 
 
-def test_a_key_added_through_the_update_agent_opens_an_ssh_login(booted, tmp_path):
+def a_key_added_through_the_update_agent_opens_an_ssh_login(booted: Container, tmp_path: Path) -> None:
     run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "boot-test", "-f", str(tmp_path / "key")])
     request = json.dumps({"key": (tmp_path / "key.pub").read_text().strip(), "admin_token": ADMIN_TOKEN})
     booted.shell(f"set -a; . /var/lib/benchbus/credentials/admin.env; benchbus call update add_ssh_key '{request}'")
@@ -441,7 +422,7 @@ def test_a_key_added_through_the_update_agent_opens_an_ssh_login(booted, tmp_pat
     assert login.returncode == 0, f"ssh with the added key: {login.returncode} {login.stderr}\n{sshd}"
 
 
-def test_the_credentials_unit_ran_once_and_made_a_password_per_user(booted):
+def the_credentials_unit_ran_once_and_made_a_password_per_user(booted: Container) -> None:
     state = booted.properties(CREDENTIALS, "ActiveState", "Result", "ExecMainStatus", "ConditionResult")
     assert state == {"ActiveState": "active", "Result": "success", "ExecMainStatus": "0", "ConditionResult": "yes"}
     assert (booted.root / "var/lib/benchbus/credentials/.done").exists()
@@ -458,7 +439,7 @@ def restarted(container: Container, unit: str, old_pid: str, old_restarts: int) 
             and state["ActiveState"] == "active")
 
 
-def test_a_stopped_service_is_restarted_by_the_watchdog(booted):
+def a_stopped_service_is_restarted_by_the_watchdog(booted: Container) -> None:
     unit = "benchbus-calibration-store.service"
     watchdog_s = unit_seconds(unit, "WatchdogSec")
     before = booted.properties(unit, "MainPID", "NRestarts")
@@ -477,7 +458,7 @@ def test_a_stopped_service_is_restarted_by_the_watchdog(booted):
           file=sys.stderr)
 
 
-def test_a_killed_service_is_restarted_by_restart_on_failure(booted):
+def a_killed_service_is_restarted_by_restart_on_failure(booted: Container) -> None:
     unit = "benchbus-samd-bridge.service"
     before = booted.properties(unit, "MainPID", "NRestarts")
     booted.shell(f"kill -KILL {before['MainPID']}")
@@ -488,7 +469,7 @@ def test_a_killed_service_is_restarted_by_restart_on_failure(booted):
     print(f"Restart= of a SIGKILLed {unit} took {time.monotonic() - started:.1f} s", file=sys.stderr)
 
 
-def test_a_second_boot_keeps_the_passwords_and_skips_the_credentials_unit(booted):
+def a_second_boot_keeps_the_passwords_and_skips_the_credentials_unit(booted: Container) -> None:
     first = credentials(booted.root)
     passwd = (booted.root / "etc/mosquitto/benchbus.passwd").read_text()
     booted.poweroff()
@@ -498,3 +479,44 @@ def test_a_second_boot_keeps_the_passwords_and_skips_the_credentials_unit(booted
     assert state == {"ConditionResult": "no", "ExecMainStartTimestampMonotonic": "0"}, state
     assert credentials(booted.root) == first
     assert (booted.root / "etc/mosquitto/benchbus.passwd").read_text() == passwd
+
+
+@contextmanager
+def booted_container(work: Path) -> Iterator[Container]:
+    if os.geteuid() != 0:
+        pytest.skip("booting a container needs root (systemd-nspawn); this test runs as uid "
+                    f"{os.geteuid()}")
+    missing = [tool for tool in ("systemd-nspawn", "debootstrap", "nsenter", "ssh") if shutil.which(tool) is None]
+    assert not missing, (f"{missing} not installed: ./dev installs systemd-container, debootstrap and "
+                         "openssh-client (tests/debian-packages.txt, services/update-agent/debian-packages.txt)")
+    root = work / "root"
+    started = time.monotonic()
+    run(["cp", "-a", "--reflink=auto", str(root_with_venv()), str(root)])
+    install_benchbus(root)
+    configure_emulated_hardware(root)
+    print(f"root prepared in {time.monotonic() - started:.0f} s", file=sys.stderr)
+    container = Container(root, work / "console.log")
+    started = time.monotonic()
+    try:
+        container.boot()
+        await_services_ready(container)
+        print(f"booted and every service ready in {time.monotonic() - started:.0f} s", file=sys.stderr)
+        yield container
+    finally:
+        if container.process is not None and container.process.poll() is None:
+            container.poweroff()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_the_units_boot_under_a_real_systemd(tmp_path):
+    """One container for every check, in this order (the last one reboots it): pytest-xdist would send separate
+    tests of this module to different workers, each booting a container of its own."""
+    with booted_container(tmp_path) as container:
+        every_service_reaches_ready_without_a_restart(container)
+        the_cli_sees_every_service_ready_through_the_authenticated_broker(container)
+        the_gateway_serves_the_installed_dashboard(container)
+        a_key_added_through_the_update_agent_opens_an_ssh_login(container, tmp_path)
+        the_credentials_unit_ran_once_and_made_a_password_per_user(container)
+        a_stopped_service_is_restarted_by_the_watchdog(container)
+        a_killed_service_is_restarted_by_restart_on_failure(container)
+        a_second_boot_keeps_the_passwords_and_skips_the_credentials_unit(container)
