@@ -120,16 +120,18 @@ def test_only_the_smoothie_bridge_may_use_the_board_lines(secured):
     for segment in ("smoothie", "gateway", "scheduler", "client"):
         session = login(secured, segment)
         expected = 0 if segment == "smoothie" else 135
-        assert session.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/smoothie_reset") == expected, segment
-        assert session.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/smoothie_halt") == expected, segment
+        principal = f"benchbus-{segment}"  # a command topic ends with the caller's own user (the ACL pins it)
+        assert session.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/smoothie_reset/{principal}") == expected, segment
+        assert session.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/smoothie_halt/{principal}") == expected, segment
         session.close()
 
 
 def test_the_gateway_calls_for_external_clients_and_others_do_not(secured):
     gateway, samd = login(secured, "gateway"), login(secured, "samd")
-    assert gateway.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/home") == 0
-    assert gateway.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/set_rail_lights") == 0
-    assert samd.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/home") == 135
+    assert gateway.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/home/benchbus-gateway") == 0
+    assert gateway.publish_acked(f"benchbus/{DEVICE}/gpio/cmd/set_rail_lights/benchbus-gateway") == 0
+    assert gateway.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/home/benchbus-admin") == 135  # no other principal
+    assert samd.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/home/benchbus-samd") == 135
     assert gateway.publish_acked(f"benchbus/{DEVICE}/smoothie/state/position") == 135
     gateway.close()
     samd.close()
@@ -137,8 +139,8 @@ def test_the_gateway_calls_for_external_clients_and_others_do_not(secured):
 
 def test_scheduler_may_transact_on_samd(secured):
     scheduler = login(secured, "scheduler")
-    assert scheduler.publish_acked(f"benchbus/{DEVICE}/samd/cmd/transact") == 0
-    assert scheduler.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/move") == 135
+    assert scheduler.publish_acked(f"benchbus/{DEVICE}/samd/cmd/transact/benchbus-scheduler") == 0
+    assert scheduler.publish_acked(f"benchbus/{DEVICE}/smoothie/cmd/move/benchbus-scheduler") == 135
     scheduler.close()
 
 
@@ -157,7 +159,7 @@ def test_a_real_service_runs_under_its_user(secured, tmp_path):
 
         user, password = credentials["gateway"]
         broker = BrokerSettings(host="127.0.0.1", port=port, username=user, password=password)
-        with BusClient(DEVICE, broker, name="gateway/acl-test") as client:
+        with BusClient(DEVICE, broker, name="acl-test") as client:
             client.wait_for(f"benchbus/{DEVICE}/calibration/$state", lambda _t, d: d.get("state") == "ready", 20)
             assert isinstance(client.call("calibration", "list_calibrations", {}, timeout=10), dict)
     finally:
