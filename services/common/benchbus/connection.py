@@ -57,7 +57,12 @@ class Connection:
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
-        self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
+        # PUBACK bookkeeping under a lock of its own, never held while calling paho: paho runs on_publish holding
+        # its outgoing-message mutex, which its publish() takes too, so a handler that waited for `_lock` (held
+        # across publish()) deadlocked both threads (found when a service hung before READY under systemd).
+        self._acks_lock = threading.Lock()
+        self._refusal_callbacks: dict[int, Callable[[str], None] | None] = {}
+        self._early_acks: dict[int, str | None] = {}  # PUBACKs that came before publish() returned their mid
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -177,10 +182,18 @@ class Connection:
             if not self.connected.is_set():
                 self._keep_for_later(message, kind)
                 return False
-            mid = self._send(message)
-            if on_refused is not None and qos > 0:
-                self._refusal_callbacks[mid] = on_refused  # under the lock: the PUBACK handler waits for it
+            self._send(message, on_refused)
             return True
+
+    def _await_ack(self, mid: int, on_refused: Callable[[str], None] | None) -> None:
+        """Pair a QoS 1 publish with its PUBACK, whichever of the two this thread or the network thread sees first."""
+        with self._acks_lock:
+            acked = mid in self._early_acks
+            refusal = self._early_acks.pop(mid, None)
+            if not acked:
+                self._refusal_callbacks[mid] = on_refused
+        if refusal is not None and on_refused is not None:
+            on_refused(refusal)
 
     def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
         if kind == "event":
@@ -191,10 +204,11 @@ class Connection:
             log.warning("broker unreachable: request to %s not sent", message.topic)
         # state: already coalesced in self._retained, re-published on connect
 
-    def _send(self, message: _Outgoing) -> int:
+    def _send(self, message: _Outgoing, on_refused: Callable[[str], None] | None = None) -> None:
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
                                     properties=message.properties)
-        return info.mid
+        if message.qos > 0:  # every QoS 1 publish is paired with its PUBACK, so no early one is left to mismatch
+            self._await_ack(info.mid, on_refused)
 
     # -- paho callbacks (network thread) ---------------------------------------------------------------------------
 
@@ -230,15 +244,20 @@ class Connection:
             waiter.set()
 
     def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
-        with self._lock:
-            callback = self._refusal_callbacks.pop(mid, None)
+        refusal = str(reason_code) if reason_code.is_failure else None
+        with self._acks_lock:  # never `_lock`: paho holds its message mutex here (see __init__)
+            if mid not in self._refusal_callbacks:
+                self._early_acks[mid] = refusal  # publish() has not got its mid back yet
+                return
+            callback = self._refusal_callbacks.pop(mid)
         if callback is not None and reason_code.is_failure:
             callback(str(reason_code))
 
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
-        with self._lock:
+        with self._acks_lock:
             self._refusal_callbacks.clear()  # those PUBACKs will never come
+            self._early_acks.clear()
         self.subscribed.clear()
         self.connected.clear()
         if was_connected and not self._closing:
