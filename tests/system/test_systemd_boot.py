@@ -7,8 +7,8 @@ What the test does, in the order a Pi goes through it:
    /opt/benchbus with every dependency the services' pyproject.toml files declare (kept under the hash of those
    files); each run copies that layer and installs this checkout's packages into it (no dependencies: seconds).
 2. The install steps of docs/operating.md: buildroot-overlay/etc and usr laid over the root, Debian's persistence
-   lines dropped from mosquitto.conf, /usr/bin/benchbus-* linked to the venv, the eVOLVER confs in
-   /usr/share/benchbus/evolver, a signing key, `systemctl enable benchbus.target`. The users come from
+   lines dropped from mosquitto.conf, /usr/bin/benchbus-* linked to the venv, the eVOLVER confs and the dashboard
+   in /usr/share/benchbus, a signing key, `systemctl enable benchbus.target`. The users come from
    sysusers.d at boot, the broker passwords from benchbus-broker-credentials.service at the first boot.
 3. Test-only additions (nothing of this is in the overlay): the SAMD21 and Smoothieboard emulators as two units
    inside the container on TCP ports of its private loopback, and drop-ins pointing the bridges at them, the
@@ -17,12 +17,15 @@ What the test does, in the order a Pi goes through it:
    broker); commands run inside it through nsenter into the container's PID 1, because this machine's PID 1 is
    no systemd (no machined for `systemctl -M`).
 
-Checked: every benchbus service active (Type=notify: active means READY=1 arrived) with no restart; the
-credentials unit ran once, and a second boot keeps the passwords; a SIGSTOPped service is killed by the watchdog
-and started again (NRestarts, a new MainPID, "watchdog timeout" in its journal); a SIGKILLed one by Restart=.
+Checked: every benchbus service active (Type=notify: active means READY=1 arrived) with no restart, as its own
+user; `benchbus status` through the first-boot client password and the ACL; the dashboard served from its
+installed folder; an SSH key added over the bus opens root's login on the container's sshd; the credentials unit
+ran once; a SIGSTOPped service is killed by the watchdog and started again (NRestarts, a new MainPID, "Watchdog
+timeout" in its journal); a SIGKILLed one by Restart=; stopping the services is clean (no SIGKILL, no failure); a
+second boot keeps the passwords and skips the credentials unit.
 
 Time: the first run builds the root (debootstrap about 50-100 s, the venv 20-70 s, on a 2-core machine with a
-fast mirror) and takes about 2-4 min in all; later runs about 70 s, half of it waiting out WatchdogSec.
+fast mirror) and takes about 2-4 min in all; later runs 1-2.5 min (a loaded machine), 30 s of it WatchdogSec.
 BENCHBUS_BOOT_TEST=0 turns it off. Without root the test skips, saying so; anything else that stops a boot
 (nspawn refused, no cgroups, no mirror, a unit that never gets ready) fails with the reason, the units' states
 and their journal.
