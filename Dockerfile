@@ -11,13 +11,13 @@ WORKDIR /app
 COPY . /app
 COPY --from=dashboard /app/services/websocket-gateway/dashboard/ /app/services/websocket-gateway/dashboard/
 # Editable installs keep the repository layout, so services find shared-data/ where the code expects it.
-RUN pip install --no-cache-dir -e bus-schemas -e services/common \
+RUN pip install --no-cache-dir -e bus-schemas -e services/common -e shared-data \
     && for project in services/*/pyproject.toml; do \
          dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
        done
 # The data folders exist in the image, owned by the service user: Docker fills a new named volume from the image's
 # folder (contents and ownership), so the volumes mounted there start writable for the services, not root's.
 RUN useradd --system --user-group --create-home --home-dir /data benchbus \
-    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/update /data/update/slots /data/update/state \
+    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/experiment /data/recorder /data/update /data/update/slots /data/update/state \
     && chown -R benchbus:benchbus /data
 USER benchbus

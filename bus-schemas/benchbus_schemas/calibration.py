@@ -50,8 +50,11 @@ def _number(value: Any) -> Any:
 
 
 Number = Annotated[Union[int, float], BeforeValidator(_number)]
+# A blank cell of the GUI's calibration tables: `parseFloat('')` is NaN, which JSON.stringify sends as null; an
+# uncalibrated IN2 pump is sent as ''. The original server stored both as given; fits skip them.
+Point = Union[Number, None, Literal[""]]
 # vialData holds per vial a list of points, each a number or a list of samples (3 levels at most)
-NumberTree = Union[Number, list[Number], list[list[Number]]]
+NumberTree = Union[Point, list[Point], list[list[Point]]]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -89,7 +92,7 @@ class Calibration(EvolverPayload):
     name: Name
     calibrationType: CalibrationType
     timeCollected: Number | None = Field(None, description="milliseconds since the epoch (the GUI's clock)")
-    measuredData: list[Union[Number, list[Number]]] = Field(default_factory=list, max_length=256)
+    measuredData: list[Union[Point, list[Point]]] = Field(default_factory=list, max_length=256)
     raw: list[RawData] = Field(default_factory=list)
     fits: list[Fit] = Field(default_factory=list)
 

@@ -29,12 +29,15 @@ COMMAND_ROLES: dict[str, dict[str, str]] = {
         "fit": "operator", "restore": "operator", "robot_set": "operator", "robot_delete": "operator",
     },
     "demo": {"echo": "viewer", "fail": "operator", "sleep": "operator", "increment": "operator"},
+    "experiment": {"status": "viewer", "list": "viewer", "start": "operator", "pause": "operator",
+                   "resume": "operator", "stop": "operator", "edit": "operator"},
     "gateway": {"clients": "viewer"},
     "gpio": {
         "get_lights": "viewer",
         "set_rail_lights": "operator", "set_button_light": "operator", "identify": "operator", "audio": "operator",
         "smoothie_reset": "admin", "smoothie_halt": "admin", "enter_bootloader": "admin", "sim_set_input": "admin",
     },
+    "recorder": {"query": "viewer", "export": "viewer", "audit": "viewer", "events": "viewer", "status": "viewer"},
     "samd": {"transact": "admin"},  # raw board frames: operators go through the scheduler, which bounds values
     "scheduler": {"get_config": "viewer", "command": "operator", "load_conf": "operator", "pause": "operator",
                   "resume": "operator"},
@@ -76,6 +79,8 @@ SERVICES: tuple[ServicePrincipal, ...] = (
     ServicePrincipal("calibration"),
     ServicePrincipal("scheduler", calls=(("samd", "transact"),)),
     ServicePrincipal("update"),
+    ServicePrincipal("recorder"),
+    ServicePrincipal("experiment", calls=(("scheduler", "command"), ("scheduler", "get_config"))),
     ServicePrincipal("gateway", role="operator"),
 )
 

@@ -14,6 +14,8 @@ MODELS = {
     "scheduler": "benchbus_scheduler.settings:SchedulerSettings",
     "update": "benchbus_update.settings:UpdateSettings",
     "gateway": "benchbus_gateway.settings:GatewaySettings",
+    "recorder": "benchbus_recorder.settings:RecorderSettings",
+    "experiment": "benchbus_experiment.settings:ExperimentSettings",
 }
 
 

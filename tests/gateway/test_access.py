@@ -195,7 +195,7 @@ def test_declared_length_over_the_limit_is_413_before_a_byte_is_read(gateway):
 def test_no_default_token_string_in_the_repository():
     """The first start makes the token; nothing in the repository (compose, Docker, settings) supplies one."""
     tracked = subprocess.run(["git", "ls-files"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
-    default = re.compile(r"change-me|GATEWAY_TOKEN:-|GATEWAY_TOKEN[=:]\s*['\"]?[A-Za-z0-9_-]{8}")
+    default = re.compile(r"change-me|GATEWAY_TOKEN:-|GATEWAY_TOKEN[=:][ \t]*['\"]?[A-Za-z0-9_-]{8}")
     offenders = [name for name in tracked if not name.startswith("tests/") and (REPO / name).is_file()
                  and default.search((REPO / name).read_text(errors="replace"))]
     assert offenders == []

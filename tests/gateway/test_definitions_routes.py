@@ -12,8 +12,6 @@ SHARED = Path(__file__).resolve().parents[2] / "shared-data"
 
 @pytest.fixture
 def served(gateway):
-    pytest.importorskip("benchbus_protocol.definitions", reason="the definitions loader (benchbus-protocol) is "
-                        "not installed")
     return gateway()
 
 
@@ -27,3 +25,5 @@ def test_a_labware_definition_is_served_and_an_unknown_name_is_404(served):
     missing = httpx.get(served.url + "shared-data/labware/no_such_plate")
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
     assert "no_such_plate" in missing.json()["error"]["message"]
+    opentrons = httpx.get(served.url + "shared-data/labware/opentrons_96_tiprack_300ul")
+    assert opentrons.status_code == 200 and opentrons.json()["namespace"] == "opentrons"

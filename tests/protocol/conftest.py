@@ -1,6 +1,6 @@
 """The robot's stack for protocol tests: the Smoothieboard emulator over TCP, and the real smoothie-bridge,
-gpio-service (simulated chip) and calibration-store in-process on the real broker. The protocol API talks to them
-only through the bus; the emulator is read directly to see what the board received."""
+gpio-service (simulated chip) and calibration-store in-process on the real broker. Opentrons' protocol API on the
+bus backend talks to them only through the bus; the emulator is read directly to see what the board received."""
 from __future__ import annotations
 
 import re
@@ -15,7 +15,6 @@ from benchbus_calibration.service import build as build_calibration
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_gpio.service import build as build_gpio
 from benchbus_gpio.settings import GpioSettings
-from benchbus_protocol import connect
 from benchbus_smoothie.emulator import SmoothieEmulator
 from benchbus_smoothie.service import build as build_bridge
 from benchbus_smoothie.settings import SmoothieSettings
@@ -43,9 +42,10 @@ class Stack:
     emulator: SmoothieEmulator
     bus: object
 
-    def connect(self, **options):
-        options.setdefault("pause_timeout_s", 30)
-        return connect(self.device, self.broker.settings(), **options)
+    @property
+    def broker_address(self) -> str:
+        settings = self.broker.settings()
+        return f"{settings.host}:{settings.port}"
 
     def door(self, is_open: bool) -> None:
         self.bus.call("gpio", "sim_set_input", {"input": "door", "active": is_open})

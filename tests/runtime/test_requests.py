@@ -19,7 +19,7 @@ def demo(make_settings, serve):
 
 def raw_request(broker, device, command, payload: bytes, timeout=5.0):
     """Send bytes exactly as given (no client helper), return the decoded reply."""
-    reply_topic = f"benchbus/{device}/_client/raw-{uuid.uuid4().hex[:6]}/reply"
+    reply_topic = f"benchbus/{device}/_client/dev/raw-{uuid.uuid4().hex[:6]}/reply"
     got = threading.Event()
     replies = []
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
@@ -30,7 +30,7 @@ def raw_request(broker, device, command, payload: bytes, timeout=5.0):
     props = Properties(PacketTypes.PUBLISH)
     props.ResponseTopic = reply_topic
     props.CorrelationData = b"corr-1"
-    client.publish(f"benchbus/{device}/demo/cmd/{command}", payload, qos=1, properties=props).wait_for_publish()
+    client.publish(f"benchbus/{device}/demo/cmd/{command}/dev", payload, qos=1, properties=props).wait_for_publish()
     assert got.wait(timeout), "no reply"
     client.loop_stop()
     client.disconnect()
@@ -85,7 +85,7 @@ def test_request_without_response_topic_is_handled(demo, bus, broker, device):
     client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)
     client.connect(broker.host, broker.port)
     client.loop_start()
-    client.publish(f"benchbus/{device}/demo/cmd/increment", b"{}", qos=1).wait_for_publish()
+    client.publish(f"benchbus/{device}/demo/cmd/increment/dev", b"{}", qos=1).wait_for_publish()
     assert seen.wait(5)
     client.loop_stop()
     client.disconnect()

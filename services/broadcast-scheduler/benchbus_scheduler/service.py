@@ -33,7 +33,7 @@ from benchbus_schemas.scheduler import (
     StepReport,
 )
 
-from . import calibration
+from . import calibration, ownership
 from . import conf as conffile
 from .loop import BroadcastLoop, CycleReport, Immediate, Outcome, Pending, Step, group_status
 from .settings import SchedulerSettings
@@ -86,6 +86,7 @@ class Scheduler:
         self.write_lock = threading.Lock()  # one change of conf.yml at a time
         self.ip = settings.ip or find_ip()
         self.active_fits: dict | None = None
+        self.owners: dict | None = None  # experiment/state/ownership: vials an on-device experiment controls
         self.loop = BroadcastLoop(lambda: self.current, self.transact, on_cycle=self.cycle_done,
                                   on_immediate=self.immediate_done, on_pending=self.pending_done)
 
@@ -187,6 +188,11 @@ class Scheduler:
         given = request.model_fields_set
         command_id = uuid.uuid4().hex[:12]
         with self.write_lock:
+            current = self.current.params.get(request.param)
+            refused = ownership.refusal(self.owners, ctx.client, request.param, request.value,
+                                        current.value if current is not None else None)
+            if refused is not None:
+                raise BusError("conflict", refused[0], refused[1])
             try:
                 new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
                                              request.fields_expected_outgoing, request.fields_expected_incoming,
@@ -269,6 +275,9 @@ class Scheduler:
     def on_calibration(self, _topic: str, data: Any) -> None:
         self.active_fits = data if isinstance(data, dict) else None
 
+    def on_ownership(self, _topic: str, data: Any) -> None:
+        self.owners = data if isinstance(data, dict) else None
+
 
 def load_own_conf(settings: SchedulerSettings) -> conffile.Conf:
     """The conf at start: created from the default on first start; a bad file stops us with file, line, field."""
@@ -301,6 +310,7 @@ def build(settings: SchedulerSettings) -> tuple[SchedulerService, Any]:
     svc.handles("pause")(scheduler.pause)
     svc.handles("resume")(scheduler.resume)
     svc.watch(svc.topic("state", "active", settings.calibration_service), scheduler.on_calibration)
+    svc.watch(svc.topic("state", "ownership", settings.experiment_service), scheduler.on_ownership)
 
     def setup() -> None:
         if settings.start_paused:

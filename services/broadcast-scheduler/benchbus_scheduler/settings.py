@@ -19,6 +19,8 @@ class SchedulerSettings(ServiceSettings):
     alternates_dir: Path = Field(SHARED / "alternates", description="confs load_conf accepts by name (<name>.yml)")
     samd_service: str = Field("samd", description="segment of the samd-bridge the loop sends every step to")
     calibration_service: str = Field("calibration", description="segment whose retained state/active gives fits")
+    experiment_service: str = Field("experiment", description="segment whose retained state/ownership names the "
+                                    "vials on-device experiments control (other clients' commands to them refused)")
     transact_timeout_s: float = Field(15.0, gt=0, description="longest wait for one samd transact reply")
     max_pump_s: float = Field(PUMP_SECONDS_DEFAULT_MAX, ge=0, le=PUMP_SECONDS_CEILING, allow_inf_nan=False,
                               description="the most seconds one pump event may run (a pump field `t` or the `t` of "

@@ -57,12 +57,10 @@ class Connection:
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
         self._suback_waiters: dict[int, threading.Event] = {}
-        # PUBACK bookkeeping under a lock of its own, never held while calling paho: paho runs on_publish holding
-        # its outgoing-message mutex, which its publish() takes too, so a handler that waited for `_lock` (held
-        # across publish()) deadlocked both threads (found when a service hung before READY under systemd).
-        self._acks_lock = threading.Lock()
-        self._refusal_callbacks: dict[int, Callable[[str], None] | None] = {}
-        self._early_acks: dict[int, str | None] = {}  # PUBACKs that came before publish() returned their mid
+        # PUBACK reason codes of requests. No lock: paho calls on_publish holding its own message mutex, which
+        # publish() needs too, so taking ours there would deadlock; dict operations are atomic under the GIL.
+        self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
+        self._early_refusals: dict[int, str] = {}  # refused before publish() could register its callback
         self.connect_count = 0
         self._closing = False
         self._batch_mid: int | None = None
@@ -122,6 +120,9 @@ class Connection:
 
     def subscribe(self, topic_filter: str, callback: Callback, no_local: bool = False) -> None:
         """Several callbacks may share a filter; the broker subscription lives while any of them does."""
+        # Outside our lock: paho holds its callback mutex while it delivers, and a delivery may publish (our lock).
+        # Adding the same filter again is harmless: the dispatcher reads the current callbacks at delivery.
+        self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
         with self._lock:
             callbacks = self._subscriptions.get(topic_filter)
             if callbacks is not None:
@@ -129,7 +130,6 @@ class Connection:
             else:
                 self._subscriptions[topic_filter] = [callback]
                 self._no_local[topic_filter] = no_local
-                self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
             if not self.connected.is_set():
                 return  # subscribed with the others at the next connect
             # (again, for a shared filter: so the broker sends the retained message to this callback too)
@@ -148,9 +148,9 @@ class Connection:
             if callback is None or not callbacks:
                 del self._subscriptions[topic_filter]
                 self._no_local.pop(topic_filter, None)
-                self._client.message_callback_remove(topic_filter)
                 if self.connected.is_set():
                     self._client.unsubscribe(topic_filter)
+                # (the paho callback stays: it finds no callbacks for the filter and delivers nothing)
 
     def _dispatcher(self, topic_filter: str) -> Callable:
         def deliver(_client, _userdata, message: mqtt.MQTTMessage) -> None:
@@ -182,18 +182,18 @@ class Connection:
             if not self.connected.is_set():
                 self._keep_for_later(message, kind)
                 return False
-            self._send(message, on_refused)
-            return True
+            mid = self._send(message)
+        if on_refused is not None and qos > 0:
+            self._watch_refusal(mid, on_refused)
+        return True
 
-    def _await_ack(self, mid: int, on_refused: Callable[[str], None] | None) -> None:
-        """Pair a QoS 1 publish with its PUBACK, whichever of the two this thread or the network thread sees first."""
-        with self._acks_lock:
-            acked = mid in self._early_acks
-            refusal = self._early_acks.pop(mid, None)
-            if not acked:
-                self._refusal_callbacks[mid] = on_refused
-        if refusal is not None and on_refused is not None:
-            on_refused(refusal)
+    def _watch_refusal(self, mid: int, on_refused: Callable[[str], None]) -> None:
+        if len(self._refusal_callbacks) > 10000:  # PUBACKs lost with a connection; a stale entry is harmless
+            self._refusal_callbacks.clear()
+        self._refusal_callbacks[mid] = on_refused
+        reason = self._early_refusals.pop(mid, None)
+        if reason is not None and self._refusal_callbacks.pop(mid, None) is not None:
+            on_refused(reason)
 
     def _keep_for_later(self, message: _Outgoing, kind: MessageKind) -> None:
         if kind == "event":
@@ -204,11 +204,10 @@ class Connection:
             log.warning("broker unreachable: request to %s not sent", message.topic)
         # state: already coalesced in self._retained, re-published on connect
 
-    def _send(self, message: _Outgoing, on_refused: Callable[[str], None] | None = None) -> None:
+    def _send(self, message: _Outgoing) -> int:
         info = self._client.publish(message.topic, message.payload, qos=message.qos, retain=message.retain,
                                     properties=message.properties)
-        if message.qos > 0:  # every QoS 1 publish is paired with its PUBACK, so no early one is left to mismatch
-            self._await_ack(info.mid, on_refused)
+        return info.mid
 
     # -- paho callbacks (network thread) ---------------------------------------------------------------------------
 
@@ -244,20 +243,18 @@ class Connection:
             waiter.set()
 
     def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
-        refusal = str(reason_code) if reason_code.is_failure else None
-        with self._acks_lock:  # never `_lock`: paho holds its message mutex here (see __init__)
-            if mid not in self._refusal_callbacks:
-                self._early_acks[mid] = refusal  # publish() has not got its mid back yet
-                return
-            callback = self._refusal_callbacks.pop(mid)
-        if callback is not None and reason_code.is_failure:
+        callback = self._refusal_callbacks.pop(mid, None)
+        if not reason_code.is_failure:
+            return
+        if callback is not None:
             callback(str(reason_code))
+        elif len(self._early_refusals) < 1000:
+            self._early_refusals[mid] = str(reason_code)
 
     def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
         was_connected = self.connected.is_set()
-        with self._acks_lock:
-            self._refusal_callbacks.clear()  # those PUBACKs will never come
-            self._early_acks.clear()
+        self._refusal_callbacks.clear()  # those PUBACKs will never come
+        self._early_refusals.clear()
         self.subscribed.clear()
         self.connected.clear()
         if was_connected and not self._closing:

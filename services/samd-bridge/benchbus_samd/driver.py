@@ -44,6 +44,10 @@ class LineSettings:
     timeout_margin_s: float = 0.1  # added to the computed deadline of one attempt
     reply_gap_s: float = 0.03  # silence that ends a reply which started but never sent its `end`
     read_tick_s: float = 0.01
+    # A board may release the line later than its nominal hold (firmware, UART latency): an `a` sent into that
+    # collides and the command is silently not applied. So an `a` that changes something waits this much longer.
+    release_margin_s: float = 0.021
+    action_params: tuple[str, ...] = ("pump",)  # an `a` here always acts (a pump run), so it always waits
 
     @property
     def char_s(self) -> float:
@@ -143,6 +147,12 @@ class SamdLine:
         self.settings = settings
         self._port: serial.SerialBase | None = None
         self._bus = FifoLock()
+        # What each board was last told to apply: an `a` repeating it changes nothing, so it may go at the nominal
+        # turnaround (the default cycle repeats its values; this keeps it at the line's physical limit).
+        self._applied: dict[str, tuple[str, ...]] = {}
+        # Learned when a frame sent right after an unmargined `a` got no good reply: the boards release late.
+        self.late_margin_s = 0.0
+        self._last_ack_unmargined_at: float | None = None
 
     # -- the port ------------------------------------------------------------------------------------------------
 
@@ -157,6 +167,7 @@ class SamdLine:
                                          timeout=self.settings.read_tick_s, write_timeout=5.0, exclusive=True)
         except (serial.SerialException, OSError, ValueError) as exc:
             raise PortLost(f"cannot open {self.settings.url}: {exc}") from None
+        self._applied.clear()  # the boards may have been reset while the port was away
         sock = getattr(port, "_socket", None)  # socket:// : send each frame at once, not after Nagle's delay
         if sock is not None:
             import socket as _socket
@@ -223,13 +234,28 @@ class SamdLine:
                 kind, reply_values = parse_reply(raw, param, values, fields_out, fields_in)
             except TransactionFailed as failure:
                 failure.sent = frame
+                self._learn_late_release(started)
                 self._wait_quiet(port, param)
                 raise
             try:
-                self._acknowledge(port, param, fields_out, last_byte_at)
+                self._acknowledge(port, param, fields_out, last_byte_at, self._margin_for(param, values))
             except (serial.SerialException, OSError) as exc:
                 raise self._lost(exc) from None
+            self._applied[param] = tuple(values)
             return Reply(param, kind, reply_values, time.monotonic() - started, raw)
+
+    def _margin_for(self, param: str, values: Sequence[str]) -> float:
+        """The extra wait before this `a`: the release margin unless the `a` only repeats what the board has."""
+        repeats = param not in self.settings.action_params and self._applied.get(param) == tuple(values)
+        return self.late_margin_s if repeats else max(self.late_margin_s, self.settings.release_margin_s)
+
+    def _learn_late_release(self, frame_started: float) -> None:
+        """A frame that failed right behind an unmargined `a` most likely hit a board still holding the line:
+        from now on every `a` waits the release margin."""
+        last = self._last_ack_unmargined_at
+        if last is not None and frame_started - last < self.settings.release_margin_s + 0.05:
+            self.late_margin_s = self.settings.release_margin_s
+            self._applied.clear()  # that `a` may have been lost too
 
     def _read_reply(self, port: serial.SerialBase, deadline: float) -> tuple[bytes, float]:
         """Read until the terminator; stop at the deadline, or when a started reply goes quiet without it."""
@@ -247,16 +273,18 @@ class SamdLine:
                 last_byte_at = time.monotonic()
         return bytes(received), last_byte_at
 
-    def _acknowledge(self, port: serial.SerialBase, param: str, fields_out: int, last_byte_at: float) -> None:
+    def _acknowledge(self, port: serial.SerialBase, param: str, fields_out: int, last_byte_at: float,
+                     margin_s: float) -> None:
         """The board still drives the line for its hold time after the reply; an `a` sent into that collides."""
         s = self.settings
-        _sleep_until(last_byte_at + s.hold_for(param) + s.guard_s)
+        _sleep_until(last_byte_at + s.hold_for(param) + s.guard_s + margin_s)
         ack = build_ack(param, fields_out)
         written = time.monotonic()
         port.write(ack)
         port.flush()
         # The board applies when the `a` has been received: return only once it is on the wire.
         _sleep_until(written + len(ack) * s.char_s + s.guard_s)
+        self._last_ack_unmargined_at = time.monotonic() if margin_s < s.release_margin_s else None
 
     def _wait_quiet(self, port: serial.SerialBase, param: str) -> None:
         """After a failed reply, let the board finish and release the line before anyone sends again."""

@@ -25,17 +25,24 @@ API for tests of any service (in-process):
     emu.clear_faults()
     emu.drop_port(down_s=0.5)                 # the port closes and comes back
     emu.pumps_running(), emu.pump_programs()  # which of the 48 pumps runs now, and their programs
+    emu.late_release_s = 0.02                 # boards release the line 20 ms after their nominal hold
     emu.close()
+
+Growing cultures (benchbus_samd.culture): `SamdEmulator(timing, rig=Rig(RigCalibration.from_evolver(cal_json)),
+time_scale=1440)` (a day in a minute); `emu.culture()` (each vial's true od, volume, temperature, growth rate),
+`emu.pump_events()` (every pump program applied), `emu.model_time()`.
 
 As a program: `benchbus-samd-emulator --tcp PORT` or `--pty [--link PATH]` (options: --baud, --reply-delay,
 --hold, --stir-hold, --fault PARAM:KIND[:PROB], --control-port PORT for a small JSON HTTP interface:
-GET /state, GET /frames?param=P, POST /fault {param, kind, probability, count}, POST /clear, POST /drop {down_s}).
+GET /state, GET /frames?param=P, GET /culture, POST /fault {param, kind, probability, count}, POST /clear,
+POST /drop {down_s}), --late-release S, --calibrations FILE (cultures grow) with --time-scale X, --mu-max, --od0.
 """
 from __future__ import annotations
 
 import argparse
 import heapq
 import itertools
+import json
 import math
 import os
 import random
@@ -48,9 +55,14 @@ import time
 import tty
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 from benchbus.control import run_until_signalled, serve_json_control
+
+from .culture import CultureParams, Rig, RigCalibration
+
+if TYPE_CHECKING:
+    from .culture_boards import PumpEvent, RigClock
 
 VIALS = 16
 PUMPS = 48
@@ -497,11 +509,19 @@ class _PtyTransport:
 
 class SamdEmulator:
     def __init__(self, timing: LineTiming | None = None, seed: int = 1, adc_sample_s: float = 0.43e-3,
-                 temp_tau_s: float = 600.0, boards: dict[str, Board] | None = None):
+                 temp_tau_s: float = 600.0, boards: dict[str, Board] | None = None, rig: Rig | None = None,
+                 time_scale: float = 1.0, late_release_s: float = 0.0):
         self.timing = timing or LineTiming()
         self._rng = random.Random(seed)
         self._fault_rng = random.Random(seed + 1)
         self._lock = threading.RLock()
+        # a board that releases the line this much later than its nominal hold (firmware and UART latency vary)
+        self.late_release_s = late_release_s
+        self.rig = rig  # cultures that grow (benchbus_samd.culture); None: the static readings
+        self.rig_clock: RigClock | None = None
+        if rig is not None and boards is None:
+            from .culture_boards import culture_boards  # it builds on this module's boards
+            boards, self.rig_clock = culture_boards(rig, time.monotonic(), time_scale)
         self.boards = boards or default_boards(self._rng, time.monotonic(), adc_sample_s, temp_tau_s)
         self._faults: dict[str, list[_Fault]] = {}
         self._random_fault: tuple[float, tuple[str, ...]] | None = None
@@ -584,6 +604,24 @@ class SamdEmulator:
         at = time.monotonic() if at is None else at
         return [i for i, p in enumerate(self.pump_programs()) if p is not None and p.running(at)]
 
+    def culture(self) -> list[dict]:
+        """Each vial's true state now (od, volume_ml, temp_c, influx_ml, efflux_ml, max_volume_ml, overflowed,
+        growth_rate_per_h); empty without a rig."""
+        with self._lock:
+            if self.rig is None or self.rig_clock is None:
+                return []
+            self.rig_clock.sync(time.monotonic())
+            return self.rig.snapshot()
+
+    def model_time(self) -> float:
+        """Model seconds since the start (monotonic time through the time scale)."""
+        return self.rig_clock.model_time(time.monotonic()) if self.rig_clock is not None else time.monotonic()
+
+    def pump_events(self) -> list[PumpEvent]:
+        """Every pump program the culture pump board applied (real and model time, pump, spec)."""
+        with self._lock:
+            return list(getattr(self.boards["pump"], "events", []))
+
     def physical_limit_s(self, events: list[WireEvent] | None = None) -> float:
         """Every byte of `events` at the baud rate, plus each reply's turnaround (delay before, hold after)."""
         events = self.wire if events is None else events
@@ -591,7 +629,7 @@ class SamdEmulator:
         for event in events:
             total += self.timing.wire_s(len(event.data))
             if event.source == "board" and event.param is not None:
-                total += self.timing.reply_delay_s + self.timing.hold_for(event.param)
+                total += self.timing.reply_delay_s + self.timing.hold_for(event.param) + self.late_release_s
         return total
 
     def snapshot(self) -> dict:
@@ -772,7 +810,7 @@ class SamdEmulator:
             self._send(burst, frame_end + self.timing.reply_delay_s / 2, None)
             start = max(start, frame_end + self.timing.reply_delay_s / 2 + self.timing.wire_s(len(burst)))
         end = self._send(reply, start, board.address)
-        self._board_windows.append((frame_end, end + self.timing.hold_for(board.address)))
+        self._board_windows.append((frame_end, end + self.timing.hold_for(board.address) + self.late_release_s))
 
     def _send(self, data: bytes, start: float, param: str | None) -> float:
         """Put `data` on the line from `start` on, each byte delivered when its last bit has been sent."""
@@ -807,7 +845,10 @@ def _control_server(emulator: SamdEmulator, port: int):
         "/drop": lambda body: emulator.drop_port(float(body.get("down_s", 0.5))),
     }
     return serve_json_control("samd-emulator", "127.0.0.1", port,
-                              get={"/state": lambda _query: emulator.snapshot(), "/frames": frames}, post=post)
+                              get={"/state": lambda _query: emulator.snapshot(), "/frames": frames,
+                                   "/culture": lambda _query: {"model_s": emulator.model_time(),
+                                                               "vials": emulator.culture()}},
+                              post=post)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -825,9 +866,26 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--fault", action="append", default=[], metavar="PARAM:KIND[:PROB]")
     parser.add_argument("--control-port", type=int, help="a JSON HTTP interface on 127.0.0.1:PORT")
+    parser.add_argument("--late-release", type=float, default=0.0, metavar="S",
+                        help="boards release the line this long after their nominal hold")
+    parser.add_argument("--calibrations", type=Path, metavar="FILE",
+                        help="an eVOLVER calibrations.json: cultures grow, and the boards report the raw values its "
+                             "active fits map to the true OD and degrees C")
+    parser.add_argument("--time-scale", type=float, default=1.0, help="model seconds per real second (cultures)")
+    parser.add_argument("--mu-max", type=float, default=CultureParams.mu_max_per_h, help="growth rate, 1/h")
+    parser.add_argument("--od0", type=float, default=CultureParams.od0, help="the inoculum's OD")
     args = parser.parse_args(argv)
     timing = LineTiming(args.baud, args.reply_delay, args.hold, args.stir_hold)
-    emulator = SamdEmulator(timing, seed=args.seed, temp_tau_s=args.temp_tau)
+    rig = None
+    if args.calibrations is not None:
+        try:
+            calibration = RigCalibration.from_evolver(json.loads(args.calibrations.read_text()))
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            parser.error(f"--calibrations {args.calibrations}: {exc}")
+        rig = Rig(calibration, CultureParams(mu_max_per_h=args.mu_max, od0=args.od0), temp_tau_s=args.temp_tau,
+                  seed=args.seed)
+    emulator = SamdEmulator(timing, seed=args.seed, temp_tau_s=args.temp_tau, rig=rig, time_scale=args.time_scale,
+                            late_release_s=args.late_release)
     try:
         for spec in args.fault:
             param, kind, *probability = spec.split(":")

@@ -25,7 +25,8 @@ def line_settings(settings: SamdSettings) -> LineSettings:
     return LineSettings(url=settings.port, baudrate=settings.baudrate, reply_delay_s=settings.reply_delay_s,
                         hold_s=settings.hold_s, hold_overrides=dict(settings.hold_overrides),
                         guard_s=settings.guard_s, timeout_margin_s=settings.timeout_margin_s,
-                        reply_gap_s=settings.reply_gap_s)
+                        reply_gap_s=settings.reply_gap_s, release_margin_s=settings.release_margin_s,
+                        action_params=tuple(settings.action_params))
 
 
 class Counters:

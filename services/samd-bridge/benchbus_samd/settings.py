@@ -14,6 +14,10 @@ class SamdSettings(ServiceSettings):
     hold_overrides: dict[str, float] = Field(default_factory=lambda: {"stir": 0.3},
                                              description="per-param hold (the stir board holds 300 ms)")
     guard_s: float = Field(0.001, ge=0, le=1, description="extra margin on every turnaround")
+    release_margin_s: float = Field(0.021, ge=0, le=1, description="an `a` that changes a board's values (or runs "
+                                    "pumps) waits this much past the nominal hold: boards may release the line up "
+                                    "to 20 ms late; an `a` repeating the applied values goes at the nominal time")
+    action_params: list[str] = Field(["pump"], description="params whose `a` always acts (never a mere repeat)")
     timeout_margin_s: float = Field(0.1, gt=0, le=30, description="added to each attempt's computed deadline")
     reply_gap_s: float = Field(0.03, gt=0, le=5, description="silence that ends a reply lacking its 'end'")
     retries: int = Field(2, ge=0, le=10, description="retries of a transaction that failed before its 'a'")

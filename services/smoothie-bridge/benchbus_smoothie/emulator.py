@@ -101,6 +101,7 @@ class Motion:
         self._current_started = 0.0
         self._position = {axis: 0.0 for axis in AXES}
         self._closed = False
+        self.moved_s = 0.0  # wall time spent moving so far (motion time / speedup): the floor of a client's run
         threading.Thread(target=self._run, name="smoothie-emu-motion", daemon=True).start()
 
     def close(self) -> None:
@@ -176,6 +177,7 @@ class Motion:
                 if self._current is not segment:
                     continue  # flushed by a halt
                 self._position = {a: segment.start[a] + (segment.end[a] - segment.start[a]) * stop_at for a in AXES}
+                self.moved_s += segment.duration * stop_at
                 self._current = None
                 self._cond.notify_all()
                 if segment.alarm:
@@ -237,6 +239,11 @@ class SmoothieEmulator:
     @property
     def position(self) -> dict[str, float]:
         return {axis: round(value, 4) for axis, value in self._motion.position().items()}
+
+    @property
+    def moved_s(self) -> float:
+        """Wall seconds the axes have spent moving (the motion time at this speedup)."""
+        return self._motion.moved_s
 
     @property
     def url(self) -> str:

@@ -2,7 +2,8 @@
 
 `benchbus-smoothie-emulator --tcp PORT --control-port CPORT` (as `benchbus up` starts it) serves on 127.0.0.1:CPORT:
 
-    GET  /state              {url, position, homed, engaged, halted, lines}    lines: how many so far
+    GET  /state              {url, position, homed, engaged, halted, lines, moved_s}    lines: how many so far;
+                             moved_s: wall seconds the axes spent moving (at the emulator's speedup)
     GET  /lines?since=N      {lines: [...], next: M}    the G-code log from line N on
     POST /fault {kind, count}    kind: silence, garble, drop_ok, limit_alarm or close
     POST /clear                  no faults armed
@@ -17,7 +18,8 @@ from .emulator import SmoothieEmulator
 
 def snapshot(emulator: SmoothieEmulator) -> dict:
     return {"url": emulator.url, "position": emulator.position, "homed": dict(emulator.homed),
-            "engaged": dict(emulator.engaged), "halted": emulator.halted.is_set(), "lines": len(emulator.lines)}
+            "engaged": dict(emulator.engaged), "halted": emulator.halted.is_set(), "lines": len(emulator.lines),
+            "moved_s": emulator.moved_s}
 
 
 def serve_control(emulator: SmoothieEmulator, port: int, host: str = "127.0.0.1"):

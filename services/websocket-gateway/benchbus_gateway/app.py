@@ -15,7 +15,6 @@ import time
 from typing import Any, Awaitable, Callable, Protocol
 from urllib.parse import parse_qs
 
-import socketio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
@@ -24,8 +23,9 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, robot_routes, ws
+from . import dashboard, definitions_routes, http, recorder_routes, robot_routes, ws
 from .access import Access, Caller
+from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
 from .limits import BodyLimit
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
@@ -62,14 +62,14 @@ class Gateway:
         self.sio3 = SocketIOServer([self.namespace], self._on_eio3_event, ping_interval=settings.ping_interval_s,
                                    ping_timeout=settings.ping_timeout_s, max_payload=settings.max_payload_bytes,
                                    max_outbox=settings.max_outbox, authorize=self._socketio_allowed)
-        self.sio4 = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*",
-                                         ping_interval=settings.ping_interval_s, ping_timeout=settings.ping_timeout_s,
-                                         max_http_buffer_size=settings.max_payload_bytes)
+        self.sio4 = LazySocketIOServer(cors_allowed_origins="*", ping_interval=settings.ping_interval_s,
+                                       ping_timeout=settings.ping_timeout_s,
+                                       max_http_buffer_size=settings.max_payload_bytes)
         self.sio4_clients: dict[str, Caller] = {}
         self.sio4.on("connect", self._on_eio4_connect, namespace=self.namespace)
         self.sio4.on("disconnect", self._on_eio4_disconnect, namespace=self.namespace)
         self.sio4.on("*", self._on_eio4_event, namespace=self.namespace)
-        self.sio4_app = socketio.ASGIApp(self.sio4, socketio_path="socket.io")
+        self.sio4_app = self.sio4.app
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle (ASGI lifespan) ----------------------------------------------------------------------------------
@@ -242,7 +242,8 @@ def _asgi_peer(environ: dict) -> str:
 
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
     gateway = Gateway(settings, bridge)
-    routes = [*robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
+    routes = [*recorder_routes.routes(gateway),  # before http's: /api/history comes from the recorder when it runs
+              *robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
               WebSocketRoute("/ws", ws.endpoint(gateway))]
     routes.extend(dashboard.routes(settings))  # the dashboard at / (static files), after every API route
 

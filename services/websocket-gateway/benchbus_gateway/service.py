@@ -87,9 +87,13 @@ class GatewayService(Service):
 
     def start_web(self, timeout: float = 15.0) -> None:
         settings: GatewaySettings = self.settings  # type: ignore[assignment]
+        # proxy_headers off: access.py trusts the TCP peer only, and uvicorn would otherwise take X-Forwarded-For
+        # from a loopback peer as the client's address (it is also one middleware less on every poll)
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
                                 lifespan="on", access_log=False, http=HttpProtocol, ws_max_size=settings.max_payload_bytes,
-                                ws_ping_interval=None, timeout_graceful_shutdown=2)
+                                proxy_headers=False,
+                                ws_ping_interval=None, timeout_graceful_shutdown=2,
+                                ws_per_message_deflate=settings.websocket_compression)
         self.web = uvicorn.Server(config)
         self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
         self._web_thread.start()

@@ -1,1 +1,15 @@
 """Test and benchmark support: a real Mosquitto 2 broker, services in-process or as subprocesses."""
+from __future__ import annotations
+
+import time
+from typing import Callable
+
+
+def wait_until(condition: Callable[[], object], timeout: float = 10.0, what: str = "condition",
+               every: float = 0.01) -> None:
+    """Await a condition (never a fixed sleep): return as soon as it holds, fail naming it after `timeout` s."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} never became true within {timeout} s")
+        time.sleep(every)

@@ -2,7 +2,11 @@
 // from GET /api/history so the curves survive a reload. Writes (lights, home, resume) need the gateway's token.
 
 import { Bus } from "./bus.js";
+import { CalibrationsPanel } from "./calibrations.js";
+import { ExperimentsPanel } from "./experiments.js";
+import { pumpCommand, readNumber, stirCommand, temperatureCommand } from "./vialcontrols.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
+import { RecorderPanels, pickedRange } from "./recorder.js";
 import { RigData, RigView } from "./rig.js";
 
 const $ = (id) => document.getElementById(id);
@@ -11,6 +15,10 @@ const FILTERS = ["+/$state", "+/state/#", "+/event/#"];
 const rig = new RigData();
 const robot = new RobotPanel();
 const services = new ServicesPanel();
+const calibrations = new CalibrationsPanel({ active: $("calibration-active"), chart: $("cal-chart"),
+                                             summary: $("cal-summary") });
+const experiments = new ExperimentsPanel({ list: $("experiment-list"), vials: $("experiment-vials"),
+                                           definition: $("experiment-definition") });
 let rigView = null;
 let liveSince = null;  // the rig time of the first live broadcast: pump runs before it come from the history
 
@@ -24,6 +32,7 @@ if (typeof uPlot === "undefined") {
 }
 
 const bus = new Bus({ filters: FILTERS, onMessage, onLink, onAccess });
+const recorder = new RecorderPanels(() => (bus.token ? { Authorization: `Bearer ${bus.token}` } : {}));
 bus.connect();
 
 // -- from the bus ---------------------------------------------------------------------------------------------------
@@ -35,12 +44,26 @@ function onMessage(topic, payload) {
   const name = levels.slice(4).join("/");
   $("device").textContent = device;
   if (kind === "$state") services.updateState(service, payload);
+  if (kind === "$state" && service === "recorder") recorder.setRunning(payload && payload.state === "ready");
   else if (kind === "state") onState(service, name, payload);
   else if (kind === "event") onEvent(service, name, payload);
 }
 
 function onState(service, name, payload) {
   robot.update(service, name, payload);
+  if (service === "experiment" && name === "experiments") {
+    experiments.update(payload);
+    rig.growth = {};
+    for (const experiment of payload.experiments || []) {
+      for (const v of experiment.vials || []) {
+        if (experiment.status === "running" && typeof v.growth_rate_per_h === "number") {
+          rig.growth[v.vial] = v.growth_rate_per_h;
+        }
+      }
+    }
+    redrawRig();
+  }
+  if (service === "calibration" && name === "active") calibrations.update(payload);
   if (service === "calibration" && name === "active") {
     rig.setTemperatureFit(payload);
     redrawRig();
@@ -73,19 +96,55 @@ function redrawRig() {
 }
 
 async function loadHistory() {
+  let range;
   try {
-    // reads are open by default; a gateway that closes them (read_requires_token) takes the same token
-    const headers = bus.token ? { Authorization: `Bearer ${bus.token}` } : {};
-    const response = await fetch("api/history", { cache: "no-store", headers });
-    if (!response.ok) throw new Error(`HTTP ${response.status}`);
-    const body = await response.json();
-    for (const entry of body.broadcasts || []) rig.add(entry.broadcast);
-    rig.marksFromHistory(liveSince ?? Infinity);
-    redrawRig();
+    range = pickedRange();
   } catch (error) {
-    notice(`Could not load the recent broadcasts (${error.message}); the curves start now.`);
+    $("history-result").textContent = error.message;
+    return;
+  }
+  $("history-result").textContent = "loading…";
+  $("export").href = recorder.exportLink(range);
+  try {
+    // from the recorder through the gateway (days, across gateway restarts); reads are open by default, and a
+    // gateway that closes them (read_requires_token) takes the same token
+    const broadcasts = await recorder.history(range);
+    rig.reset(!range.live);
+    for (const entry of broadcasts) rig.add(entry.broadcast);
+    rig.marksFromHistory(range.live ? (liveSince ?? Infinity) : Infinity);
+    redrawRig();
+    $("history-result").textContent = "";
+  } catch (error) {
+    $("history-result").textContent = "";
+    notice(`Could not load the broadcasts of that range (${error.message}); the curves start now.`);
   }
 }
+
+$("history").addEventListener("submit", (event) => {
+  event.preventDefault();
+  loadHistory();
+});
+$("range").addEventListener("change", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());
+  } catch { /* a custom range is still being entered */ }
+});
+$("export-format").addEventListener("change", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());
+  } catch { /* a custom range is still being entered */ }
+});
+$("export").addEventListener("click", () => {
+  try {
+    $("export").href = recorder.exportLink(pickedRange());  // "last 24 h" means up to this click
+  } catch (error) {
+    $("history-result").textContent = error.message;
+  }
+});
+$("audit-filter").addEventListener("submit", (event) => {
+  event.preventDefault();
+  recorder.audit();
+});
 
 // -- connection and access ------------------------------------------------------------------------------------------
 
@@ -110,6 +169,7 @@ function onAccess(state, detail = "") {
   $("token-save").hidden = writable;
   $("token-forget").hidden = !writable;
   for (const button of document.querySelectorAll("button.write")) button.disabled = !writable;
+  experiments.setWritable(writable);
   const hint = $("readonly");
   hint.hidden = writable || state === "checking";
   hint.textContent = `Read-only: enter the gateway's token to switch the lights or home the robot.${detail ? ` (${detail})` : ""}`;
@@ -163,6 +223,83 @@ $("resume").addEventListener("click", () => act("resume", async () => {
   await bus.call("smoothie", "resume", {});
   return "motion resumed";
 }));
+
+// Experiments: start or edit from the definition box; pause, resume, stop per experiment; load copies one's definition.
+async function experimentAct(label, action) {
+  const result = $("experiment-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    const status = await action();
+    result.textContent = `${status.name} v${status.version}: ${status.status}`;
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+  }
+}
+
+function definitionFromBox() {
+  try {
+    return JSON.parse($("experiment-definition").value);
+  } catch (error) {
+    throw Object.assign(new Error(`the definition is not JSON: ${error.message}`), { code: "invalid_request" });
+  }
+}
+
+$("experiment-start").addEventListener("click", () => experimentAct("start", () =>
+  bus.call("experiment", "start", { definition: definitionFromBox() })));
+$("experiment-edit").addEventListener("click", () => experimentAct("edit", () =>
+  bus.call("experiment", "edit", { definition: definitionFromBox() })));
+$("experiment-list").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action]");
+  if (!button) return;
+  const { action, name } = button.dataset;
+  if (action === "load") {
+    const definition = experiments.definitionFor(name);
+    if (definition) $("experiment-definition").value = JSON.stringify(definition, null, 2);
+    return;
+  }
+  experimentAct(action, () => bus.call("experiment", action, { name }));
+});
+
+// Vial controls: one vial's temperature, stir or pump run through the scheduler, as the GUI sends them.
+async function vialAct(label, makeCommand) {
+  const result = $("vial-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    const vial = readNumber($("vc-vial"), "vial", 0, 15);
+    const accepted = await bus.call("scheduler", "command", makeCommand(vial));
+    result.textContent = `vial ${vial}: ${label} ${accepted.applies === "not_sent" ? "stored" : "sent"}`;
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+  }
+}
+
+$("vc-temp-set").addEventListener("click", () => vialAct("temperature", (vial) =>
+  temperatureCommand(vial, readNumber($("vc-temp"), "°C", 15, 50), rig.tempFit)));
+$("vc-stir-set").addEventListener("click", () => vialAct("stir", (vial) =>
+  stirCommand(vial, readNumber($("vc-stir"), "stir", 0, 20))));
+$("vc-pump").addEventListener("click", () => vialAct("pump", (vial) =>
+  pumpCommand(vial, readNumber($("vc-in"), "influx s", 0, 60), readNumber($("vc-out"), "efflux s", 0, 60))));
+
+$("cal-show").addEventListener("click", async () => {
+  const summary = $("cal-summary");
+  try {
+    const kind = $("cal-type").value;
+    const fit = calibrations.fitOf(kind);
+    if (!fit) throw new Error(`no active ${kind} fit`);
+    const vial = readNumber($("cal-vial"), "vial", 0, 15);
+    const found = await bus.call("calibration", "get_calibration", { name: fit.calibration });
+    if (typeof uPlot === "undefined") throw new Error("the chart needs uPlot");
+    calibrations.show(kind, vial, found.calibration);
+  } catch (error) {
+    summary.textContent = `calibration view: ${error.message}`;
+  }
+});
 
 // -- helpers --------------------------------------------------------------------------------------------------------
 

@@ -15,6 +15,7 @@ export class RigData {
     this.pumpMarks = [];        // {t, vials: [bool x 16]}
     this.overruns = [];         // scheduler event/overrun payloads (for their slowest steps), newest last
     this.tempFit = null;        // per vial [m, b] of the active linear temperature fit, for the setpoints
+    this.growth = {};           // vial -> the growth rate (1/h) an on-device experiment last estimated
     this.clockOffset = 0;       // the rig's clock minus this browser's, from the last live broadcast
   }
 
@@ -26,7 +27,16 @@ export class RigData {
   addLive(broadcast) {
     const t = Number(broadcast && broadcast.timestamp);
     if (Number.isFinite(t)) this.clockOffset = t - Date.now() / 1000;
+    if (this.frozen) return false;  // a past range is on show: new broadcasts do not stretch it
     return this.add(broadcast);
+  }
+
+  // Forget every broadcast and mark (a new time range is about to be loaded).
+  reset(frozen = false) {
+    this.broadcasts = [];
+    this.seen = new Set();
+    this.pumpMarks = [];
+    this.frozen = frozen;
   }
 
   add(broadcast) {
@@ -221,6 +231,7 @@ export class RigView {
       `set ${fmt(set, units.temp.calibrated ? 1 : 0)}`,
       `stir ${stir ?? "–"}`,
       `pump ${pumps}×`,
+      ...(typeof this.data.growth[vial] === "number" ? [`µ ${this.data.growth[vial].toFixed(3)}/h`] : []),
     ].join(" · ");
     slot.card.dataset.points = String(columns[1].filter((v) => v !== null).length);
     slot.card.dataset.pumps = String(pumps);

@@ -1,0 +1,49 @@
+"""The service's one state file: written whole, atomically (temp file, fsync, rename, fsync of the folder), so a
+kill -9 or a power cut in the middle of a write leaves the last good file."""
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+TEMP_PREFIX = ".state-"
+
+
+def save(path: Path, data: dict[str, Any]) -> None:
+    folder = path.parent
+    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            json.dump(data, handle, separators=(",", ":"))
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(temp_name, path)
+    except BaseException:
+        Path(temp_name).unlink(missing_ok=True)
+        raise
+    directory = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(directory)
+    finally:
+        os.close(directory)
+
+
+def load(path: Path) -> dict[str, Any] | None:
+    """The saved state; None when there is none. Stale temp files of a killed write are removed. An unreadable
+    file is moved aside (`<name>.corrupt-<n>`), never overwritten, and None returned."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    for stale in path.parent.glob(f"{TEMP_PREFIX}*.tmp"):
+        stale.unlink(missing_ok=True)
+    if not path.exists():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if not isinstance(data, dict):
+            raise ValueError("not a JSON object")
+        return data
+    except (OSError, ValueError):
+        aside = path.with_name(f"{path.name}.corrupt-{os.getpid()}")
+        os.replace(path, aside)
+        return None
