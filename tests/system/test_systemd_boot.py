@@ -162,10 +162,11 @@ def base_root() -> Path:
 
 
 def package_folders() -> list[Path]:
-    """bus-schemas, the runtime, and the service folder of every unit (benchbus-<folder>.service)."""
+    """bus-schemas, the runtime, shared-data, and the service folder of every unit (benchbus-<folder>.service)."""
     services = [REPO / "services" / name.removeprefix("benchbus-").removesuffix(".service")
                 for name in benchbus_services()]
-    return [REPO / "bus-schemas", REPO / "services/common", *services]
+    shared = [REPO / "shared-data"] if (REPO / "shared-data/pyproject.toml").exists() else []
+    return [REPO / "bus-schemas", REPO / "services/common", *shared, *services]
 
 
 def nspawn_run(root: Path, argv: list[str], timeout: float = 1200) -> None:
