@@ -31,7 +31,7 @@ from starlette.routing import Route
 
 from . import names, sshkeys
 from .agent import UpdateAgent
-from .limits import BodyLimit
+from benchbus.http_limits import BodyLimit
 from .session import SessionError, Upload
 
 log = logging.getLogger("benchbus.update.http")

@@ -1,7 +1,8 @@
 """Every HTTP request body bounded while it streams: 413 before it is buffered, whatever route it is for.
 
-An ASGI layer in front of everything (Starlette's routes, our Engine.IO 3 server, python-engineio, which reads a
-whole body before it looks at its size). A declared `Content-Length` over the limit is answered at once, before a
+One ASGI layer for every HTTP server of benchbus (the gateway: Starlette's routes, our Engine.IO 3 server,
+python-engineio, which reads a whole body before it looks at its size; the update-agent, whose bundle upload has a
+larger limit of its own and streams to disk). Plain ASGI, no web framework. A declared `Content-Length` over the limit is answered at once, before a
 byte of the body is read; a chunked body is counted as it arrives, and the first chunk past the limit ends it: the
 413 goes out, the application sees the client gone, and `Connection: close` makes uvicorn drop the connection
 instead of reading the rest. uvicorn reads no further than the application asks (its flow control pauses the
@@ -14,7 +15,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-log = logging.getLogger("benchbus.gateway.limits")
+log = logging.getLogger("benchbus.http_limits")
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
