@@ -14,12 +14,10 @@ import json
 import multiprocessing
 import os
 import re
-import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import paho.mqtt.client as mqtt
 import psutil
@@ -78,7 +76,7 @@ async def eio3_websocket_client(base: str, latencies: Latencies, ready: asyncio.
             while not stop.is_set():
                 try:
                     packet = await asyncio.wait_for(socket.recv(), 0.5)
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     continue
                 if packet == f"40{NAMESPACE}":
                     ready.set()
@@ -172,7 +170,7 @@ async def ws_client(base: str, latencies: Latencies, ready: asyncio.Event, stop:
         while not stop.is_set():
             try:
                 text = await asyncio.wait_for(socket.recv(), 0.5)
-            except asyncio.TimeoutError:
+            except TimeoutError:
                 continue
             message = {"op": "message"} if text.startswith('{"op":"message"') else json.loads(text)
             if message["op"] == "subscribed":
@@ -246,11 +244,12 @@ def main() -> int:
 def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int], args) -> int:
     context = multiprocessing.get_context("fork")
     measuring, stop_flag, results = context.Event(), context.Event(), context.Queue()
-    shares = [{kind: count // args.processes + (1 if i < count % args.processes else 0) for kind, count in counts.items()}
+    shares = [{kind: count // args.processes + (1 if i < count % args.processes else 0)
+               for kind, count in counts.items()}
               for i in range(args.processes)]
     readies = [context.Event() for _ in shares]
     workers = [context.Process(target=client_worker, args=(base, share, measuring, ready, stop_flag, results),
-                               daemon=True) for share, ready in zip(shares, readies)]
+                               daemon=True) for share, ready in zip(shares, readies, strict=True)]
     for worker in workers:
         worker.start()
     if not all(ready.wait(90) for ready in readies):
@@ -297,7 +296,8 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     print(f"ours  (publish -> gateway -> client): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
           f"({len(latencies.samples)}/{expected} deliveries)")
     for kind, values in sorted(latencies.by_kind.items()):
-        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms  n={len(values)}")
+        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms  "
+              f"n={len(values)}")
     print(f"floor (publish -> broker -> paho subscriber): p50 {floor_p50:.2f} ms  p99 {floor_p99:.2f} ms")
     print(f"ratio ours/floor: p50 {p50 / floor_p50:.1f}x  p99 {p99 / floor_p99:.1f}x")
     print(f"gateway process: cpu {cpu:.1f} % of one core, rss {rss_mb:.1f} MB; target p99 <= 50 ms")

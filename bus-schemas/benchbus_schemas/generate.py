@@ -129,7 +129,8 @@ def stale_files(directory: Path) -> list[str]:
     expected = expected_files()
     stale = [name for name, text in expected.items() if not (directory / name).is_file()
              or (directory / name).read_text() != text]
-    existing = {str(p.relative_to(directory)) for p in (directory / "json").rglob("*.json")} if (directory / "json").is_dir() else set()
+    json_dir = directory / "json"
+    existing = {str(p.relative_to(directory)) for p in json_dir.rglob("*.json")} if json_dir.is_dir() else set()
     stale += sorted(existing - set(expected))
     return stale
 

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from benchbus import BusError, CallTimeout, RequestContext, Service

@@ -7,7 +7,8 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
@@ -62,7 +63,7 @@ class BusClient:
         self.reply_topic = topics.reply_topic(device, self.principal, self.name)
         self.connection.subscribe(self.reply_topic, self._on_reply)
 
-    def __enter__(self) -> "BusClient":
+    def __enter__(self) -> BusClient:
         self.start()
         return self
 

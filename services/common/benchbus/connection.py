@@ -9,13 +9,15 @@ Requests are never queued: a stale motion command must not reach a robot after i
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Literal
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
@@ -131,7 +133,8 @@ class Connection:
             if not self.connected.is_set():
                 return  # subscribed with the others at the next connect
             # (again, for a shared filter: so the broker sends the retained message to this callback too)
-            _rc, mid = self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter]))
+            options = SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter])
+            _rc, mid = self._client.subscribe(topic_filter, options=options)
             acked = self._suback_waiters.setdefault(mid, threading.Event())
         if threading.current_thread() is not getattr(self._client, "_thread", None):
             acked.wait(5.0)  # never block paho's own thread: it is the one that reads the SUBACK
@@ -263,10 +266,8 @@ def _no_delay(client: mqtt.Client) -> None:
     """Small request/reply packets must not wait for Nagle's algorithm (it costs ~40 ms per round trip)."""
     sock = client.socket()
     if sock is not None:
-        try:
+        with contextlib.suppress(OSError, AttributeError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass
 
 
 def request_properties(response_topic: str, correlation: bytes, expiry_s: float,

@@ -4,7 +4,7 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import logs
 from .service import Service

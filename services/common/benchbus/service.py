@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -39,7 +40,7 @@ Handler = Callable[[Any, "RequestContext"], Any]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 AUDIT_REQUEST_MAX = 4096  # bytes of a request kept verbatim in its audit record
@@ -66,7 +67,8 @@ class RequestContext:
 
 def describe_validation_error(error: ValidationError) -> tuple[str, list[dict]]:
     """A message naming the first bad field, and every problem for `detail`."""
-    problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in error.errors()]
+    problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]}
+                for e in error.errors()]
     first = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"field '{first['field']}': {first['message']}{more}", problems
@@ -83,9 +85,10 @@ class Service:
         self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
         self._audit_topic = topics.audit_topic(self.device, segment)
         self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
-        offline = ServiceState(state="offline", version=self.version, pid=os.getpid()).model_dump_json(exclude_none=True)
+        offline = ServiceState(state="offline", version=self.version, pid=os.getpid())
         self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
-                                     will=(self._lifecycle_topic, offline.encode()), offline_queue=settings.offline_queue)
+                                     will=(self._lifecycle_topic, offline.model_dump_json(exclude_none=True).encode()),
+                                     offline_queue=settings.offline_queue)
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
@@ -138,7 +141,8 @@ class Service:
     def set_state(self, name: str, value: BaseModel | dict) -> BaseModel:
         """Publish retained `state/<name>`; it is re-published on every reconnect."""
         payload = self._conform("state", name, value)
-        self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state", retain=True)
+        self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state",
+                                retain=True)
         return payload
 
     def emit(self, name: str, value: BaseModel | dict) -> BaseModel:
@@ -173,7 +177,8 @@ class Service:
         if self._lifecycle.state == state and self._lifecycle.reason == reason:
             return
         was_ready = self._lifecycle.state == "ready"
-        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(), reason=reason)
+        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(),
+                                       reason=reason)
         self._publish_lifecycle()
         log = self.log.warning if state == "degraded" else self.log.info
         log("state %s%s", state, f" ({reason})" if reason else "")
@@ -222,7 +227,8 @@ class Service:
         self.stop()
         return 0
 
-    def serve_in_background(self, setup: Callable[[], None] | None = None, connect_timeout: float = 10.0) -> threading.Thread:
+    def serve_in_background(self, setup: Callable[[], None] | None = None,
+                            connect_timeout: float = 10.0) -> threading.Thread:
         """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
         self.start(connect_timeout)
         if setup is not None:

@@ -104,7 +104,8 @@ def load_settings(model: type[S], segment: str, path: str | Path | None = None,
         located = yamlfile.load(config_path)
         data = located.data if located.data is not None else {}
         if not isinstance(data, dict):
-            raise yamlfile.FileError(str(config_path), [{"field": None, "line": 1, "message": "must be a mapping of settings"}])
+            raise yamlfile.FileError(str(config_path),
+                                     [{"field": None, "line": 1, "message": "must be a mapping of settings"}])
     overrides, sources = _env_overrides(model, segment, environ)
     try:
         return model.model_validate(_merge(data, overrides))

@@ -10,7 +10,8 @@ FileError naming the file and the line.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import yaml
 from pydantic import ValidationError

@@ -10,7 +10,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .backend import Chip, GpioError, LineBusy, LineRequest
 from .debounce import Button, ButtonAction, Debouncer
@@ -120,9 +120,9 @@ class Driver:
         self._stop.set()
         os.write(self._wake_w, b"x")
         request, self._request = self._request, None
-        if self._input_thread is not None and self._input_thread is not threading.current_thread():
-            if request is not None:
-                self._input_thread.join(INPUT_WAKE_S * 4)
+        thread = self._input_thread
+        if request is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(INPUT_WAKE_S * 4)
         if request is not None:
             with self._io:
                 try:
@@ -154,7 +154,8 @@ class Driver:
         with self._io:
             return request.get(lines.offsets[name])
 
-    def pulse_low(self, names: list[str], pulse_s: float, settle_s: float, release_order: list[str] | None = None) -> None:
+    def pulse_low(self, names: list[str], pulse_s: float, settle_s: float,
+                  release_order: list[str] | None = None) -> None:
         """Drive `names` low together, then release them high one at a time, `pulse_s` apart, then wait `settle_s`.
 
         One line: the reset or halt pulse. ISP + reset released reset first: the Smoothieboard's bootloader entry."""
@@ -162,7 +163,7 @@ class Driver:
         with self._board:
             for name in names:
                 self.set_line(name, 0)
-            for index, name in enumerate(order):
+            for name in order:
                 time.sleep(pulse_s)
                 self.set_line(name, 1)
             time.sleep(settle_s)
@@ -186,7 +187,7 @@ class Driver:
                 color = look.color if look.lit(elapsed) else "off"
                 if shown != (request, color):
                     try:
-                        for name, level in zip(LED_LINES, RGB[color]):
+                        for name, level in zip(LED_LINES, RGB[color], strict=True):
                             self.set_line(name, level)
                         shown = (request, color)
                     except GpioError:

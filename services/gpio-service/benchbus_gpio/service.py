@@ -8,7 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
@@ -35,7 +35,7 @@ def iso_at(monotonic_ns: int | None = None) -> str:
     wall = time.time()
     if monotonic_ns is not None:
         wall -= (time.monotonic_ns() - monotonic_ns) / 1e9
-    stamp = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
+    stamp = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 

@@ -10,13 +10,14 @@ Three layers, bottom up:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import serial
 
@@ -274,10 +275,8 @@ class SerialLink:
     def close(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     def reopen(self) -> None:
         self.close()

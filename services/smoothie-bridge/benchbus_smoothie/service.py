@@ -9,7 +9,8 @@ from __future__ import annotations
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service

@@ -75,7 +75,7 @@ class SmoothieSettings(ServiceSettings):
         return self
 
     @model_validator(mode="after")
-    def _sane_travel(self) -> "SmoothieSettings":
+    def _sane_travel(self) -> SmoothieSettings:
         for axis, (low, high) in self.travel.items():
             if low >= high:
                 raise ValueError(f"travel of {axis}: min {low} must be below max {high}")

@@ -26,7 +26,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 
 from cryptography import x509
 from packaging.version import InvalidVersion, Version

@@ -19,7 +19,7 @@ good slot, and the agent reports that rollback at its next start.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 
 from benchbus import BusError, RequestContext, Service
@@ -64,7 +64,7 @@ def session_payload(snapshot: Snapshot) -> SessionState:
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def build(settings: UpdateSettings) -> tuple[UpdateService, callable]:

@@ -26,7 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import bundle
 from .bundle import BundleError, Cancelled, PublicKey
@@ -105,8 +105,10 @@ class _Session:
 class Updates:
     """The one session. `on_change(snapshot, stage_changed)` runs for every change, in order."""
 
-    def __init__(self, config: Config, slots: SlotSet, on_change: Callable[[Snapshot, bool], None] = lambda s, c: None,
-                 can_begin: Callable[[], str | None] = lambda: None, on_commit: Callable[[str], None] = lambda slot: None):
+    def __init__(self, config: Config, slots: SlotSet,
+                 on_change: Callable[[Snapshot, bool], None] = lambda s, c: None,
+                 can_begin: Callable[[], str | None] = lambda: None,
+                 on_commit: Callable[[str], None] = lambda slot: None):
         self.config = config
         self.slots = slots
         self.on_change = on_change
@@ -200,7 +202,7 @@ class Updates:
 
     # -- the file -------------------------------------------------------------------------------------------
 
-    def open_upload(self, token: str) -> "Upload":
+    def open_upload(self, token: str) -> Upload:
         with self._lock:
             session = self._find(token)
             self._expect_file(session)
@@ -347,14 +349,15 @@ class Upload:
         self.path = path
         self.limit = limit
         self.received = 0
-        self.handle = open(path, "wb")
+        self.handle = open(path, "wb")  # noqa: SIM115 - the upload owns it until finish() or fail() closes it
 
     def write(self, chunk: bytes) -> None:
         if self.session.cancelled.is_set():
             raise SessionError("cancelled", "the session was cancelled during the upload", "conflict", 409)
         self.received += len(chunk)
         if self.received > self.limit:
-            raise SessionError("Too Large", f"the upload passed the limit of {self.limit} bytes", "invalid_request", 413)
+            raise SessionError("Too Large", f"the upload passed the limit of {self.limit} bytes", "invalid_request",
+                               413)
         self.handle.write(chunk)
 
     def finish(self) -> None:

@@ -24,12 +24,14 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from .bundle import Cancelled
 
 SLOTS = ("a", "b")
-SLOT, GOOD, TRIAL, TRIES, MAX_TRIES, INVALID = "bb_slot", "bb_good", "bb_trial", "bb_tries", "bb_max_tries", "bb_invalid"
+SLOT, GOOD, TRIAL, TRIES, MAX_TRIES, INVALID = (
+    "bb_slot", "bb_good", "bb_trial", "bb_tries", "bb_max_tries", "bb_invalid")
 CHUNK = 1024 * 1024
 
 
@@ -167,7 +169,8 @@ class KernelBootSource:
         for prefix, folder in (("PARTUUID=", "/dev/disk/by-partuuid/"), ("UUID=", "/dev/disk/by-uuid/")):
             if root.startswith(prefix):
                 root = folder + root[len(prefix):].lower()
-        slot = next((name for name, dev in self.devices.items() if os.path.realpath(dev) == os.path.realpath(root)), None)
+        root_path = os.path.realpath(root)
+        slot = next((name for name, dev in self.devices.items() if os.path.realpath(dev) == root_path), None)
         if slot is None:
             raise SlotError("Boot Env", f"root={root} is neither slot ({', '.join(map(str, self.devices.values()))})")
         btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
@@ -231,7 +234,7 @@ class SlotSet:
     def mark_invalid(self, slot: str) -> None:
         self.env.update({INVALID: " ".join(sorted(set(invalid_of(self.env.read())) | {slot}))})
 
-    def open_writer(self, slot: str, size: int) -> "SlotWriter":
+    def open_writer(self, slot: str, size: int) -> SlotWriter:
         if slot == self.running():
             raise SlotError("Write Failed", f"slot {slot} is the running system; only the inactive slot is written")
         self.mark_invalid(slot)  # before the first byte: a crash from here on leaves it marked
@@ -292,7 +295,8 @@ class SlotWriter:
                 view = view[count:]
                 self.written += count
         except OSError as exc:
-            raise SlotError("Write Failed", f"writing slot {self.path} at byte {self.written}: {exc.strerror}") from None
+            raise SlotError("Write Failed",
+                            f"writing slot {self.path} at byte {self.written}: {exc.strerror}") from None
 
     def finish(self) -> None:
         try:

@@ -21,13 +21,14 @@ closes that one session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import secrets
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -163,7 +164,7 @@ def _decode_string_payload(text: str) -> list[str]:
 class Session:
     """One Engine.IO connection, whatever transport it currently uses."""
 
-    def __init__(self, server: "EngineIO3Server", sid: str, query: dict[str, str], binary: bool, host: str = "",
+    def __init__(self, server: EngineIO3Server, sid: str, query: dict[str, str], binary: bool, host: str = "",
                  peer: str = ""):
         self.server = server
         self.host = host  # the host name the client reached us by
@@ -185,7 +186,8 @@ class Session:
         if self.closed:
             return
         if len(self.outbox) >= self.server.max_outbox:
-            log.warning("session %s: %d packets waiting, the client is not reading; closing it", self.sid, len(self.outbox))
+            log.warning("session %s: %d packets waiting, the client is not reading; closing it",
+                        self.sid, len(self.outbox))
             self.server.close_session(self, "outbox overflow")
             return
         self.outbox.append(packet)
@@ -330,10 +332,8 @@ class EngineIO3Server:
         session.last_seen = time.monotonic()
         try:
             if not session.outbox and not session.closed:
-                try:
+                with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(session.wakeup.wait(), self.ping_interval)
-                except asyncio.TimeoutError:
-                    pass
             if session.transport != "polling" or session.data.get("probing"):
                 packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling
                 if not session.outbox:
@@ -354,7 +354,8 @@ class EngineIO3Server:
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > self.max_payload:
-                return self._error(BAD_REQUEST, f"body is larger than the limit of {self.max_payload} bytes", status=413)
+                return self._error(BAD_REQUEST, f"body is larger than the limit of {self.max_payload} bytes",
+                                   status=413)
         try:
             packets = decode_payload(bytes(body))
         except ProtocolError as exc:
@@ -422,7 +423,7 @@ class EngineIO3Server:
             while True:
                 try:
                     text = await asyncio.wait_for(websocket.receive_text(), self.ping_timeout)
-                except (asyncio.TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
+                except (TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
                     return False
                 session.last_seen = time.monotonic()
                 if text == PING + "probe":
@@ -463,10 +464,8 @@ class EngineIO3Server:
         finally:
             self.close_session(session, reason)
             await _finish(writer)
-            try:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the peer is already gone
                 await websocket.close(code=1002 if reason.startswith("parse error") else 1000, reason=reason[:120])
-            except (RuntimeError, WebSocketDisconnect):
-                pass  # the peer is already gone
 
     async def _write_websocket(self, session: Session, websocket: WebSocket) -> None:
         try:
@@ -484,6 +483,6 @@ async def _finish(task: asyncio.Task) -> None:
     """Let a writer flush what it holds (a close packet), but never wait on a dead peer for long."""
     try:
         await asyncio.wait_for(task, 1.0)
-    except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+    except (TimeoutError, asyncio.CancelledError, Exception):
         task.cancel()
 

@@ -88,8 +88,9 @@ class GatewayService(Service):
     def start_web(self, timeout: float = 15.0) -> None:
         settings: GatewaySettings = self.settings  # type: ignore[assignment]
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
-                                lifespan="on", access_log=False, http=HttpProtocol, ws_max_size=settings.max_payload_bytes,
-                                ws_ping_interval=None, timeout_graceful_shutdown=2)
+                                lifespan="on", access_log=False, http=HttpProtocol,
+                                ws_max_size=settings.max_payload_bytes, ws_ping_interval=None,
+                                timeout_graceful_shutdown=2)
         self.web = uvicorn.Server(config)
         self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
         self._web_thread.start()

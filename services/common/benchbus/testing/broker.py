@@ -178,7 +178,8 @@ class RetainedTracker:
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-tracker-{os.getpid()}",
                                    protocol=mqtt.MQTTv5)
-        self._client.on_connect = lambda c, *_: c.subscribe("#", options=SubscribeOptions(qos=1, retainAsPublished=True))
+        everything = SubscribeOptions(qos=1, retainAsPublished=True)
+        self._client.on_connect = lambda c, *_: c.subscribe("#", options=everything)
         self._client.on_message = self._seen
         self._client.reconnect_delay_set(0.05, 0.5)
         self._client.connect_async(broker.host, broker.port, 30)

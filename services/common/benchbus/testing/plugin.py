@@ -141,7 +141,8 @@ def spawn(broker, device, bus, tmp_path):
         if segment is not None:
             try:
                 bus.wait_for(topics.lifecycle_topic(device, segment),
-                             lambda _t, d: isinstance(d, dict) and d.get("state") == "ready" and d.get("pid") == process.pid,
+                             lambda _t, d: (isinstance(d, dict) and d.get("state") == "ready"
+                                            and d.get("pid") == process.pid),
                              ready_timeout)
             except Exception:
                 raise AssertionError(f"{argv} never became ready; its log:\n{handle.log()}") from None
