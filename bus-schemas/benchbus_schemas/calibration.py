@@ -21,7 +21,7 @@ from __future__ import annotations
 import math
 from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -63,7 +63,7 @@ class EvolverPayload(Payload):
     so what the GUI and the DPU read looks like what the original server wrote."""
 
     @model_serializer(mode="wrap")
-    def _without_nulls(self, handler):
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
 
 

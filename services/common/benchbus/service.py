@@ -20,10 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, UTC
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import metadata
 from typing import Any
-from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -37,6 +37,8 @@ from .errors import BusError
 from .settings import ServiceSettings
 
 Handler = Callable[[Any, "RequestContext"], Any]
+Raw = bytes | bytearray  # a payload as paho hands it over
+WatchItem = tuple[Callable[[str, Any], None], mqtt.MQTTMessage]
 
 
 def now_iso() -> str:
@@ -65,7 +67,7 @@ class RequestContext:
         return f"{self.client} for {self.on_behalf_of}" if self.on_behalf_of else self.client
 
 
-def describe_validation_error(error: ValidationError) -> tuple[str, list[dict]]:
+def describe_validation_error(error: ValidationError) -> tuple[str, list[dict[str, str]]]:
     """A message naming the first bad field, and every problem for `detail`."""
     problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]}
                 for e in error.errors()]
@@ -92,12 +94,12 @@ class Service:
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
-        self._watch_queue: queue.Queue = queue.Queue()
+        self._watch_queue: queue.Queue[WatchItem | None] = queue.Queue()
         self._inflight = 0
         self._inflight_done = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._periodic: list[list] = []  # [interval, next_due, fn]
+        self._periodic: list[list[Any]] = []  # [interval, next_due, fn]
         self._started = False
         self.refused: dict[str, int] = {"retained": 0, "foreign_response_topic": 0}  # requests never executed
 
@@ -138,20 +140,20 @@ class Service:
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
-    def set_state(self, name: str, value: BaseModel | dict) -> BaseModel:
+    def set_state(self, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         """Publish retained `state/<name>`; it is re-published on every reconnect."""
         payload = self._conform("state", name, value)
         self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state",
                                 retain=True)
         return payload
 
-    def emit(self, name: str, value: BaseModel | dict) -> BaseModel:
+    def emit(self, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         """Publish `event/<name>` (not retained)."""
         payload = self._conform("event", name, value)
         self.connection.publish(self.topic("event", name), payload.model_dump_json().encode(), kind="event")
         return payload
 
-    def _conform(self, kind: str, name: str, value: BaseModel | dict) -> BaseModel:
+    def _conform(self, kind: str, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         model = lookup(self.segment, kind, name).model
         if isinstance(value, model):
             return value
@@ -305,14 +307,14 @@ class Service:
                                     f"{topics.reply_namespace(self.device, context.principal)}", message.payload)
         return True
 
-    def _refuse(self, context: RequestContext, counter: str, why: str, raw: bytes) -> bool:
+    def _refuse(self, context: RequestContext, counter: str, why: str, raw: Raw) -> bool:
         self.refused[counter] += 1
         self.log.warning("refused %s from %s: %s (%d so far)", context.command, context.caller, why,
                          self.refused[counter])
         self._audit(context, BusError("unauthorized" if counter != "retained" else "invalid_request", why), raw, 0.0)
         return False
 
-    def _handle(self, context: RequestContext, correlation: bytes | None, raw: bytes) -> None:
+    def _handle(self, context: RequestContext, correlation: bytes | None, raw: Raw) -> None:
         started = time.perf_counter()
         try:
             outcome = self._dispatch(context, raw)
@@ -328,7 +330,7 @@ class Service:
                 self._inflight -= 1
                 self._inflight_done.notify_all()
 
-    def _dispatch(self, context: RequestContext, raw: bytes) -> Any:
+    def _dispatch(self, context: RequestContext, raw: Raw) -> Any:
         handler = self._handlers.get(context.command)
         if handler is None:
             known = ", ".join(sorted(self._handlers)) or "none"
@@ -343,6 +345,8 @@ class Service:
                 raise BusError("invalid_request", f"payload is not valid JSON: {exc.errors()[0]['msg']}") from None
             message, problems = describe_validation_error(exc)
             raise BusError("invalid_request", message, {"errors": problems}) from None
+        if spec.result is None:  # bus-schemas' command() always sets one
+            raise BusError("internal", f"{context.command} declares no result model")
         result = handler(request, context)
         if isinstance(result, spec.result):
             return result
@@ -350,7 +354,7 @@ class Service:
             result = {}
         return spec.result.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
 
-    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: bytes,
+    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: Raw,
                duration_ms: float = 0.0) -> None:
         self._audit(context, outcome, raw, duration_ms)
         if isinstance(outcome, BusError):
@@ -366,7 +370,7 @@ class Service:
             return
         self.connection.publish(context.response_topic, body, kind="reply", properties=reply_properties(correlation))
 
-    def _audit(self, context: RequestContext, outcome: Any, raw: bytes, duration_ms: float) -> None:
+    def _audit(self, context: RequestContext, outcome: Any, raw: Raw, duration_ms: float) -> None:
         """One AuditRecord per request, handled or refused: who (as the broker proved it) did what, and how it ended."""
         failed = isinstance(outcome, BusError)
         record = AuditRecord(time=now_iso(), service=self.segment, command=context.command,
@@ -392,7 +396,7 @@ class Service:
                 self.log.exception("watch callback for %s failed", message.topic)
 
 
-def _audited_request(raw: bytes) -> Any:
+def _audited_request(raw: Raw) -> Any:
     if len(raw) > AUDIT_REQUEST_MAX:
         return {"truncated": True, "bytes": len(raw)}
     try:

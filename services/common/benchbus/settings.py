@@ -49,12 +49,13 @@ def default_path(segment: str) -> Path:
     return CONFIG_DIR / f"{segment}.yaml"
 
 
-def _env_overrides(model: type[BaseModel], segment: str, environ: dict[str, str]) -> tuple[dict, dict]:
+def _env_overrides(model: type[BaseModel], segment: str,
+                   environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Nested dict of overrides from the environment, and for each field path the variable it came from."""
     overrides: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    def walk(cls: type[BaseModel], path: list[str], target: dict) -> None:
+    def walk(cls: type[BaseModel], path: list[str], target: dict[str, Any]) -> None:
         for name, info in cls.model_fields.items():
             field_path = path + [name]
             annotation = info.annotation
@@ -82,7 +83,7 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -97,9 +98,9 @@ def load_settings(model: type[S], segment: str, path: str | Path | None = None,
     """Load and validate; raises yamlfile.FileError naming file, line and field (the CLI prints it and exits)."""
     environ = dict(os.environ if environ is None else environ)
     explicit = path is not None
-    config_path = Path(path) if explicit else default_path(segment)
+    config_path = Path(path) if path is not None else default_path(segment)
     located = None
-    data: dict = {}
+    data: dict[str, Any] = {}
     if explicit or config_path.exists():
         located = yamlfile.load(config_path)
         data = located.data if located.data is not None else {}
