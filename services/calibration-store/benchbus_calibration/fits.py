@@ -87,7 +87,7 @@ def fit_3d(x: Sequence[float], y: Sequence[float], od: Sequence[float]) -> list[
     return [float(c) for c in solution / scale]
 
 
-def fit_constant(volumes: Sequence[float], seconds: float) -> float:
+def fit_constant(volumes: Sequence[float], seconds: float | None) -> float:
     """mL/s of one pump: the measured volume over the run time."""
     import numpy as np
 
