@@ -51,8 +51,8 @@ class Hooks:
 
     session: Callable[[Snapshot, bool], None] = lambda snapshot, stage_changed: None
     slots: Callable[[SlotStatus, float | None], None] = lambda status, deadline: None
-    trial: Callable[[str, str, str], None] = lambda outcome, slot, reason: None
-    name: Callable[[str, str], None] = lambda name, hostname: None
+    trial: Callable[[str, str, str], object] = lambda outcome, slot, reason: None  # what they return is unused
+    name: Callable[[str, str], object] = lambda name, hostname: None
 
 
 @dataclass

@@ -26,6 +26,7 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 from collections.abc import Callable
 
 from . import bundle
@@ -62,13 +63,13 @@ class Snapshot:
     progress: float
     message: str
     error: str | None = None
-    version: dict | None = None
+    version: dict[str, Any] | None = None
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """The status body of the OT-2 update server."""
         if self.stage == "error":
             return {"stage": "error", "error": self.error, "message": self.message}
-        body = {"stage": self.stage, "progress": round(self.progress, 4), "message": self.message}
+        body: dict[str, Any] = {"stage": self.stage, "progress": round(self.progress, 4), "message": self.message}
         if self.version is not None:
             body["version"] = self.version
         return body
@@ -278,6 +279,7 @@ class Updates:
 
     def _write(self, session: _Session, checked: bundle.CheckedBundle) -> None:
         self._set(session, "writing", 0.0)
+        assert session.target is not None, "begin() chose the target"
         writer = self.slots.open_writer(session.target, checked.rootfs_size)
         try:
             written = bundle.stream_rootfs(checked.path, sink=writer.write, progress=self._reporter(session, 0.0, 0.5),
@@ -311,6 +313,7 @@ class Updates:
             if session.snapshot.stage != "done":
                 raise SessionError("not-ready", f"the session is at {session.snapshot.stage}; only a session at "
                                    "done can be committed", "conflict", 409)
+            assert session.target is not None, "begin() chose the target"
             self.slots.arm_trial(session.target)
             self.on_commit(session.target)
             shutil.rmtree(session.folder, ignore_errors=True)

@@ -39,6 +39,12 @@ def other(slot: str) -> str:
     return "b" if slot == "a" else "a"
 
 
+def slot_named(env: dict[str, str], variable: str) -> str | None:
+    """The slot a boot variable names, or None when it names none."""
+    value = env.get(variable)
+    return value if value in SLOTS else None
+
+
 class SlotError(Exception):
     """A slot could not be written or read back; `code` is the session's short error."""
 
@@ -222,9 +228,9 @@ class SlotSet:
         running = self.running()
         return SlotStatus(
             running=running,
-            next_boot=env.get(SLOT) if env.get(SLOT) in SLOTS else running,
-            good=env.get(GOOD) if env.get(GOOD) in SLOTS else None,
-            trial=env.get(TRIAL) if env.get(TRIAL) in SLOTS else None,
+            next_boot=slot_named(env, SLOT) or running,
+            good=slot_named(env, GOOD),
+            trial=slot_named(env, TRIAL),
             invalid=invalid_of(env),
             boot_count=int(env.get(TRIES) or 0) if (env.get(TRIES) or "0").isdigit() else 0,
         )
@@ -256,8 +262,8 @@ class SlotSet:
     def roll_back(self) -> str:
         """Give up the running (or pending) trial: boot the good slot next, and never the failed one."""
         env = self.env.read()
-        failed = env.get(TRIAL) if env.get(TRIAL) in SLOTS else self.running()
-        good = env.get(GOOD) if env.get(GOOD) in SLOTS else other(failed)
+        failed = slot_named(env, TRIAL) or self.running()
+        good = slot_named(env, GOOD) or other(failed)
         self.env.update({SLOT: good, TRIAL: None, TRIES: None,
                          INVALID: " ".join(sorted(set(invalid_of(env)) | {failed}))})
         return good
