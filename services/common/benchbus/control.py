@@ -23,8 +23,8 @@ GetHandler = Callable[[dict[str, str]], JsonObject]
 PostHandler = Callable[[JsonObject], JsonObject | None]
 
 
-def serve_json_control(name: str, host: str, port: int, get: dict[str, GetHandler],
-                       post: dict[str, PostHandler]) -> ThreadingHTTPServer:
+def serve_json_control(name: str, host: str, port: int, get: Mapping[str, GetHandler],
+                       post: Mapping[str, PostHandler]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
         def log_message(self, *_args: Any) -> None:
             pass

@@ -13,8 +13,9 @@ from .settings import ServiceSettings, default_path, load_settings
 from .yamlfile import FileError
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
-# Makes the service from its own settings model; returns it and an optional setup run once it is connected.
-Build = Callable[[SettingsT], tuple[Service, Callable[[], None] | None]]
+# Makes the service from its own settings model; returns it and an optional setup run once it is connected (what
+# the setup returns is not used).
+Build = Callable[[SettingsT], tuple[Service, Callable[[], object] | None]]
 
 
 def run_service(segment: str, settings_model: type[SettingsT], build: Build[SettingsT],

@@ -216,7 +216,7 @@ class Service:
         if connect_timeout is not None:
             self.connection.wait_connected(connect_timeout)
 
-    def run(self, setup: Callable[[], None] | None = None) -> int:
+    def run(self, setup: Callable[[], object] | None = None) -> int:
         """Start, run `setup`, become ready (unless setup chose degraded), serve until SIGTERM/SIGINT."""
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
@@ -229,7 +229,7 @@ class Service:
         self.stop()
         return 0
 
-    def serve_in_background(self, setup: Callable[[], None] | None = None,
+    def serve_in_background(self, setup: Callable[[], object] | None = None,
                             connect_timeout: float = 10.0) -> threading.Thread:
         """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
         self.start(connect_timeout)

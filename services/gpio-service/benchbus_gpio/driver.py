@@ -89,13 +89,14 @@ class Driver:
             raise busy.named(lines.name_of(busy.offset)) from None
         levels = {offset: request.get(offset) for offset in inputs}
         self.revision, self.lines, self._request = revision, lines, request
-        self._debouncer = Debouncer(self.debounce_s, levels)
-        self._button = Button(self.long_press_s)
+        debouncer, button = Debouncer(self.debounce_s, levels), Button(self.long_press_s)
+        self._debouncer, self._button = debouncer, button
         if self.button_pressed():
-            self._button.change(True, time.monotonic_ns())
+            button.change(True, time.monotonic_ns())
         self._stop.clear()
         self._drain_wake()
-        self._input_thread = threading.Thread(target=self._input_loop, args=(request,), name="gpio-input", daemon=True)
+        self._input_thread = threading.Thread(target=self._input_loop, args=(request, debouncer, button),
+                                              name="gpio-input", daemon=True)
         self._input_thread.start()
         with self._led:
             self._led.notify_all()
@@ -137,6 +138,10 @@ class Driver:
             self._led.notify_all()
 
     # -- outputs ---------------------------------------------------------------------------------------------------
+
+    def held_lines(self) -> BoardLines:
+        """The lines of the board held now; GpioError when none are held."""
+        return self._require()[1]
 
     def _require(self) -> tuple[LineRequest, BoardLines]:
         request, lines = self._request, self.lines
@@ -209,13 +214,14 @@ class Driver:
     def door(self) -> tuple[bool, bool | None]:
         """(door open, window open or None where one switch senses both), debounced; 1 is closed."""
         _request, lines = self._require()
+        if self._debouncer is None:
+            raise GpioError("the GPIO lines are not held")
         stable = self._debouncer.stable
         door_open = stable[lines.offsets["door_sw_filt"]] == 0
         window_open = stable[lines.offsets["window_sw_filt"]] == 0 if lines.separate_window else None
         return door_open, window_open
 
-    def _input_loop(self, request: LineRequest) -> None:
-        debouncer, button = self._debouncer, self._button
+    def _input_loop(self, request: LineRequest, debouncer: Debouncer, button: Button) -> None:
         while not self._stop.is_set():
             deadlines = [d for d in (debouncer.next_deadline(), button.next_deadline()) if d is not None]
             timeout = INPUT_WAKE_S
@@ -242,9 +248,11 @@ class Driver:
                 self._safely(self.on_button, action)
 
     def _dispatch(self, offset: int, level: int, at_ns: int) -> None:
-        lines = self.lines
+        lines, button = self.lines, self._button
+        if lines is None or button is None:  # released meanwhile
+            return
         if offset == lines.offsets["button_input"]:
-            for action in self._button.due(at_ns) + self._button.change(level == 0, at_ns):
+            for action in button.due(at_ns) + button.change(level == 0, at_ns):
                 self._safely(self.on_button, action)
             return
         if offset == lines.offsets["door_sw_filt"]:

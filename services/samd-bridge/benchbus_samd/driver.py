@@ -225,7 +225,7 @@ class SamdLine:
             if port is None:
                 raise PortLost(f"{self.settings.url} is not open")
             try:
-                port.reset_input_buffer()
+                port.reset_input_buffer()  # type: ignore[attr-defined]  # types-pyserial: not on SerialBase, on every port
                 started = time.monotonic()
                 port.write(frame)
                 raw, last_byte_at = self._read_reply(port, started + deadline_s)
@@ -268,7 +268,7 @@ class SamdLine:
                 break
             if received and now - last_byte_at >= self.settings.reply_gap_s:
                 break
-            chunk = port.read(max(1, port.in_waiting))
+            chunk = port.read(max(1, port.in_waiting))  # type: ignore[attr-defined]  # as above
             if chunk:
                 received += chunk
                 last_byte_at = time.monotonic()
@@ -294,7 +294,7 @@ class SamdLine:
         quiet_since = time.monotonic()
         try:
             while time.monotonic() < give_up and time.monotonic() - quiet_since < quiet_needed:
-                if port.read(max(1, port.in_waiting)):
+                if port.read(max(1, port.in_waiting)):  # type: ignore[attr-defined]  # as above
                     quiet_since = time.monotonic()
         except (serial.SerialException, OSError):
             pass  # the next transaction (or the probe) reports the port

@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -816,7 +817,7 @@ class SamdEmulator:
         for first in range(0, len(data), per_slice):
             piece = data[first:first + per_slice]
             due = start + (first + len(piece)) * char_s
-            self._timeline.at(due, lambda piece=piece: self._deliver(piece, generation))
+            self._timeline.at(due, functools.partial(self._deliver, piece, generation))
         return end
 
     def _deliver(self, piece: bytes, generation: int) -> None:
