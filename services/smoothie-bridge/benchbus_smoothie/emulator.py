@@ -227,7 +227,7 @@ class SmoothieEmulator:
         self._lines_in: queue.Queue = queue.Queue()
         self._out_lock = threading.Lock()
         self._out_buffer = bytearray()
-        self._conn = None  # the connection replies go to
+        self._conn: _SocketConnection | _PtyConnection | None = None  # the connection replies go to
         self._conn_lock = threading.Lock()
         self._server: socket.socket | None = None
         self._pty: tuple[int, int] | None = None
@@ -361,8 +361,11 @@ class SmoothieEmulator:
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():
+            server = self._server
+            if server is None:  # stopped
+                return
             try:
-                sock, _ = self._server.accept()
+                sock, _ = server.accept()
             except OSError:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -623,7 +626,11 @@ class SmoothieEmulator:
             self.engaged[axis] = True
         done = threading.Event()
         outcome: list[bool] = []
-        segment = Segment(start, end, duration, on_done=lambda ok: (outcome.append(ok), done.set()))
+
+        def finished(ok: bool) -> None:
+            outcome.append(ok)
+            done.set()
+        segment = Segment(start, end, duration, on_done=finished)
         if failed:
             segment.alarm = "ALARM: Homing fail"
         self._motion.enqueue(segment)
@@ -651,7 +658,7 @@ class SmoothieEmulator:
         duration = self._axis_time(axis, target - start[axis], speed)
         surface = self.probe_surfaces.get(axis)
         touches = surface is not None and min(start[axis], target) <= surface <= max(start[axis], target)
-        if touches:
+        if touches and surface is not None:
             fraction = 0.0 if target == start[axis] else (surface - start[axis]) / (target - start[axis])
             end[axis] = surface
             duration *= fraction

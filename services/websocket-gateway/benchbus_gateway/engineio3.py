@@ -301,9 +301,9 @@ class EngineIO3Server:
             peer = request.client.host if request.client else ""
             if self.authorize is not None and not self.authorize(query, peer):
                 return self._error(FORBIDDEN, status=403)
-            session = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
-                                         host=request.url.hostname or "", peer=peer)
-            return self._poll_response(request, session, session.take_all())
+            opened = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
+                                        host=request.url.hostname or "", peer=peer)
+            return self._poll_response(request, opened, opened.take_all())
         session = self.sessions.get(sid)
         if session is None:
             return self._error(UNKNOWN_SID)
@@ -403,8 +403,8 @@ class EngineIO3Server:
                 await websocket.close(code=1008, reason="forbidden")
                 return
             await websocket.accept()
-            session = self._open_session(query, binary=True, host=websocket.url.hostname or "", peer=peer)
-            await self._serve_websocket(session, websocket)
+            opened = self._open_session(query, binary=True, host=websocket.url.hostname or "", peer=peer)
+            await self._serve_websocket(opened, websocket)
             return
         session = self.sessions.get(sid)
         if session is None or session.transport != "polling" or session.websocket is not None:

@@ -68,7 +68,7 @@ class WsClient:
         self.send_text(json.dumps(message, separators=(",", ":")))
 
     def error(self, code: str, message: str, request_id: Any = None) -> None:
-        body = {"op": "error", "error": {"code": code, "message": message}}
+        body: dict[str, Any] = {"op": "error", "error": {"code": code, "message": message}}
         if request_id is not None:
             body = {"op": "reply", "id": request_id, "ok": False, "error": {"code": code, "message": message}}
         self.send(body)
