@@ -13,6 +13,8 @@ import statistics
 import threading
 import time
 
+import paho.mqtt.client as mqtt
+
 
 from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient
@@ -22,7 +24,10 @@ from benchbus.testing.broker import MosquittoProcess
 
 def bare_echo(broker, calls: int) -> list[float]:
     echo = bare_client(broker, "bench-echo")
-    echo.on_message = lambda c, _u, m: c.publish("bench/pong", m.payload, qos=1)
+
+    def pong(client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
+        client.publish("bench/pong", message.payload, qos=1)
+    echo.on_message = pong
     echo.subscribe("bench/ping", qos=1)
     caller = bare_client(broker, "bench-caller")
     arrived = threading.Event()

@@ -73,6 +73,7 @@ def storm(program: str, path: Path, kills: int, seed: int) -> dict:
     for _ in range(kills):
         writer = subprocess.Popen([sys.executable, "-S", "-c", program, str(PACKAGE_ROOT), str(path), str(next_seq)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert writer.stdout is not None  # stdout=PIPE
         writer.stdout.readline()
         time.sleep(rng.uniform(0.0, 0.015))
         writer.kill()

@@ -67,8 +67,8 @@ def main() -> None:
             client.wait_for(topics.lifecycle_topic(device, "smoothie"), lambda _t, d: d.get("state") == "ready", 30)
             client.call("smoothie", "home", {}, timeout=60)
             client.call("smoothie", "move", {"target": {"X": 200.0}}, timeout=60)
-            direct = {"move": [], "position": [], "switches": []}
-            bus = {"move": [], "position": [], "switches": []}
+            direct: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
+            bus: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
             block = 25
             step = 0
             for _ in range(max(1, args.rounds // block)):
