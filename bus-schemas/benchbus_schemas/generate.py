@@ -19,7 +19,8 @@ from .envelope import AuditRecord, ErrorReply, OkReply, ServiceState
 from .registry import TopicSpec, specs
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent
-ENVELOPES: dict[str, type[BaseModel]] = {"ServiceState": ServiceState, "AuditRecord": AuditRecord, "OkReply": OkReply, "ErrorReply": ErrorReply}
+ENVELOPES: dict[str, type[BaseModel]] = {"ServiceState": ServiceState, "AuditRecord": AuditRecord,
+                                         "OkReply": OkReply, "ErrorReply": ErrorReply}
 
 
 def _schema(model: type[BaseModel]) -> dict[str, Any]:
