@@ -30,6 +30,7 @@ from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 DEVICE = "bench"
 NAMESPACE = "/dpu-evolver"
 TOPIC = f"benchbus/{DEVICE}/scheduler/event/broadcast"
+TARGET_P99_MS = 10  # issue 21
 
 
 def broadcast_payload(seq: int) -> dict:
@@ -119,6 +120,15 @@ class KeepAliveHttp:
         self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, target: str, body: bytes = b"") -> bytes:
+        try:
+            return await self._request(method, target, body)
+        except (asyncio.IncompleteReadError, ConnectionError):
+            # the server closes a keep-alive connection idle for 5 s (uvicorn's default); a browser opens another
+            self.close()
+            self.reader = self.writer = None
+            return await self._request(method, target, body)
+
+    async def _request(self, method: str, target: str, body: bytes = b"") -> bytes:
         if self.reader is None or self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
@@ -225,9 +235,13 @@ def main() -> int:
     parser.add_argument("--broadcasts", type=int, default=20)
     parser.add_argument("--interval", type=float, default=1.0)
     parser.add_argument("--processes", type=int, default=2, help="client processes")
+    parser.add_argument("--only", choices=("eio3_websocket", "eio3_polling", "ws"),
+                        help="every client of this one kind (what each transport costs the gateway per client)")
     args = parser.parse_args()
     third = args.clients // 3
     counts = {"eio3_websocket": args.clients - 2 * third, "eio3_polling": third, "ws": third}
+    if args.only:
+        counts = {args.only: args.clients}
 
     broker = MosquittoProcess()
     broker.start()
@@ -276,7 +290,12 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     time.sleep(0.5)
 
     process = psutil.Process(gateway.pid)
+    idle_before = sum(process.cpu_times()[:2])
+    time.sleep(3.0)  # the gateway's own CPU with every client connected and nothing to send
+    idle_ms_per_s = (sum(process.cpu_times()[:2]) - idle_before) * 1000 / 3.0
     process.cpu_percent(None)
+    cpu_before = sum(process.cpu_times()[:2])
+    broadcasts_started = time.monotonic()
     measuring.set()
     started = time.monotonic()
     for seq in range(args.broadcasts):
@@ -284,6 +303,8 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
         time.sleep(max(0.0, started + (seq + 1) * args.interval - time.monotonic()))
     time.sleep(0.5)
     cpu = process.cpu_percent(None)
+    busy_ms = (sum(process.cpu_times()[:2]) - cpu_before) * 1000
+    cpu_ms_per_broadcast = (busy_ms - idle_ms_per_s * (time.monotonic() - broadcasts_started)) / args.broadcasts
     rss_mb = process.memory_info().rss / 2**20
     measuring.clear()
     stop_flag.set()
@@ -304,16 +325,19 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     print(f"ours  (publish -> gateway -> client): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
           f"({len(latencies.samples)}/{expected} deliveries)")
     for kind, values in sorted(latencies.by_kind.items()):
-        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms  "
-              f"n={len(values)}")
+        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms"
+              f"  n={len(values)}")
     print(f"floor (publish -> broker -> paho subscriber): p50 {floor_p50:.2f} ms  p99 {floor_p99:.2f} ms")
     print(f"ratio ours/floor: p50 {p50 / floor_p50:.1f}x  p99 {p99 / floor_p99:.1f}x")
-    print(f"gateway process: cpu {cpu:.1f} % of one core, rss {rss_mb:.1f} MB; target p99 <= 50 ms")
+    print(f"gateway process: cpu {cpu_ms_per_broadcast:.2f} ms per broadcast above idle ({idle_ms_per_s:.1f} ms/s;"
+          f" {cpu:.1f} % of one core), rss {rss_mb:.1f} MB; target p99 <= {TARGET_P99_MS} ms")
     print(json.dumps({"clients": sum(counts.values()), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                       "floor_p50_ms": round(floor_p50, 2), "floor_p99_ms": round(floor_p99, 2),
                       "ratio_p99": round(p99 / floor_p99, 1), "delivered": len(latencies.samples),
-                      "expected": expected, "cpu_percent": round(cpu, 1), "rss_mb": round(rss_mb, 1),
-                      "target_p99_ms": 50, "met": p99 <= 50 and len(latencies.samples) == expected}))
+                      "expected": expected, "cpu_percent": round(cpu, 1),
+                      "gateway_cpu_ms_per_broadcast": round(cpu_ms_per_broadcast, 2), "rss_mb": round(rss_mb, 1),
+                      "target_p99_ms": TARGET_P99_MS,
+                      "met": p99 <= TARGET_P99_MS and len(latencies.samples) == expected}))
     return 0
 
 

@@ -6,7 +6,9 @@ as its own process (`benchbus-smoothie`), called through Mosquitto by a BusClien
 - short move (1 mm on X, alternating): direct = driver.move (M907/G0, M400, M114.2); bus = `move`;
 - position read: direct = M114.2 on the line; bus = `position` (served from the bridge's cache);
 - switch read: direct = M119 on the line; bus = `switches`.
-Kinds are interleaved in blocks so machine noise lands on both alike. The last line is one JSON object.
+Kinds are interleaved in blocks so machine noise lands on both alike. The bridge's own `$audit` records give its
+handler time per request (validation, the serial exchange, publishing state), so the added time splits into the
+bridge's share and the bus's (client -> broker -> bridge -> broker -> client). The last line is one JSON object.
 """
 from __future__ import annotations
 
@@ -24,6 +26,8 @@ from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 from benchbus_schemas import topics
 from benchbus_smoothie.driver import DriverConfig, SerialLink, SmoothieDriver
 
+TARGET_OVERHEAD_P99_MS = 1.0  # issue 21: the bus adds at most 1 ms at p99, for every kind
+
 
 def start_emulator() -> tuple[subprocess.Popen, int]:
     port = free_port()
@@ -31,6 +35,16 @@ def start_emulator() -> tuple[subprocess.Popen, int]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for_port("127.0.0.1", port, 10, process)
     return process, port
+
+
+def stop(process: subprocess.Popen) -> None:
+    """Terminate; kill what does not end in time (a hung bridge must not outlive the benchmark)."""
+    process.terminate()
+    try:
+        process.wait(10)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait(5)
 
 
 def timed(fn) -> float:
@@ -42,6 +56,7 @@ def timed(fn) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=300, help="samples per kind and path")
+    parser.add_argument("--bridge-log", help="write the bridge's log here (default: discarded)")
     args = parser.parse_args()
     broker = MosquittoProcess()
     broker.start()
@@ -56,8 +71,9 @@ def main() -> None:
                    BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_SMOOTHIE_PORT=f"socket://127.0.0.1:{bus_port}",
                    BENCHBUS_SMOOTHIE_USE_GPIO="false", BENCHBUS_SMOOTHIE_DOOR_SAFETY="false",  # no gpio: no door
                    BENCHBUS_LOG_LEVEL="warning")
-        bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        with open(args.bridge_log or os.devnull, "w") as bridge_log:  # the child keeps its own descriptor
+            bridge = subprocess.Popen([sys.executable, "-m", "benchbus_smoothie"], env=env,
+                                      stdout=subprocess.DEVNULL, stderr=bridge_log)
         driver = SmoothieDriver(SerialLink(f"socket://127.0.0.1:{direct_port}"), DriverConfig())
         driver.ping()
         driver.setup()
@@ -67,6 +83,13 @@ def main() -> None:
             client.wait_for(topics.lifecycle_topic(device, "smoothie"), lambda _t, d: d.get("state") == "ready", 30)
             client.call("smoothie", "home", {}, timeout=60)
             client.call("smoothie", "move", {"target": {"X": 200.0}}, timeout=60)
+            handler: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
+
+            def audited(_topic: str, batch, _message) -> None:
+                for record in (batch or {}).get("records", []):  # $audit carries a batch per 50 ms window
+                    if record.get("command") in handler:
+                        handler[record["command"]].append(float(record["duration_ms"]))
+            client.subscribe(topics.audit_topic(device, "smoothie"), audited)
             direct: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
             bus: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
             block = 25
@@ -83,14 +106,13 @@ def main() -> None:
                 for _ in range(block):
                     direct["switches"].append(timed(driver.read_switches))
                     bus["switches"].append(timed(lambda: client.call("smoothie", "switches")))
+            deadline = time.monotonic() + 5
+            while sum(map(len, handler.values())) < sum(map(len, bus.values())) and time.monotonic() < deadline:
+                time.sleep(0.05)  # the last audit records are on their way
         driver.link.close()
     finally:
-        if bridge is not None:
-            bridge.terminate()
-            bridge.wait(10)
-        for process in emulators:
-            process.terminate()
-            process.wait(10)
+        for process in ([bridge] if bridge is not None else []) + emulators:
+            stop(process)
         broker.close()
 
     result: dict = {}
@@ -99,18 +121,22 @@ def main() -> None:
         d50, d99 = statistics.median(direct[kind]), percentile(direct[kind], 0.99)
         b50, b99 = statistics.median(bus[kind]), percentile(bus[kind], 0.99)
         overheads.append(b99 - d99)
+        h50, h99 = statistics.median(handler[kind]), percentile(handler[kind], 0.99)
         result[kind] = {"direct_p50_ms": round(d50, 3), "direct_p99_ms": round(d99, 3), "bus_p50_ms": round(b50, 3),
                         "bus_p99_ms": round(b99, 3), "overhead_p99_ms": round(b99 - d99, 3),
-                        "ratio_p50": round(b50 / d50, 3)}
+                        "ratio_p50": round(b50 / d50, 3), "handler_p50_ms": round(h50, 3),
+                        "handler_p99_ms": round(h99, 3)}
         print(f"{kind:<9} direct p50 {d50:8.3f} ms  p99 {d99:8.3f} ms | bus p50 {b50:8.3f} ms  p99 {b99:8.3f} ms"
               f" | added p99 {b99 - d99:+.3f} ms  ratio p50 {b50 / d50:.2f}x  ({len(bus[kind])} each)")
+        print(f"{'':<9} inside the bridge (its $audit duration): p50 {h50:8.3f} ms  p99 {h99:8.3f} ms;"
+              f" the bus's share at p50: {b50 - h50:.3f} ms")
     worst = max(("move", "position", "switches"), key=lambda k: result[k]["overhead_p99_ms"])
     summary = {"direct_p99_ms": result[worst]["direct_p99_ms"], "bus_p99_ms": result[worst]["bus_p99_ms"],
                "overhead_p99_ms": round(max(overheads), 3), "worst_kind": worst,
                "overhead_p50_ms": round(max(r["bus_p50_ms"] - r["direct_p50_ms"] for r in result.values()), 3),
-               "target_overhead_p99_ms": 2.0,
+               "target_overhead_p99_ms": TARGET_OVERHEAD_P99_MS,
                **{f"{k}_{m}": v for k, r in result.items() for m, v in r.items()}}
-    print(f"largest added p99: {summary['overhead_p99_ms']} ms ({worst}); target <= 2 ms")
+    print(f"largest added p99: {summary['overhead_p99_ms']} ms ({worst}); target <= {TARGET_OVERHEAD_P99_MS:g} ms")
     print(json.dumps(summary))
 
 

@@ -1,6 +1,7 @@
 """benchbus bus contract. Each service's topics live in a module of their own (samd.py, smoothie.py, ...)."""
 from .envelope import (
     ERROR_CODES,
+    AuditBatch,
     AuditRecord,
     Empty,
     ErrorBody,
@@ -13,6 +14,7 @@ from .registry import TopicSpec, command, event, lookup, specs, state
 
 __all__ = [
     "ERROR_CODES",
+    "AuditBatch",
     "AuditRecord",
     "Empty",
     "ErrorBody",

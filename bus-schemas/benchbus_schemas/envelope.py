@@ -72,5 +72,12 @@ class AuditRecord(Payload):
     duration_ms: float
 
 
+class AuditBatch(Payload):
+    """What `$audit` carries: the records of the requests a service finished within one short window (one
+    publish for many requests, so auditing costs the request path nothing measurable)."""
+
+    records: list[AuditRecord] = Field(..., min_length=1)
+
+
 class Empty(Payload):
     """A request or result with no fields."""

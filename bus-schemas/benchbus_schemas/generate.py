@@ -15,11 +15,11 @@ from typing import Any
 import yaml
 from pydantic import BaseModel
 
-from .envelope import AuditRecord, ErrorReply, OkReply, ServiceState
+from .envelope import AuditBatch, ErrorReply, OkReply, ServiceState
 from .registry import TopicSpec, specs
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent
-ENVELOPES: dict[str, type[BaseModel]] = {"ServiceState": ServiceState, "AuditRecord": AuditRecord,
+ENVELOPES: dict[str, type[BaseModel]] = {"ServiceState": ServiceState, "AuditBatch": AuditBatch,
                                          "OkReply": OkReply, "ErrorReply": ErrorReply}
 
 
@@ -75,8 +75,9 @@ def _asyncapi() -> str:
     channels["audit"] = {
         "address": "benchbus/{device}/{service}/$audit",
         "parameters": {**device, "service": {"description": "the service's MQTT segment"}},
-        "messages": {"AuditRecord": {"$ref": "#/components/messages/AuditRecord"}},
-        "description": "One record per handled or refused command: the broker-proven principal and the outcome.",
+        "messages": {"AuditBatch": {"$ref": "#/components/messages/AuditBatch"}},
+        "description": "A record per handled or refused command (batched over a short window): the broker-proven "
+        "principal and the outcome.",
     }
     principal = {"principal": {"description": "the caller's broker username; the ACL pins it to the publisher"}}
     for spec in specs():

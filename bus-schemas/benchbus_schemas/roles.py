@@ -16,6 +16,7 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import topics
 from .registry import specs
 
 ROLES = ("viewer", "operator", "admin")
@@ -92,6 +93,14 @@ USERS: dict[str, str] = {
     "benchbus-admin": "admin",
 }
 
+# The lab (docs/lab.md): people on the lab's central broker, by their central username, with the role THIS device
+# grants them. Their requests come down the fleet bridge through one local user, `benchbus-fleet`, which may publish
+# a request only under these names and within min(their role, FLEET_ROLE), and read only their replies: the device
+# trusts the central broker to prove who called (it pins the name there), never to decide what they may do here.
+LAB_USERS: dict[str, str] = {}
+FLEET_ROLE = "viewer"  # the most any central user may do on this device; a lab raises it on purpose
+FLEET_USERNAME = "benchbus-fleet"
+
 PUBLIC_TOPICS = ("benchbus/+/+/$state", "benchbus/+/+/$audit", "benchbus/+/+/state/#", "benchbus/+/+/event/#")
 
 
@@ -108,6 +117,9 @@ def role_of(username: str) -> str | None:
     """The role of a person's or tool's username, or of a service acting with a role (the gateway)."""
     if username in USERS:
         return USERS[username]
+    if username in LAB_USERS:  # a lab user, through the fleet bridge: never above FLEET_ROLE
+        role = LAB_USERS[username]
+        return role if role_allows(FLEET_ROLE, role) else FLEET_ROLE
     return next((s.role for s in SERVICES if s.username == username), None)
 
 
@@ -136,7 +148,31 @@ def _user_block(username: str, role: str) -> list[str]:
     return [f"user {username}"] + [f"topic read {t}" for t in PUBLIC_TOPICS] + _call_lines(username, commands_for(role))
 
 
-def acl_text() -> str:
+def _fleet_block(lab_users: dict[str, str], fleet_role: str) -> list[str]:
+    """The fleet bridge's local user: reads what goes up, writes requests only as the lab users it carries."""
+    lines = [f"user {FLEET_USERNAME}"] + [f"topic read {t}" for t in PUBLIC_TOPICS]
+    for username, role in sorted(lab_users.items()):
+        lines.append(f"topic read benchbus/+/_client/{username}/#")
+        capped = role if role_allows(fleet_role, role) else fleet_role
+        lines += _call_lines(username, commands_for(capped))
+    return lines
+
+
+def _check_lab_users(lab_users: dict[str, str], fleet_role: str) -> None:
+    """A central name may not be a local one (it would act as a local service or user) nor an unknown role."""
+    local = {s.username for s in SERVICES} | set(USERS) | {FLEET_USERNAME, topics.DEV_PRINCIPAL}
+    for username, role in [*lab_users.items(), ("FLEET_ROLE", fleet_role)]:
+        if role not in ROLES:
+            raise ValueError(f"lab user {username}: unknown role {role!r}; expected one of {ROLES}")
+    clashes = sorted(set(lab_users) & local)
+    if clashes:
+        raise ValueError(f"lab users {clashes} clash with this device's own users")
+    invalid = sorted(u for u in lab_users if not topics.valid_name(u))
+    if invalid:
+        raise ValueError(f"lab users {invalid} are not valid principal names (one plain topic level)")
+
+
+def acl_text(lab_users: dict[str, str] | None = None, fleet_role: str | None = None) -> str:
     blocks = ["# GENERATED from bus-schemas/benchbus_schemas/roles.py by `python -m benchbus_schemas.roles`.",
               "# Do not edit: change roles.py and regenerate (a test fails when this file is stale).",
               "# Every user reads only its own replies:",
@@ -145,12 +181,17 @@ def acl_text() -> str:
         blocks += ["", f"# service {service.segment}"] + _service_block(service)
     for username, role in USERS.items():
         blocks += ["", f"# {role}"] + _user_block(username, role)
+    lab_users = LAB_USERS if lab_users is None else lab_users
+    fleet_role = fleet_role or FLEET_ROLE
+    _check_lab_users(lab_users, fleet_role)
+    blocks += ["", f"# the fleet bridge: lab users' requests (at most {fleet_role}), their replies"]
+    blocks += _fleet_block(lab_users, fleet_role)
     return "\n".join(blocks) + "\n"
 
 
 def users_text() -> str:
     """Every broker user, one a line: the first-boot credentials script makes a password for each."""
-    return "\n".join([s.username for s in SERVICES] + list(USERS)) + "\n"
+    return "\n".join([s.username for s in SERVICES] + list(USERS) + [FLEET_USERNAME]) + "\n"
 
 
 REPO = Path(__file__).resolve().parents[2]
@@ -163,12 +204,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the files are stale")
     parser.add_argument("acl", nargs="?", type=Path, default=DEFAULT_ACL)
     parser.add_argument("users", nargs="?", type=Path, default=DEFAULT_USERS)
+    parser.add_argument("--lab-user", action="append", default=[], metavar="NAME=ROLE",
+                        help="a central user of the lab and its role on this device (default: LAB_USERS)")
+    parser.add_argument("--fleet-role", choices=ROLES, default=None, help=f"default {FLEET_ROLE}")
     args = parser.parse_args(argv)
+    if any("=" not in item for item in args.lab_user):
+        parser.error("--lab-user takes NAME=ROLE")
+    lab_users = dict(item.split("=", 1) for item in args.lab_user) if args.lab_user else None
     missing = missing_commands()
     if missing:
         print(f"commands without a role in roles.py: {', '.join(missing)}", file=sys.stderr)
         return 1
-    wanted = {args.acl: acl_text(), args.users: users_text()}
+    try:
+        wanted = {args.acl: acl_text(lab_users, args.fleet_role), args.users: users_text()}
+    except ValueError as exc:
+        print(exc, file=sys.stderr)
+        return 2
     stale = [path for path, text in wanted.items() if not path.is_file() or path.read_text() != text]
     if args.check:
         for path in stale:

@@ -10,10 +10,11 @@ from pathlib import Path
 import pytest
 
 from benchbus import catalogue
+from benchbus_schemas import roles
 
 REPO = Path(__file__).resolve().parents[2]
 DOCUMENTS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(REPO.glob("services/*/README.md"))]
-BROKER_USERS = {"benchbus-client"}  # the ACL's user for trusted local tools, named in docs/operating.md
+BROKER_USERS = set(roles.users_text().split())  # the broker's users (roles.py), named in the docs beside the scripts
 
 
 def console_scripts() -> set[str]:

@@ -16,10 +16,10 @@ from benchbus_recorder.settings import RecorderSettings
 def audit(service: str, command: str, principal: str, ok: bool, on_behalf_of: str | None = None) -> bytes:
     """An audit record as the runtime publishes it on benchbus/<device>/<service>/$audit (issue 15)."""
     now = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return json.dumps({"time": now, "service": service, "command": command, "principal": principal,
-                       "on_behalf_of": on_behalf_of, "ok": ok,
-                       "error": None if ok else {"code": "conflict", "message": "door open"},
-                       "request": {"axes": ["X"]}, "duration_ms": 3.5}).encode()
+    return json.dumps({"records": [{"time": now, "service": service, "command": command, "principal": principal,
+                                    "on_behalf_of": on_behalf_of, "ok": ok,
+                                    "error": None if ok else {"code": "conflict", "message": "door open"},
+                                    "request": {"axes": ["X"]}, "duration_ms": 3.5}]}).encode()
 
 
 @pytest.mark.slow
@@ -33,7 +33,7 @@ def test_history_range_export_and_audit_trail(stack, browser, bus, serve, make_s
     try:
         for record in (audit("smoothie", "home", "gateway", False, on_behalf_of="alice"),
                        audit("scheduler", "command", "bob", True)):
-            topic = f"benchbus/{device}/{json.loads(record)['service']}/$audit"
+            topic = f"benchbus/{device}/{json.loads(record)['records'][0]['service']}/$audit"
             publisher.publish(topic, record, qos=1).wait_for_publish(10)
     finally:
         publisher.loop_stop()

@@ -9,7 +9,9 @@ import pytest
 from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
-from benchbus_gateway.engineio3 import ProtocolError, decode_payload, encode_payload, utf16_length
+from starlette.datastructures import QueryParams
+
+from benchbus_gateway.engineio3 import ProtocolError, decode_payload, encode_payload, parse_query, utf16_length
 from benchbus_gateway.socketio_v4 import PacketError, decode_packet, encode_packet
 
 
@@ -181,3 +183,9 @@ def test_closed_reads_need_the_token_or_a_trusted_address_to_connect(gateway):
     handshake(base, token=TOKEN)
     trusted = gateway(read_requires_token=True).url  # loopback is trusted by default
     handshake(trusted)
+
+
+@pytest.mark.parametrize("raw", [b"EIO=3&transport=polling&sid=Jx1-_vC3", b"EIO=3&transport=polling&t=N1&b64=1",
+                                 b"a=1&a=2&b&c=", b"token=a%2Fb+c&EIO=3", b"", b"&&x=1", b"k=v=w", b"n=%E9t%C3%A9"])
+def test_the_fast_query_parse_reads_what_starlette_reads(raw):
+    assert parse_query(raw) == dict(QueryParams(raw.decode("latin-1")))

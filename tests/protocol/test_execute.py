@@ -171,7 +171,7 @@ def test_a_service_hands_its_own_bus_client_in_and_keeps_it(stack, client_named)
                      lambda _t, data, _m: lease_holders.append((data or {}).get("holder")))
     with RobotSession(Robot(stack.device, bus=runner)) as session:
         session.run_file(HERE / "protocols" / "api_2_0_transfer_mix.py")
-    assert "runner" in lease_holders  # the run held the lease under the service's own name
+    assert "dev/runner" in lease_holders  # the run held the lease under the service's own name
     assert runner.call("smoothie", "position", {})["X"] > 0  # the client is still open
 
 
@@ -188,5 +188,5 @@ def test_ctrl_c_halts_the_robot_and_gives_the_lease_back(stack, protocol):
     assert cli.wait() == 130, "\n".join(cli.stderr[-20:])
     assert "interrupted: halting the robot" in cli.stderr
     _topic, alarm = stack.bus.wait_for(stack.bus.topic("smoothie", "state", "alarm"), lambda _t, d: d["active"])
-    assert alarm["message"].startswith("halted by ot2-") and halts and halts[-1]["by"].startswith("ot2-")
+    assert alarm["message"].startswith("halted by dev/ot2-") and halts and halts[-1]["by"].startswith("dev/ot2-")
     stack.bus.wait_for(stack.bus.topic("smoothie", "state", "lease"), lambda _t, d: d.get("holder") is None)

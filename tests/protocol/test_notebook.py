@@ -23,7 +23,7 @@ def test_a_notebook_context_runs_while_status_and_a_dashboard_watch(stack, clien
     try:
         _topic, lease = dashboard.wait_for(dashboard.topic("smoothie", "state", "lease"),
                                            lambda _t, d: (d or {}).get("holder") is not None)
-        assert lease["holder"].startswith("ot2-")
+        assert lease["holder"].startswith("dev/ot2-")
         tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
         plate = protocol.load_labware("benchbus_96_wellplate_360ul_flat", 2)
         p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])

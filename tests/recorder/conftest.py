@@ -133,10 +133,10 @@ def publisher(broker):
 
 def audit_record(service: str, command: str, principal: str, ok: bool = True, on_behalf_of: str | None = None,
                  when: str | None = None, request: dict | None = None) -> dict:
-    """What the runtime publishes on benchbus/<device>/<service>/$audit for one handled command (issue 15)."""
+    """What the runtime publishes on benchbus/<device>/<service>/$audit for one handled command: a batch of one."""
     if when is None:
         when = datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-    return {"time": when, "service": service, "command": command, "principal": principal,
-            "on_behalf_of": on_behalf_of, "ok": ok,
-            "error": None if ok else {"code": "invalid_request", "message": "field 'value': too large"},
-            "request": request, "duration_ms": 1.25}
+    return {"records": [{"time": when, "service": service, "command": command, "principal": principal,
+                         "on_behalf_of": on_behalf_of, "ok": ok,
+                         "error": None if ok else {"code": "invalid_request", "message": "field 'value': too large"},
+                         "request": request, "duration_ms": 1.25}]}

@@ -47,7 +47,8 @@ class Raw:
 
     def audits(self) -> list[dict]:
         with self.lock:
-            return [json.loads(m.payload) for m in self.seen if m.topic.endswith("/$audit")]
+            return [record for m in self.seen if m.topic.endswith("/$audit")
+                    for record in json.loads(m.payload)["records"]]
 
     def send(self, topic: str, payload: bytes, response_topic: str | None = None, retain: bool = False) -> None:
         props = Properties(PacketTypes.PUBLISH)
@@ -99,8 +100,9 @@ def test_a_retained_command_never_runs_again(make_settings, serve, raw, device, 
     service = serve(build, make_settings(DemoSettings))  # subscribes after: the broker hands it the retained copy
     wait_until(lambda: service.refused["retained"] == 1, what="the retained command refused")
     assert bus.call("demo", "increment")["value"] == 1  # the retained one never counted
+    wait_until(lambda: [a for a in raw.audits() if not a["ok"]], what="the refusal's audit record")
     audits = [a for a in raw.audits() if not a["ok"]]
-    assert audits and "retained" in audits[0]["error"]["message"]
+    assert "retained" in audits[0]["error"]["message"]
 
 
 def test_an_empty_payload_is_invalid_not_an_empty_object(demo, raw, device):

@@ -279,3 +279,25 @@ def test_pause_and_resume_by_a_client(bus, homed):
     assert err.value.code == "conflict" and "paused" in err.value.message
     bus.call("smoothie", "resume")
     assert bus.call("smoothie", "move", {"target": {"X": 1}})["X"] == 1
+
+
+def test_a_move_republishes_only_the_states_it_changed(bus, homed, emulator):
+    bus.call("smoothie", "move", {"target": {"X": 100}})  # engages X; from here on only the position changes
+    live: dict[str, list] = {}
+    done = threading.Event()
+
+    def seen(topic_name: str, data, message) -> None:
+        if not message.retain:  # what the bridge publishes from now on, not what the broker held
+            name = topic_name.rsplit("/", 1)[-1]
+            live.setdefault(name, []).append(data)
+            if name == "lease":
+                done.set()
+    bus.subscribe(bus.topic("smoothie", "state", "#"), seen)
+    retained(bus, "position")  # subscribed (the retained copy has arrived)
+    first = bus.call("smoothie", "move", {"target": {"X": 101}})
+    second = bus.call("smoothie", "move", {"target": {"X": 102}})
+    bus.call("smoothie", "acquire_motion", {"ttl_s": 5})  # publishes the lease after everything above
+    assert done.wait(5)
+    assert live["position"] == [first, second]
+    assert "homed" not in live and "engaged" not in live and "alarm" not in live
+    assert retained(bus, "homed") == {axis: True for axis in "XYZABC"}  # the broker still holds them

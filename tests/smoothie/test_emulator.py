@@ -15,9 +15,11 @@ def read_until(port, marker: bytes, timeout: float = 5.0) -> bytes:
     return data
 
 
-def settle(port, quiet: float = 0.1) -> bytes:
-    """Everything that arrives until the line is quiet."""
-    data = b""
+def settle(port, quiet: float = 0.1, first: float = 10.0) -> bytes:
+    """Everything that arrives until the line is quiet, once the answer has begun (every line gets at least an
+    `ok`, so the first byte is awaited however slowly a loaded machine schedules the emulator)."""
+    port.timeout = first
+    data = port.read(1)
     port.timeout = quiet
     while True:
         chunk = port.read(4096)

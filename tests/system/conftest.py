@@ -98,7 +98,7 @@ def port_is_bound(port: int) -> bool:
 def repository_packages() -> list[Path]:
     """Every package `./dev` installs: the contract, the runtime, then each service folder."""
     services = [p.parent for p in sorted(REPO.glob("services/*/pyproject.toml")) if p.parent.name != "common"]
-    return [REPO / "bus-schemas", REPO / "services" / "common", *services]
+    return [REPO / "bus-schemas", REPO / "shared-data", REPO / "services" / "common", *services]
 
 
 def build_clean_venv(cache: Path) -> Path:

@@ -357,6 +357,9 @@ def parser() -> argparse.ArgumentParser:
                                   "eval \"$(benchbus completion bash)\"")
     p_completion.add_argument("shell", choices=completion.SHELLS)
     p_completion.set_defaults(func=cmd_completion)
+
+    from . import lab  # its own module: the lab's commands never slow the device's
+    lab.add_parser(sub)
     return top
 
 
@@ -368,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
     if args.verb == "up":
         args.device = args.device or os.environ.get("BENCHBUS_DEVICE") or socket.gethostname()
-    elif args.verb not in ("commands", "completion"):
+    elif args.verb not in ("commands", "completion", "lab"):
         args.target = stack.choose(args.broker, args.device)
         args.connect_timeout = CONNECT_TIMEOUT_S if args.verb != "health" else (args.timeout or 3.0)
         if args.verb == "health":

@@ -124,6 +124,9 @@ class Connection:
 
     def subscribe(self, topic_filter: str, callback: Callback, no_local: bool = False) -> None:
         """Several callbacks may share a filter; the broker subscription lives while any of them does."""
+        # Outside our lock: paho holds its callback mutex while it delivers, and a delivery may publish (our lock).
+        # Adding the same filter again is harmless: the dispatcher reads the current callbacks at delivery.
+        self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
         with self._lock:
             callbacks = self._subscriptions.get(topic_filter)
             if callbacks is not None:
@@ -131,7 +134,6 @@ class Connection:
             else:
                 self._subscriptions[topic_filter] = [callback]
                 self._no_local[topic_filter] = no_local
-                self._client.message_callback_add(topic_filter, self._dispatcher(topic_filter))
             if not self.connected.is_set():
                 return  # subscribed with the others at the next connect
             # (again, for a shared filter: so the broker sends the retained message to this callback too)
@@ -151,9 +153,9 @@ class Connection:
             if callback is None or not callbacks:
                 del self._subscriptions[topic_filter]
                 self._no_local.pop(topic_filter, None)
-                self._client.message_callback_remove(topic_filter)
                 if self.connected.is_set():
                     self._client.unsubscribe(topic_filter)
+                # (the paho callback stays: it finds no callbacks for the filter and delivers nothing)
 
     def _dispatcher(self, topic_filter: str) -> mqtt.CallbackOnMessage:
         def deliver(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:

@@ -28,7 +28,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
 
-from benchbus_schemas import AuditRecord, ErrorReply, ServiceState, lookup, roles, topics
+from benchbus_schemas import AuditBatch, AuditRecord, ErrorReply, ServiceState, lookup, roles, topics
 
 from . import sdnotify
 from .client import BusClient, decode
@@ -46,6 +46,8 @@ def now_iso() -> str:
 
 
 AUDIT_REQUEST_MAX = 4096  # bytes of a request kept verbatim in its audit record
+AUDIT_WINDOW_S = 0.05  # audit records of this long are published together (one message, not one per request)
+AUDIT_BATCH_MAX = 500
 
 
 @dataclass
@@ -95,6 +97,8 @@ class Service:
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
         self._watch_queue: queue.Queue[WatchItem | None] = queue.Queue()
+        self._audit_queue: queue.SimpleQueue[AuditRecord | None] = queue.SimpleQueue()
+        self._audit_thread = threading.Thread(target=self._audit_loop, name=f"{segment}-audit", daemon=True)
         self._inflight = 0
         self._inflight_done = threading.Condition()
         self._stopping = threading.Event()
@@ -211,6 +215,7 @@ class Service:
         self.connection.subscribe(self._lifecycle_topic, self._on_own_lifecycle, no_local=True)
         self.connection.subscribe(self._command_filter, self._on_command)
         threading.Thread(target=self._watch_loop, name=f"{self.segment}-watch", daemon=True).start()
+        self._audit_thread.start()
         self._publish_lifecycle()
         self.connection.start()
         if connect_timeout is not None:
@@ -266,6 +271,9 @@ class Service:
         self.connection.unsubscribe(self._command_filter)
         with self._inflight_done:
             self._inflight_done.wait_for(lambda: self._inflight == 0, timeout=self.settings.shutdown_grace_s)
+        if self._audit_thread.is_alive():
+            self._audit_queue.put(None)  # publish the records still waiting, before the connection goes
+            self._audit_thread.join(timeout=2)
         self._set_lifecycle("offline")
         self.connection.flush()
         self.connection.stop()
@@ -356,7 +364,12 @@ class Service:
 
     def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: Raw,
                duration_ms: float = 0.0) -> None:
-        self._audit(context, outcome, raw, duration_ms)
+        try:
+            self._send_reply(context, correlation, outcome)
+        finally:
+            self._audit(context, outcome, raw, duration_ms)  # after the reply: the caller does not wait for it
+
+    def _send_reply(self, context: RequestContext, correlation: bytes | None, outcome: Any) -> None:
         if isinstance(outcome, BusError):
             if outcome.code != "internal":  # an internal error was logged with its traceback already
                 self.log.info("%s from %s: %s", context.command, context.caller, outcome)
@@ -377,7 +390,28 @@ class Service:
                              principal=context.principal, on_behalf_of=context.on_behalf_of, ok=not failed,
                              error={"code": outcome.code, "message": outcome.message} if failed else None,
                              request=_audited_request(raw), duration_ms=round(duration_ms, 3))
-        self.connection.publish(self._audit_topic, record.model_dump_json().encode(), kind="event")
+        self._audit_queue.put(record)
+
+    def _audit_loop(self) -> None:
+        """Publish audit records in batches: the first record opens a short window, the rest of it rides along."""
+        while True:
+            first = self._audit_queue.get()
+            if first is None:
+                return
+            batch, deadline, stopping = [first], time.monotonic() + AUDIT_WINDOW_S, False
+            while len(batch) < AUDIT_BATCH_MAX and not stopping:
+                try:
+                    item = self._audit_queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                except queue.Empty:
+                    break
+                if item is None:
+                    stopping = True
+                else:
+                    batch.append(item)
+            payload = AuditBatch(records=batch).model_dump_json().encode()
+            self.connection.publish(self._audit_topic, payload, kind="event")
+            if stopping:
+                return
 
     def _watch_loop(self) -> None:
         while True:

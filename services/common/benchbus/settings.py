@@ -42,7 +42,7 @@ class ServiceSettings(BaseModel):
     handler_threads: int = Field(8, ge=1, le=256)
 
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=BaseModel)  # a service's settings, or a file of settings like the fleet's
 
 
 def default_path(segment: str) -> Path:

@@ -39,6 +39,13 @@ class AuditIn(BaseModel):
     duration_ms: float | None = None
 
 
+class AuditBatchIn(BaseModel):
+    """`$audit`'s payload: the records of one short window."""
+
+    model_config = ConfigDict(extra="ignore")
+    records: list[AuditIn]
+
+
 class Reading(NamedTuple):
     device: str
     param: str
@@ -144,20 +151,25 @@ def add_broadcast(rows: Rows, device: str, payload: bytes) -> None:
 
 def add_audit(rows: Rows, device: str, topic_name: str, payload: bytes, skip: set[str],
               service_principals: set[str]) -> Skip | None:
-    record = AuditIn.model_validate_json(payload)
-    principal = record.principal.removeprefix("benchbus-")
-    if (f"{record.service}/{record.command}" in skip and principal in service_principals
-            and not record.on_behalf_of):
-        return Skip("internal")
-    rows.audit.append({
-        "device": device, "time": parse_time(record.time), "service": record.service[:64],
-        "command": record.command[:64], "principal": record.principal[:200],
-        "on_behalf_of": record.on_behalf_of[:200] if record.on_behalf_of else None, "ok": record.ok,
-        "error": json.dumps(record.error) if record.error is not None else None,
-        "request": json.dumps(record.request) if record.request is not None else None,
-        "duration_ms": record.duration_ms, "digest": digest(topic_name, payload),
-    })
-    return None
+    """A `$audit` message is a batch of records (AuditBatch); each becomes one row, keyed by its own digest."""
+    batch = AuditBatchIn.model_validate_json(payload)
+    kept = 0
+    for record in batch.records:
+        principal = record.principal.removeprefix("benchbus-")
+        if (f"{record.service}/{record.command}" in skip and principal in service_principals
+                and not record.on_behalf_of):
+            continue
+        kept += 1
+        rows.audit.append({
+            "device": device, "time": parse_time(record.time), "service": record.service[:64],
+            "command": record.command[:64], "principal": record.principal[:200],
+            "on_behalf_of": record.on_behalf_of[:200] if record.on_behalf_of else None, "ok": record.ok,
+            "error": json.dumps(record.error) if record.error is not None else None,
+            "request": json.dumps(record.request) if record.request is not None else None,
+            "duration_ms": record.duration_ms,
+            "digest": digest(topic_name, record.model_dump_json().encode()),
+        })
+    return None if kept else Skip("internal")
 
 
 def add_state(rows: Rows, device: str, service: str, topic_name: str, payload: bytes, received: float) -> None:

@@ -6,6 +6,7 @@ again, and only then the board. Reads never need the lease. The retained state i
 """
 from __future__ import annotations
 
+import copy
 import logging
 import sys
 import threading
@@ -62,6 +63,8 @@ class Bridge:
         self.travel: dict[str, tuple[float, float]] = by_name(settings.travel)  # narrowed by configure_pipette
         self.mount_config: dict[str, dict | None] = {"left": None, "right": None}
         self._halt_lock = threading.Lock()
+        self._published: dict[str, Any] = {}  # state name -> the value last published (retained at the broker)
+        self._publish_lock = threading.Lock()
 
     # -- wiring ------------------------------------------------------------------------------------------------------
 
@@ -108,7 +111,7 @@ class Bridge:
         self.driver.setup()
         self._reapply_mount_config()
         log.info("Smoothieboard firmware %s", self.driver.firmware_version)
-        self.svc.set_state("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
+        self.set_state("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
         if self.settings.read_pipettes_at_boot:
             self._read_pipettes(["left", "right"], quiet_motors=True)
         self.booted = True
@@ -127,7 +130,7 @@ class Bridge:
 
     def _housekeeping(self) -> None:
         if self.lease.expire():
-            self.svc.set_state("lease", self.lease.info())
+            self.set_state("lease", self.lease.info())
         if not self.booted and self.driver.lock.acquire(blocking=False):
             try:
                 self._try_boot()
@@ -146,23 +149,35 @@ class Bridge:
         log.info("door %s (%s)", door, why)
         for name, payload in self.gate.door_changed(door):
             self.svc.emit(name, payload)
-        self.svc.set_state("paused", self.gate.pause_info())
+        self.set_state("paused", self.gate.pause_info())
 
     # -- publishing --------------------------------------------------------------------------------------------------
 
+    def set_state(self, name: str, value: Any) -> None:
+        """Publish retained `state/<name>` unless the broker already holds this very value.
+
+        Every motion republished position, homed, engaged and alarm before its reply; on a plain move only the
+        position changes, so three of the four validations and publishes were repeats of what the broker retains
+        (and the Connection re-publishes every retained value on reconnect anyway)."""
+        with self._publish_lock:
+            if name in self._published and self._published[name] == value:
+                return
+            self.svc.set_state(name, value)
+            self._published[name] = copy.deepcopy(value)
+
     def publish_motion_state(self) -> None:
         d = self.driver
-        self.svc.set_state("position", d.position)
-        self.svc.set_state("homed", d.homed)
-        self.svc.set_state("engaged", d.engaged)
-        self.svc.set_state("alarm", self.gate.alarm_info())
+        self.set_state("position", d.position)
+        self.set_state("homed", d.homed)
+        self.set_state("engaged", d.engaged)
+        self.set_state("alarm", self.gate.alarm_info())
 
     def publish_all(self) -> None:
         self.publish_motion_state()
-        self.svc.set_state("paused", self.gate.pause_info())
-        self.svc.set_state("lease", self.lease.info())
-        self.svc.set_state("pipettes", self.pipettes)
-        self.svc.set_state("mount_config", self.mount_config)
+        self.set_state("paused", self.gate.pause_info())
+        self.set_state("lease", self.lease.info())
+        self.set_state("pipettes", self.pipettes)
+        self.set_state("mount_config", self.mount_config)
 
     # -- the two paths every command takes ---------------------------------------------------------------------------
 
@@ -226,7 +241,7 @@ class Bridge:
 
     def _enter_alarm(self, message: str) -> None:
         self.gate.raise_alarm(message)
-        self.svc.set_state("alarm", self.gate.alarm_info())
+        self.set_state("alarm", self.gate.alarm_info())
 
     def _recover_unexpected_halt(self, exc: SmoothieError) -> None:
         self._enter_alarm(exc.raw or exc.message)
@@ -353,7 +368,7 @@ class Bridge:
             config = {"steps_per_mm": request.steps_per_mm, "home_position": request.home_position,
                       "travel_distance": request.travel_distance}
             self.mount_config[request.mount] = {**config, "travel": self._narrow_travel(request.mount, config)}
-            self.svc.set_state("mount_config", self.mount_config)
+            self.set_state("mount_config", self.mount_config)
             return self.mount_config[request.mount]
         # changing settings moves nothing: allowed while the door is open, paused or in alarm (not against the lease)
         return self.motion(ctx, run, gate=False)
@@ -425,7 +440,7 @@ class Bridge:
 
     def homed(self, _request, ctx: RequestContext):
         flags = self.read(ctx, self.driver.read_homed)
-        self.svc.set_state("homed", flags)
+        self.set_state("homed", flags)
         return flags
 
     def engaged(self, _request, ctx: RequestContext):
@@ -442,7 +457,7 @@ class Bridge:
     def _read_pipettes(self, mounts: list[str], quiet_motors: bool) -> None:
         for index, mount in enumerate(mounts):
             self.pipettes[mount] = self.driver.read_pipette(mount, quiet_motors=quiet_motors and index == 0)
-        self.svc.set_state("pipettes", self.pipettes)
+        self.set_state("pipettes", self.pipettes)
 
     # -- halt, pause, resume -----------------------------------------------------------------------------------------
 
@@ -489,7 +504,7 @@ class Bridge:
         for name, payload in self.gate.pause():
             self.svc.emit(name, payload)
         info = self.gate.pause_info()
-        self.svc.set_state("paused", info)
+        self.set_state("paused", info)
         return info
 
     def resume(self, _request, ctx: RequestContext):
@@ -497,20 +512,20 @@ class Bridge:
         for name, payload in self.gate.resume(ctx.client):
             self.svc.emit(name, payload)
         info = self.gate.pause_info()
-        self.svc.set_state("paused", info)
+        self.set_state("paused", info)
         return info
 
     # -- lease -------------------------------------------------------------------------------------------------------
 
     def acquire_motion(self, request, ctx: RequestContext):
         lease = self.lease.acquire(ctx.client, request.ttl_s)
-        self.svc.set_state("lease", self.lease.info())
+        self.set_state("lease", self.lease.info())
         return lease
 
     def release_motion(self, request, ctx: RequestContext):
         self.lease.release(ctx.client, request.lease_id)
         info = self.lease.info()
-        self.svc.set_state("lease", info)
+        self.set_state("lease", info)
         return info
 
 

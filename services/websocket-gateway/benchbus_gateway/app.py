@@ -16,7 +16,6 @@ from typing import Any, Protocol
 from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
-import socketio
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
@@ -27,6 +26,7 @@ from benchbus_schemas import topics
 
 from . import dashboard, definitions_routes, http, recorder_routes, robot_routes, ws
 from .access import Access, Caller
+from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
 from .limits import BodyLimit
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
@@ -63,14 +63,14 @@ class Gateway:
         self.sio3 = SocketIOServer([self.namespace], self._on_eio3_event, ping_interval=settings.ping_interval_s,
                                    ping_timeout=settings.ping_timeout_s, max_payload=settings.max_payload_bytes,
                                    max_outbox=settings.max_outbox, authorize=self._socketio_allowed)
-        self.sio4 = socketio.AsyncServer(async_mode="asgi", cors_allowed_origins="*",
-                                         ping_interval=settings.ping_interval_s, ping_timeout=settings.ping_timeout_s,
-                                         max_http_buffer_size=settings.max_payload_bytes)
+        self.sio4 = LazySocketIOServer(cors_allowed_origins="*", ping_interval=settings.ping_interval_s,
+                                       ping_timeout=settings.ping_timeout_s,
+                                       max_http_buffer_size=settings.max_payload_bytes)
         self.sio4_clients: dict[str, Caller] = {}
         self.sio4.on("connect", self._on_eio4_connect, namespace=self.namespace)
         self.sio4.on("disconnect", self._on_eio4_disconnect, namespace=self.namespace)
         self.sio4.on("*", self._on_eio4_event, namespace=self.namespace)
-        self.sio4_app = socketio.ASGIApp(self.sio4, socketio_path="socket.io")
+        self.sio4_app = self.sio4.app
         self._tasks: set[asyncio.Task] = set()
 
     # -- lifecycle (ASGI lifespan) ----------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ import secrets
 import time
 from collections import deque
 from collections.abc import Callable
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -159,6 +160,17 @@ def _decode_string_payload(text: str) -> list[str]:
     return packets
 
 
+def parse_query(raw: bytes) -> dict[str, str]:
+    """The query string as `dict(request.query_params)` reads it (latin-1, blanks kept, the last value wins).
+
+    Every long-poll parses it again (a broadcast to N polling clients is N new requests); parse_qsl is needed only
+    when something is escaped, and the plain split is a fifth of its cost."""
+    text = raw.decode("latin-1")
+    if "%" in text or "+" in text:
+        return dict(parse_qsl(text, keep_blank_values=True))
+    return {key: value for key, _, value in (pair.partition("=") for pair in text.split("&") if pair)}
+
+
 # -- sessions ---------------------------------------------------------------------------------------------------------
 
 class Session:
@@ -285,7 +297,7 @@ class EngineIO3Server:
     # -- HTTP long-polling ------------------------------------------------------------------------------------------
 
     async def handle_http(self, request: Request) -> Response:
-        query = dict(request.query_params)
+        query = parse_query(request.scope.get("query_string", b""))
         if query.get("EIO") != "3":
             return self._error(UNSUPPORTED_PROTOCOL)
         if query.get("transport") != "polling":
@@ -332,8 +344,10 @@ class EngineIO3Server:
         session.last_seen = time.monotonic()
         try:
             if not session.outbox and not session.closed:
+                # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own per poll
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(session.wakeup.wait(), self.ping_interval)
+                    async with asyncio.timeout(self.ping_interval):
+                        await session.wakeup.wait()
             if session.transport != "polling" or session.data.get("probing"):
                 packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling
                 if not session.outbox:
@@ -392,7 +406,7 @@ class EngineIO3Server:
     # -- WebSocket --------------------------------------------------------------------------------------------------
 
     async def handle_websocket(self, websocket: WebSocket) -> None:
-        query = dict(websocket.query_params)
+        query = parse_query(websocket.scope.get("query_string", b""))
         if query.get("EIO") != "3" or query.get("transport") != "websocket":
             await websocket.close(code=1008, reason="expected EIO=3&transport=websocket")
             return

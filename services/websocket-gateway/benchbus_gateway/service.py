@@ -87,10 +87,13 @@ class GatewayService(Service):
 
     def start_web(self, timeout: float = 15.0) -> None:
         settings: GatewaySettings = self.settings  # type: ignore[assignment]
+        # proxy_headers off: access.py trusts the TCP peer only, and uvicorn would otherwise take X-Forwarded-For
+        # from a loopback peer as the client's address (it is also one middleware less on every poll)
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
                                 lifespan="on", access_log=False, http=HttpProtocol,
-                                ws_max_size=settings.max_payload_bytes, ws_ping_interval=None,
-                                timeout_graceful_shutdown=2)
+                                ws_max_size=settings.max_payload_bytes, proxy_headers=False,
+                                ws_ping_interval=None, timeout_graceful_shutdown=2,
+                                ws_per_message_deflate=settings.websocket_compression)
         self.web = uvicorn.Server(config)
         self._web_thread = threading.Thread(target=self.web.run, name="gateway-web", daemon=True)
         self._web_thread.start()
@@ -115,7 +118,8 @@ class GatewayService(Service):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(deliver, message.topic, message.payload)
 
-        self._followed = [f"benchbus/{self.device}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
+        who = "+" if self.settings.lab else self.device  # type: ignore[attr-defined]  # a lab's: every device
+        self._followed = [f"benchbus/{who}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
         for topic_filter in self._followed:
             self.connection.subscribe(topic_filter, forward)
 

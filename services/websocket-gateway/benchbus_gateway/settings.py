@@ -41,3 +41,9 @@ class GatewaySettings(ServiceSettings):
                                     "dashboard of this checkout (services/websocket-gateway/dashboard/public)")
     dashboard: bool = Field(True, description="serve the bundled dashboard at / when static_dir is unset")
     max_ws_subscriptions: int = Field(64, ge=1)
+    lab: bool = Field(False, description="a lab's central gateway (docs/lab.md): follow every device on the broker, "
+                      "let /ws filters name any device (benchbus/+/...), serve the fleet page at /fleet.html")
+    websocket_compression: bool = Field(False, description="offer permessage-deflate on WebSockets. Off: a "
+                                        "broadcast is then one encoding for every client; with it on, each "
+                                        "client's copy is deflated on its own (measured: the largest per-client "
+                                        "cost of a fan-out, bench/gateway_fanout.py), for ~1 kB saved on a LAN")

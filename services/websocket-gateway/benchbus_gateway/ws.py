@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import logging
 from collections import deque
@@ -92,11 +93,17 @@ class WsClient:
             self.closed = True
 
 
+@functools.lru_cache(maxsize=4096)
+def matches(topic_filter: str, topic_name: str) -> bool:
+    """paho's matcher builds a trie per call (~10 us); a fan-out asks the same few questions for every client."""
+    return topic_matches_sub(topic_filter, topic_name)
+
+
 def fan_out(gateway: Gateway, topic_name: str, text: str) -> None:
     """Send one bus message to every /ws client whose filters match; the JSON is built once."""
     frame = None
     for client in gateway.ws_clients:
-        if any(topic_matches_sub(f, topic_name) for f in client.filters):
+        if any(matches(f, topic_name) for f in client.filters):
             if frame is None:
                 frame = '{"op":"message","topic":' + json.dumps(topic_name) + ',"payload":' + (text or "null") + "}"
             client.send_text(frame)
@@ -107,6 +114,8 @@ def absolute_filter(gateway: Gateway, topic_filter: Any) -> str:
     if not isinstance(topic_filter, str) or not topic_filter or len(topic_filter) > 512:
         raise BusError("invalid_request", "field 'filter': a topic filter string is required")
     prefix = f"benchbus/{gateway.device}/"
+    if gateway.settings.lab and topic_filter.startswith("benchbus/"):
+        prefix = "benchbus/"  # a lab's central gateway: every device (the reply check below still holds)
     if topic_filter.startswith("benchbus/"):
         if not topic_filter.startswith(prefix):
             raise BusError("unauthorized", f"filter '{topic_filter}' is outside this device ({prefix}...)")
