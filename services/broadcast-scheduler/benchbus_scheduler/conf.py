@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import copy
 import math
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
@@ -20,6 +18,7 @@ import yaml
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from benchbus import yamlfile
+from benchbus.files import write_atomic
 from benchbus.yamlfile import FileError, LocatedYaml, describe, problems_from
 from benchbus_schemas.limits import PUMP_SECONDS_DEFAULT_MAX, evolver_problems, number_text
 
@@ -318,23 +317,8 @@ def dump(data: dict) -> str:
 
 
 def save_atomic(path: Path, text: str) -> None:
-    """temp file in the same folder, fsync, rename, fsync the folder: a kill leaves the old file or the new one."""
-    folder = path.parent
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """A kill leaves the old conf.yml or the new one, never a torn file."""
+    write_atomic(path, text, TEMP_PREFIX)
 
 
 def remove_stale_temps(folder: Path) -> list[Path]:

@@ -4,30 +4,17 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
+
+from benchbus.files import write_atomic
 
 TEMP_PREFIX = ".state-"
 
 
 def save(path: Path, data: dict[str, Any]) -> None:
-    folder = path.parent
-    fd, temp_name = tempfile.mkstemp(prefix=TEMP_PREFIX, suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            json.dump(data, handle, separators=(",", ":"))
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
-    directory = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(directory)
-    finally:
-        os.close(directory)
+    """Atomically."""
+    write_atomic(path, json.dumps(data, separators=(",", ":")), TEMP_PREFIX)
 
 
 def load(path: Path) -> dict[str, Any] | None:

@@ -30,9 +30,10 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from benchbus.http_limits import BodyLimit, Scope
+
 from . import names, sshkeys
 from .agent import UpdateAgent
-from .limits import BodyLimit, Scope
 from .session import SessionError, Upload
 
 if TYPE_CHECKING:  # python-multipart declares it for type checkers only

@@ -28,7 +28,7 @@ from . import dashboard, definitions_routes, http, recorder_routes, robot_routes
 from .access import Access, Caller
 from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
-from .limits import BodyLimit
+from benchbus.http_limits import BodyLimit
 from .evolver_events import BROADCAST_EVENT, BROADCAST_TOPIC, ERROR_EVENT, Emit, EventTable, Origin, error_payload
 from .settings import GatewaySettings
 from .socketio_v4 import Client, SocketIOServer
