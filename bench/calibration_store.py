@@ -73,6 +73,7 @@ def storm(program: str, path: Path, kills: int, seed: int) -> dict:
     for _ in range(kills):
         writer = subprocess.Popen([sys.executable, "-S", "-c", program, str(PACKAGE_ROOT), str(path), str(next_seq)],
                                   stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+        assert writer.stdout is not None  # stdout=PIPE
         writer.stdout.readline()
         time.sleep(rng.uniform(0.0, 0.015))
         writer.kill()
@@ -117,7 +118,8 @@ def main() -> int:
             ours.set_raw(Calibration(name=f"bench{i % 5}", calibrationType="od"))
 
         def floor_write(i: int) -> None:  # what evolver_server.py does on setrawcalibration
-            data = [c for c in rig if c["name"] != f"bench{i % 5}"] + [{"name": f"bench{i % 5}", "calibrationType": "od"}]
+            name = f"bench{i % 5}"
+            data = [c for c in rig if c["name"] != name] + [{"name": name, "calibrationType": "od"}]
             with open(floor_path, "w") as f:
                 json.dump(data, f)
 
@@ -134,7 +136,8 @@ def main() -> int:
     print(json.dumps({
         "write_ms_ours": round(ours_ms, 3), "write_ms_floor": round(floor_ms, 3),
         "write_ratio": round(ours_ms / floor_ms, 2), "kills": args.kills,
-        "unreadable_ours": ours_storm["unreadable_after_kill"], "unreadable_floor": floor_storm["unreadable_after_kill"],
+        "unreadable_ours": ours_storm["unreadable_after_kill"],
+        "unreadable_floor": floor_storm["unreadable_after_kill"],
         "lost_acknowledged_ours": ours_storm["lost_acknowledged"],
         "lost_acknowledged_floor": floor_storm["lost_acknowledged"],
         "storm_seconds_ours": round(storm_s, 1),

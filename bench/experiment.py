@@ -27,12 +27,14 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import psutil
 
-from benchbus import BusClient
+from benchbus import BusClient, Service
 from benchbus.testing.bench import percentile
 from benchbus.testing.broker import MosquittoProcess
 from benchbus_calibration.service import build as build_calibration
@@ -45,7 +47,7 @@ from benchbus_scheduler.service import build as build_scheduler
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 TIME_SCALE = 1440.0
-FAST = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
+FAST: dict[str, Any] = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
 LOWER, UPPER, RATE = 0.2, 0.4, 0.2
 TURBIDO, CHEMO, GROWTH = range(0, 4), range(4, 8), range(8, 12)
 FLOOR_VIAL = 15
@@ -80,18 +82,21 @@ class Stack:
         calibrations = json.loads(resources.files("benchbus_calibration")
                                   .joinpath("data/example-calibrations.json").read_text())
         rig = Rig(RigCalibration.from_evolver(calibrations), CultureParams(mu_max_per_h=0.3), temp_tau_s=300.0)
+        self.rig = rig  # the emulator's cultures
         self.emu = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST), rig=rig, time_scale=TIME_SCALE)
         self.emu.start_tcp(0)
         common = dict(device=self.device, broker=self.broker.settings(), log_level="warning")
         conf = folder / "conf.yml"
         conf.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.05"))
         self.services = []
-        for build, settings in (
-            (build_samd, SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
-            (build_calibration, CalibrationSettings(data_dir=folder / "calibration", seed_example=True, **common)),
-            (build_scheduler, SchedulerSettings(conf_path=conf, **common)),
-        ):
-            service, setup = build(settings)
+        builds: list[Callable[[], tuple[Service, Callable[[], object] | None]]] = [
+            lambda: build_samd(SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
+            lambda: build_calibration(CalibrationSettings(data_dir=folder / "calibration", seed_example=True,
+                                                          **common)),
+            lambda: build_scheduler(SchedulerSettings(conf_path=conf, **common)),
+        ]
+        for build in builds:
+            service, setup = build()
             service.serve_in_background(setup)
             self.services.append(service)
         env = dict(os.environ, BENCHBUS_DEVICE=self.device, BENCHBUS_BROKER_HOST=self.broker.host,
@@ -201,7 +206,7 @@ def main() -> int:
             stack.bus.subscribe(stack.bus.topic("experiment", "event", "decision"),
                                 lambda _t, d, _m: decisions.append(d))
             for vial in TURBIDO:
-                stack.emu.rig.vials[vial].od = 0.15
+                stack.rig.vials[vial].od = 0.15
             broadcasts: list[float] = []
             stack.bus.subscribe(stack.bus.topic("scheduler", "event", "broadcast"),
                                 lambda _t, d, _m: broadcasts.append(d["timestamp"]))

@@ -166,7 +166,9 @@ class Rigs:
             client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"bench-rig-{i}", protocol=mqtt.MQTTv5)
             client.max_inflight_messages_set(0 if connections else 20)
             client.connect("127.0.0.1", port, keepalive=60)
-            self.selector.register(client.socket(), selectors.EVENT_READ, client)
+            sock = client.socket()
+            assert sock is not None, "connect() leaves paho with a socket"
+            self.selector.register(sock, selectors.EVENT_READ, client)
             self.clients.append(client)
         self.cycle = 0
         self.sent = 0
@@ -277,6 +279,7 @@ def main() -> int:
     recorder.start()
     parent.recv()
     lab_recorder = Recorder(broker.port, args.database_url)
+    assert broker._process is not None  # started above
     central = [psutil.Process(broker._process.pid), psutil.Process(recorder.pid),
                psutil.Process(lab_recorder.process.pid)]
     results = []

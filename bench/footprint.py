@@ -65,10 +65,12 @@ def start_up(workdir: Path) -> tuple[subprocess.Popen, float, str]:
     started = time.perf_counter()
     process = subprocess.Popen(argv, cwd=workdir, env=user_environment(), stdout=subprocess.PIPE,
                                stderr=subprocess.DEVNULL, text=True)
-    for line in process.stdout:
+    output = process.stdout
+    assert output is not None  # stdout=PIPE
+    for line in output:
         if READY_MARK in line:
             ready_s = time.perf_counter() - started
-            threading.Thread(target=lambda: [None for _ in process.stdout], daemon=True).start()  # keep draining
+            threading.Thread(target=lambda: [None for _ in output], daemon=True).start()  # keep draining
             return process, ready_s, line.strip()
     raise RuntimeError(f"`benchbus up` ended without reporting ready (exit {process.wait()})")
 
@@ -119,6 +121,7 @@ def measure_floor_python() -> tuple[float, float | None, float | None]:
     process = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"], stdin=subprocess.PIPE)
     time.sleep(0.5)
     figures = memory_mb(psutil.Process(process.pid))
+    assert process.stdin is not None  # stdin=PIPE
     process.stdin.close()
     process.wait(10)
     return figures
@@ -162,6 +165,10 @@ def total(values, index: int) -> float | None:
     return None if any(f is None for f in figures) else sum(figures)
 
 
+def scaled(value: float | None, factor: int) -> float | None:
+    return None if value is None else value * factor
+
+
 def fmt(value: float | None) -> str:
     return "-" if value is None else f"{value:7.1f}"
 
@@ -180,7 +187,8 @@ def main() -> int:
     python = measure_floor_python()
     demo = measure_floor_demo(args.settle)
 
-    services_rss, services_uss, services_pss = (total(services.values(), i) for i in range(3))
+    services_rss = sum(figures[0] for figures in services.values())  # RSS is known everywhere
+    services_uss, services_pss = (total(services.values(), i) for i in (1, 2))
     print(f"benchbus up, {args.runs} runs: ready in {', '.join(f'{r:.2f}' for r in ready)} s "
           f"(median {statistics.median(ready):.2f} s; `up` itself reported "
           f"{', '.join(str(r['up_reported_s']) for r in runs)} s)\n")
@@ -193,7 +201,7 @@ def main() -> int:
     print(f"floor, one process and x{count} (the number of services):")
     for label, figures in (("bare python", python), ("benchbus demo service", demo)):
         print(f"{label:<24}" + "".join(f"{fmt(f):>8}" for f in figures)
-              + f"   x{count}: {figures[0] * count:.1f} MB RSS, {figures[1] * count:.1f} MB USS")
+              + f"   x{count}: {figures[0] * count:.1f} MB RSS, {fmt(scaled(figures[1], count)).strip()} MB USS")
     ratio_python, ratio_demo = services_rss / (python[0] * count), services_rss / (demo[0] * count)
     print(f"ratio (RSS): services / {count} bare pythons = {ratio_python:.2f}; "
           f"services / {count} demo services = {ratio_demo:.2f}")

@@ -64,7 +64,8 @@ def timestamp_of_socketio(packet: str) -> float | None:
     """The send time of a broadcast packet (a regex, not a JSON parse: the clients' own cost must stay small)."""
     if not packet.startswith(BROADCAST_PACKET):
         return None
-    return float(TIMESTAMP.search(packet).group(1))
+    match = TIMESTAMP.search(packet)
+    return float(match.group(1)) if match else None
 
 
 async def eio3_websocket_client(base: str, latencies: Latencies, ready: asyncio.Event, stop: asyncio.Event) -> None:
@@ -78,6 +79,8 @@ async def eio3_websocket_client(base: str, latencies: Latencies, ready: asyncio.
                 try:
                     packet = await asyncio.wait_for(socket.recv(), 0.5)
                 except TimeoutError:
+                    continue
+                if not isinstance(packet, str):  # the gateway sends text frames only
                     continue
                 if packet == f"40{NAMESPACE}":
                     ready.set()
@@ -113,7 +116,8 @@ class KeepAliveHttp:
 
     def __init__(self, host: str, port: int):
         self.host, self.port = host, port
-        self.reader = self.writer = None
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
 
     async def request(self, method: str, target: str, body: bytes = b"") -> bytes:
         try:
@@ -125,7 +129,7 @@ class KeepAliveHttp:
             return await self._request(method, target, body)
 
     async def _request(self, method: str, target: str, body: bytes = b"") -> bytes:
-        if self.writer is None:
+        if self.reader is None or self.writer is None:
             self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
         head = f"{method} {target} HTTP/1.1\r\nHost: {self.host}:{self.port}\r\nContent-Length: {len(body)}\r\n"
         if body:
@@ -182,11 +186,15 @@ async def ws_client(base: str, latencies: Latencies, ready: asyncio.Event, stop:
                 text = await asyncio.wait_for(socket.recv(), 0.5)
             except TimeoutError:
                 continue
+            if not isinstance(text, str):  # the gateway sends text frames only
+                continue
             message = {"op": "message"} if text.startswith('{"op":"message"') else json.loads(text)
             if message["op"] == "subscribed":
                 ready.set()
             elif message["op"] == "message":
-                latencies.add("ws", float(TIMESTAMP.search(text).group(1)))
+                match = TIMESTAMP.search(text)
+                if match:
+                    latencies.add("ws", float(match.group(1)))
 
 
 def client_worker(base: str, counts: dict[str, int], measuring, all_ready, stop_flag, results) -> None:
@@ -259,7 +267,8 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     context = multiprocessing.get_context("fork")
     measuring, stop_flag, results = context.Event(), context.Event(), context.Queue()
     shares = [{kind: count // args.processes + (1 if i < count % args.processes else 0)
-               for kind, count in counts.items()} for i in range(args.processes)]
+               for kind, count in counts.items()}
+              for i in range(args.processes)]
     readies = [context.Event() for _ in shares]
     workers = [context.Process(target=client_worker, args=(base, share, measuring, ready, stop_flag, results),
                                daemon=True) for share, ready in zip(shares, readies, strict=True)]

@@ -14,9 +14,7 @@ import json
 import statistics
 import threading
 import time
-from functools import partial
 
-import paho.mqtt.client as mqtt
 
 from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient

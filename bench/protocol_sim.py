@@ -47,7 +47,8 @@ def bench_simulate(repeats: int) -> dict:
     theirs_labware = [arg for folder in labware_dirs() for arg in ("-L", str(folder))]
     rows = {}
     for protocol in PROTOCOLS:
-        ours, theirs = [], []
+        ours: list[float] = []
+        theirs: list[float] = []
         for repeat in range(repeats):  # who goes first alternates: the second of a pair finds warmer caches
             pair = [(ours, "benchbus-simulate", []), (theirs, "opentrons_simulate", theirs_labware)]
             for samples, tool, labware in pair if repeat % 2 == 0 else pair[::-1]:

@@ -120,7 +120,7 @@ def main() -> int:
           f"physical limit {limit_s:.4f} s, ratio {ratio:.4f} (target <= 1.10; the original ~6-7 s)")
     print(json.dumps({"measured_s": round(measured_s, 4), "limit_s": round(limit_s, 4), "ratio": round(ratio, 4),
                       "cycles": len(measured), "baud": timing.baudrate,
-                      "worst_ratio": round(max(m / l for m, l in zip(measured, limits)), 4),
+                      "worst_ratio": round(max(m / limit for m, limit in zip(measured, limits, strict=True)), 4),
                       "applied_fraction": round(applied_fraction, 4), "late_release_ms": LATE_RELEASE_S * 1000,
                       "late_cycle_ratio": round(late_s / late_limit_s, 4)}))
     return 0

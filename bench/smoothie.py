@@ -90,8 +90,8 @@ def main() -> None:
                     if record.get("command") in handler:
                         handler[record["command"]].append(float(record["duration_ms"]))
             client.subscribe(topics.audit_topic(device, "smoothie"), audited)
-            direct = {"move": [], "position": [], "switches": []}
-            bus = {"move": [], "position": [], "switches": []}
+            direct: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
+            bus: dict[str, list[float]] = {"move": [], "position": [], "switches": []}
             block = 25
             step = 0
             for _ in range(max(1, args.rounds // block)):

@@ -19,9 +19,9 @@ accepted and written back as clean numbers; `measuredData` may be a flat list or
 from __future__ import annotations
 
 import math
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BeforeValidator, Field, model_serializer, model_validator
+from pydantic import BeforeValidator, Field, SerializerFunctionWrapHandler, model_serializer, model_validator
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -49,12 +49,12 @@ def _number(value: Any) -> Any:
     return value
 
 
-Number = Annotated[Union[int, float], BeforeValidator(_number)]
+Number = Annotated[int | float, BeforeValidator(_number)]
 # A blank cell of the GUI's calibration tables: `parseFloat('')` is NaN, which JSON.stringify sends as null; an
 # uncalibrated IN2 pump is sent as ''. The original server stored both as given; fits skip them.
-Point = Union[Number, None, Literal[""]]
+Point = Number | None | Literal[""]
 # vialData holds per vial a list of points, each a number or a list of samples (3 levels at most)
-NumberTree = Union[Point, list[Point], list[list[Point]]]
+NumberTree = Point | list[Point] | list[list[Point]]
 Name = Annotated[str, Field(min_length=1, max_length=200)]
 
 
@@ -63,7 +63,7 @@ class EvolverPayload(Payload):
     so what the GUI and the DPU read looks like what the original server wrote."""
 
     @model_serializer(mode="wrap")
-    def _without_nulls(self, handler):
+    def _without_nulls(self, handler: SerializerFunctionWrapHandler) -> dict[str, Any]:
         return {key: value for key, value in handler(self).items() if value is not None}
 
 
@@ -73,7 +73,7 @@ class Fit(EvolverPayload):
 
     name: Name
     type: FitType
-    coefficients: list[Union[Number, list[Number]]] = Field(..., max_length=256)
+    coefficients: list[Number | list[Number]] = Field(..., max_length=256)
     params: list[str] = Field(default_factory=list, description="the broadcast params the fit reads, e.g. ['od_90']")
     active: bool = False
     timeFit: Number | None = Field(None, description="when the fit was made, seconds since the epoch")
@@ -92,7 +92,7 @@ class Calibration(EvolverPayload):
     name: Name
     calibrationType: CalibrationType
     timeCollected: Number | None = Field(None, description="milliseconds since the epoch (the GUI's clock)")
-    measuredData: list[Union[Point, list[Point]]] = Field(default_factory=list, max_length=256)
+    measuredData: list[Point | list[Point]] = Field(default_factory=list, max_length=256)
     raw: list[RawData] = Field(default_factory=list)
     fits: list[Fit] = Field(default_factory=list)
 
@@ -269,7 +269,7 @@ class TipLength(Payload):
     status: CalibrationStatus = CalibrationStatus()
 
 
-RobotRecord = Annotated[Union[DeckCalibration, PipetteOffset, TipLength], Field(discriminator="kind")]
+RobotRecord = Annotated[DeckCalibration | PipetteOffset | TipLength, Field(discriminator="kind")]
 RobotKind = Literal["deck", "pipette_offset", "tip_length"]
 
 
@@ -289,7 +289,7 @@ class RobotKey(Payload):
     tiprack: str | None = None
 
     @model_validator(mode="after")
-    def _fields_of_kind(self) -> "RobotKey":
+    def _fields_of_kind(self) -> RobotKey:
         needed = {"deck": (), "pipette_offset": ("mount", "pipette_id"), "tip_length": ("pipette_id", "tiprack")}
         missing = [f for f in needed[self.kind] if getattr(self, f) is None]
         if missing:
@@ -323,7 +323,7 @@ class ActiveFit(Payload):
     fit: str
     type: FitType
     params: list[str]
-    coefficients: list[Union[Number, list[Number]]]
+    coefficients: list[Number | list[Number]]
     timeFit: Number | None = None
 
 
@@ -351,7 +351,8 @@ class Recovered(Payload):
     store: StoreName
     path: str
     reason: str = Field(..., description="what was wrong with the current file")
-    moved_aside: list[str] = Field(default_factory=list, description="where unreadable files were moved (never deleted)")
+    moved_aside: list[str] = Field(default_factory=list,
+                                   description="where unreadable files were moved (never deleted)")
     loaded_version: int | None = Field(None, description="the history version loaded; null when started empty")
     started_empty: bool = False
 

@@ -18,7 +18,8 @@ Standard library only. Nothing here raises on bad input: the result is NaN with 
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping, NamedTuple, Sequence
+from typing import Any, NamedTuple
+from collections.abc import Mapping, Sequence
 
 ADC_MAX = 4095  # the temperature board's 12-bit setpoints and readings
 

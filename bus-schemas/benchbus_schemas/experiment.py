@@ -22,7 +22,7 @@ The modes and the DPU facts they follow:
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import ConfigDict, Field, model_validator
 
@@ -94,7 +94,7 @@ class ExperimentDefinition(Payload):
     start_at: datetime | None = Field(None, description="wall-clock start; None: at once")
     duration_h: float | None = Field(None, gt=0, description="experiment hours until it finishes; None: until stop")
     growth_window_h: float = Field(1.0, gt=0, le=48, description="window of the growth-curve rate estimate")
-    safety: Safety = Field(default_factory=Safety)  # type: ignore[arg-type]  # (mypy without the pydantic plugin)
+    safety: Safety = Field(default_factory=Safety)
 
     @model_validator(mode="after")
     def _vials_once(self) -> ExperimentDefinition:
@@ -110,7 +110,7 @@ class ExperimentDefinition(Payload):
         return sorted(v for g in self.groups for v in g.vials)
 
 
-_EXAMPLE = {"definition": {"name": "turbido-1", "groups": [{
+_EXAMPLE: dict[str, Any] = {"definition": {"name": "turbido-1", "groups": [{
     "name": "a", "vials": [0, 1], "control": {"mode": "turbidostat", "lower_od": 0.2, "upper_od": 0.4},
     "temp_c": 30, "stir": 8}]}}
 

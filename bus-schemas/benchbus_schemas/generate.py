@@ -10,21 +10,24 @@ import argparse
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
+from pydantic import BaseModel
 
 from .envelope import AuditBatch, ErrorReply, OkReply, ServiceState
 from .registry import TopicSpec, specs
 
 DEFAULT_DIR = Path(__file__).resolve().parent.parent
-ENVELOPES = {"ServiceState": ServiceState, "AuditBatch": AuditBatch, "OkReply": OkReply, "ErrorReply": ErrorReply}
+ENVELOPES: dict[str, type[BaseModel]] = {"ServiceState": ServiceState, "AuditBatch": AuditBatch,
+                                         "OkReply": OkReply, "ErrorReply": ErrorReply}
 
 
-def _schema(model) -> dict:
+def _schema(model: type[BaseModel]) -> dict[str, Any]:
     return model.model_json_schema(ref_template="#/$defs/{model}")
 
 
-def _json_text(data: dict) -> str:
+def _json_text(data: dict[str, Any]) -> str:
     return json.dumps(data, indent=2, sort_keys=True) + "\n"
 
 
@@ -43,7 +46,7 @@ def _channel_address(spec: TopicSpec) -> str:
     return f"benchbus/{{device}}/{spec.service}/{spec.kind}/{spec.name}{suffix}"
 
 
-def _component(schemas: dict, name: str, model) -> dict:
+def _component(schemas: dict[str, Any], name: str, model: type[BaseModel]) -> dict[str, Any]:
     schema = _schema(model)
     for def_name, definition in schema.pop("$defs", {}).items():
         schemas.setdefault(def_name, definition)
@@ -57,10 +60,10 @@ def _ref_fix(text: str) -> str:
 
 def _asyncapi() -> str:
     device = {"device": {"description": "the configured device id (default: the host name)"}}
-    channels: dict = {}
-    operations: dict = {}
-    messages: dict = {}
-    schemas: dict = {}
+    channels: dict[str, Any] = {}
+    operations: dict[str, Any] = {}
+    messages: dict[str, Any] = {}
+    schemas: dict[str, Any] = {}
     for name, model in ENVELOPES.items():
         messages[name] = {"name": name, "payload": _component(schemas, name, model)}
     channels["lifecycle"] = {
@@ -87,7 +90,7 @@ def _asyncapi() -> str:
             "messages": {msg_name: {"$ref": f"#/components/messages/{msg_name}"}},
             "description": spec.description,
         }
-        op = {
+        op: dict[str, Any] = {
             "action": "send" if spec.kind == "cmd" else "receive",
             "channel": {"$ref": f"#/channels/{cid}"},
             "summary": spec.description,
@@ -130,7 +133,8 @@ def stale_files(directory: Path) -> list[str]:
     expected = expected_files()
     stale = [name for name, text in expected.items() if not (directory / name).is_file()
              or (directory / name).read_text() != text]
-    existing = {str(p.relative_to(directory)) for p in (directory / "json").rglob("*.json")} if (directory / "json").is_dir() else set()
+    json_dir = directory / "json"
+    existing = {str(p.relative_to(directory)) for p in json_dir.rglob("*.json")} if json_dir.is_dir() else set()
     stale += sorted(existing - set(expected))
     return stale
 

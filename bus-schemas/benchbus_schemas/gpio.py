@@ -56,7 +56,7 @@ class SetButtonLight(HardwarePayload):
     auto: bool = Field(False, description="give the LED back to the status light (health display)")
 
     @model_validator(mode="after")
-    def _color_or_auto(self) -> "SetButtonLight":
+    def _color_or_auto(self) -> SetButtonLight:
         if self.auto and self.color is not None:
             raise ValueError("give either color or auto, not both")
         if not self.auto and self.color is None:

@@ -62,10 +62,8 @@ def event(service: str, name: str, model: type[BaseModel], description: str) -> 
 def lookup(service: str, kind: str, name: str) -> TopicSpec:
     """The spec of one topic. Imports only that service's module (benchbus_schemas/<service>.py)."""
     if (service, kind, name) not in _REGISTRY:
-        try:
+        with contextlib.suppress(ModuleNotFoundError):
             importlib.import_module(f"benchbus_schemas.{service}")
-        except ModuleNotFoundError:
-            pass
     try:
         return _REGISTRY[(service, kind, name)]
     except KeyError:

@@ -60,7 +60,7 @@ class TransactRequest(HardwarePayload):
 
     @field_validator("values")
     @classmethod
-    def _fit_the_board(cls, values: list, info: ValidationInfo) -> list:
+    def _fit_the_board(cls, values: list[Value], info: ValidationInfo) -> list[Value]:
         param = info.data.get("param", "")
         for index, value in enumerate(values):
             problem = evolver_value_problem(param, value_text(value), PUMP_SECONDS_CEILING)

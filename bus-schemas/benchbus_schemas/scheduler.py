@@ -100,7 +100,7 @@ class LoadConfRequest(Payload):
     alternate: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]+$", max_length=100)
 
     @model_validator(mode="after")
-    def _exactly_one(self) -> "LoadConfRequest":
+    def _exactly_one(self) -> LoadConfRequest:
         if (self.text is None) == (self.alternate is None):
             raise ValueError("give exactly one of `text` (conf.yml content) or `alternate` (a shipped conf's name)")
         return self
@@ -167,7 +167,8 @@ command(SERVICE, "command", CommandRequest, CommandAccepted,
 command(SERVICE, "get_config", Empty, GetConfigResult, "The whole conf (the original `getconfig`).")
 command(SERVICE, "load_conf", LoadConfRequest, LoadConfResult,
         "Replace the conf with a validated one; a bad one is refused with line and field and the running conf stays.")
-command(SERVICE, "pause", Empty, PauseResult, "Stop starting cycles (the running group finishes; immediates still run).")
+command(SERVICE, "pause", Empty, PauseResult,
+        "Stop starting cycles (the running group finishes; immediates still run).")
 command(SERVICE, "resume", Empty, PauseResult, "Start cycles again.")
 event(SERVICE, "broadcast", Broadcast, "After each cycle: the eVOLVER broadcast payload plus status and timing.")
 event(SERVICE, "overrun", Overrun, "A cycle took longer than broadcast_timing; the next one started at once.")

@@ -8,7 +8,8 @@ halt, resume, configure_pipette, gcode) are served to anyone while nobody holds 
 the calling client (its name, the MQTT 5 user property `client`) the lease for `ttl_s` seconds; while it is held,
 motion commands of every other client get `conflict` naming the holder. The holder renews by calling
 `acquire_motion` again (same `lease_id` back, the time to live starts over; every motion command of the holder renews
-it too) and gives it up with `release_motion` (or lets it expire). Reads (position, switches, homed, engaged, read_pipette) never need it.
+it too) and gives it up with `release_motion` (or lets it expire). Reads (position, switches, homed, engaged,
+read_pipette) never need it.
 `halt` is the one exception: any client may halt, lease or not, because stopping is always safe.
 """
 from __future__ import annotations

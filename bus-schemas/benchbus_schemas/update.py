@@ -81,8 +81,8 @@ class Progress(Payload):
 
 
 class BeginRequest(Payload):
-    force: StrictBool = Field(False, description="install even a bundle older than the running system (or one without a "
-                        "version): an admin's decision, explicit on every session")
+    force: StrictBool = Field(False, description="install even a bundle older than the running system (or one "
+                              "without a version): an admin's decision, explicit on every session")
 
 
 class TokenResult(Payload):
@@ -159,7 +159,8 @@ class AddSshKeyResult(Payload):
 
 
 command(SERVICE, "get_name", Empty, DeviceName, "The robot's name and the host name derived from it.")
-command(SERVICE, "set_name", SetNameRequest, DeviceName, "Change the robot's name (DNS-SD rules); the result is the name set.")
+command(SERVICE, "set_name", SetNameRequest, DeviceName,
+        "Change the robot's name (DNS-SD rules); the result is the name set.")
 state(SERVICE, "name", DeviceName, "The robot's name, retained (the gateway's Socket.IO getdevicename reads it).")
 
 command(SERVICE, "begin", BeginRequest, TokenResult, "Open the one update session; `conflict` when one is open. "
@@ -177,6 +178,7 @@ state(SERVICE, "slots", SlotsState, "The A/B system slots: running, trial, good.
 event(SERVICE, "trial", TrialOutcome, "A trial boot was confirmed or rolled back.")
 
 command(SERVICE, "list_ssh_keys", AdminRequest, SshKeyList, "The authorized SSH keys.")
-command(SERVICE, "add_ssh_key", AddSshKeyRequest, AddSshKeyResult, "Add an SSH public key (RSA >= 2048, ECDSA, Ed25519).")
+command(SERVICE, "add_ssh_key", AddSshKeyRequest, AddSshKeyResult,
+        "Add an SSH public key (RSA >= 2048, ECDSA, Ed25519).")
 command(SERVICE, "remove_ssh_key", SshKeyIdRequest, MessageResult, "Remove one key by fingerprint or MD5 id.")
 command(SERVICE, "clear_ssh_keys", AdminRequest, MessageResult, "Remove every authorized SSH key.")

@@ -1,10 +1,10 @@
 """Writes shared-data/labware/<loadName>/1.json from the parameters below (run it after changing them).
 
 Layout and fields follow Opentrons' labware schema 2 (opentrons-shared-data's labware/schemas/2.json); the
-numbers are physical facts of common labware (the SBS/ANSI footprint 127.76 x 85.48 mm, 9 mm pitch with A1 14.38 mm from the left and
-11.24 mm from the back edge, tip and tube sizes); the files are ours. Well x, y, z is the centre of the well
-bottom, measured from the labware's left-front-bottom corner. tests/protocol/test_definitions.py checks that the
-committed files are what this script writes.
+numbers are physical facts of common labware (the SBS/ANSI footprint 127.76 x 85.48 mm, 9 mm pitch with A1 14.38 mm
+from the left and 11.24 mm from the back edge, tip and tube sizes); the files are ours. Well x, y, z is the centre of
+the well bottom, measured from the labware's left-front-bottom corner. tests/protocol/test_definitions.py checks that
+the committed files are what this script writes.
 
     .venv/bin/python shared-data/labware/generate.py
 """

@@ -107,7 +107,7 @@ def test_fit_3d_recovers_known_coefficients():
     truth = [12.0, -3.1e-4, -1.2e-4, 2.0e-9, 1.5e-9, -1.0e-9]
     x = [rng.uniform(30000, 63000) for _ in range(40)]
     y = [rng.uniform(1000, 52000) for _ in range(40)]
-    od = [fits.od_3d(u, v, truth).value for u, v in zip(x, y)]
+    od = [fits.od_3d(u, v, truth).value for u, v in zip(x, y, strict=True)]
     assert fits.fit_3d(x, y, od) == pytest.approx(truth, rel=1e-5)
 
 
@@ -122,7 +122,7 @@ def test_fit_calibration_per_vial_recovers_each_vials_coefficients():
     calibration = _synthetic_od_calibration(truths, [i * 0.3 for i in range(16)])
     coefficients, quality = fits.fit_calibration(calibration, "sigmoid")
     assert len(coefficients) == 16
-    for got, truth in zip(coefficients, truths):
+    for got, truth in zip(coefficients, truths, strict=True):
         assert got == pytest.approx(truth, rel=1e-4)
     assert all(q["points"] == 16 and q["rms"] < 1e-6 for q in quality)
 

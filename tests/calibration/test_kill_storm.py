@@ -90,7 +90,7 @@ def test_killing_the_service_mid_storm_loses_no_acknowledged_write(spawn, bus, t
         service = spawn(argv, "calibration", env=env)
         stop = threading.Event()
 
-        def writer(k: int) -> None:
+        def writer(k: int, stop: threading.Event, round_number: int) -> None:
             n = 0
             while not stop.is_set():
                 name = f"r{round_number}-w{k}-{n}"
@@ -102,7 +102,7 @@ def test_killing_the_service_mid_storm_loses_no_acknowledged_write(spawn, bus, t
                 with lock:
                     acknowledged.add(name)
 
-        writers = [threading.Thread(target=writer, args=(k,)) for k in range(4)]
+        writers = [threading.Thread(target=writer, args=(k, stop, round_number)) for k in range(4)]
         for t in writers:
             t.start()
         time.sleep(rng.uniform(0.3, 0.8))

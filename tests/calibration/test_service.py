@@ -70,11 +70,12 @@ def test_a_real_rig_file_round_trips_with_clean_numbers(rig, bus, tmp_path):
     original = json.loads(RIG_FILE.read_bytes())
     pump = bus.call("calibration", "get_calibration", {"name": "pumpcal_20240301"})["calibration"]
     assert pump["fits"][0]["coefficients"] == [float(c) for c in original[2]["fits"][0]["coefficients"]]
-    assert pump["measuredData"] == [10] * 48 and pump["raw"][0]["vialData"][0] == [float(original[2]["raw"][0]["vialData"][0][0])]
+    assert pump["measuredData"] == [10] * 48
+    assert pump["raw"][0]["vialData"][0] == [float(original[2]["raw"][0]["vialData"][0][0])]
     bus.call("calibration", "set_raw", pump)  # a write: the whole file is written back
     written = on_disk(tmp_path)
     assert [c["name"] for c in written] == [c["name"] for c in original]
-    for before, after in zip(original, written):
+    for before, after in zip(original, written, strict=True):
         before.setdefault("fits", [])  # a calibration without fits is written with an empty list, as readers expect
         assert _numbers(before) == _numbers(after), f"{before['name']} changed in a round trip"
     assert not any(isinstance(c, str) for f in written[0]["fits"] for row in f["coefficients"] for c in row)
@@ -193,7 +194,7 @@ def test_fit_command_stores_a_fit_computed_from_the_raw_data(rig, bus, tmp_path)
     assert all(q["rms"] < 0.02 for q in reply["quality"]), "the rig data fit within 0.02 OD"
     stored = [f for f in on_disk(tmp_path)[0]["fits"] if f["name"] == "refit"][0]
     truth = [f for f in on_disk(tmp_path)[0]["fits"] if f["name"] == "yeast_20240312_by4741_od90"][0]
-    for got, expected in zip(stored["coefficients"], truth["coefficients"]):
+    for got, expected in zip(stored["coefficients"], truth["coefficients"], strict=True):
         assert got[2] == pytest.approx(float(expected[2]), abs=0.1)  # the midpoint OD, per vial
     assert call_error(bus, "fit", {"name": "yeast_20240312_by4741", "fit_name": "refit", "type": "sigmoid",
                                    "replace": False}).code == "conflict"
@@ -295,7 +296,8 @@ def test_robot_records_set_get_list_delete(start, bus, tmp_path):
                                                 "pipette_id": "P3HMV202020041605"})["record"]
     assert got["offset"] == [0.6, -1.1, 0.2]
     assert len(bus.call("calibration", "robot_list")["records"]) == 3
-    assert [r["kind"] for r in bus.call("calibration", "robot_list", {"kind": "tip_length"})["records"]] == ["tip_length"]
+    tip_lengths = bus.call("calibration", "robot_list", {"kind": "tip_length"})["records"]
+    assert [r["kind"] for r in tip_lengths] == ["tip_length"]
     key = {"kind": "tip_length", "pipette_id": "P3HMV202020041605", "tiprack": "opentrons/opentrons_96_tiprack_20ul/1"}
     bus.call("calibration", "robot_delete", key)
     assert call_error(bus, "robot_get", key).code == "not_found"
@@ -333,4 +335,5 @@ def test_benchbus_up_seeds_the_shipped_example_and_its_fits_apply(start, bus):
     assert 25 < celsius.value < 31  # about -0.028 C per count from 83 C
     od = bus.call("calibration", "get_calibration", {"name": "example_od"})["calibration"]
     point = od["raw"][0]["vialData"][0][3][0]
-    assert fits.apply_fit(od["fits"][0], 0, {"od_90": [point]}).value == pytest.approx(od["measuredData"][0][3], abs=0.05)
+    assert fits.apply_fit(od["fits"][0], 0, {"od_90": [point]}).value == pytest.approx(od["measuredData"][0][3],
+                                                                                       abs=0.05)

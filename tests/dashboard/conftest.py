@@ -38,7 +38,7 @@ class BrowserError(AssertionError):
 
 class Browser:
     def __init__(self, log_path: Path):
-        self._log = open(log_path, "wb")
+        self._log = open(log_path, "wb")  # noqa: SIM115 - the browser owns its log until close()
         self.process = subprocess.Popen(["node", str(HERE / "driver.mjs")], cwd=HERE, stdin=subprocess.PIPE,
                                         stdout=subprocess.PIPE, stderr=self._log, text=True, bufsize=1)
         self._lock = threading.Lock()

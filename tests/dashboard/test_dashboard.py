@@ -70,7 +70,8 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     browser.wait("document.querySelector('#errors').textContent.includes('samd')")  # samd event/error listed
 
     # cycles longer than broadcast_timing are overruns: counted, and listed with the slowest step
-    bus.call("scheduler", "load_conf", {"text": stack.conf_text.replace("broadcast_timing: 0.5", "broadcast_timing: 0.01")})
+    bus.call("scheduler", "load_conf",
+             {"text": stack.conf_text.replace("broadcast_timing: 0.5", "broadcast_timing: 0.01")})
     overruns = browser.wait("document.querySelector('#overruns').textContent.includes('slowest step') && "
                             "document.querySelector('#overruns').textContent")
     assert "overrun(s); last: cycle" in overruns
@@ -128,7 +129,8 @@ def test_dashboard_in_a_browser(stack, browser, bus, tmp_path):
     for name, (width, height) in {"dashboard": TABLET, "dashboard-portrait": TABLET[::-1]}.items():
         browser.order("viewport", width=width, height=height)
         browser.eval("window.scrollTo(0, 0)")
-        browser.wait("document.querySelector('.vial .uplot').offsetWidth <= document.querySelector('.vial').clientWidth")
+        browser.wait("document.querySelector('.vial .uplot').offsetWidth"
+                     " <= document.querySelector('.vial').clientWidth")
         shot = browser.screenshot(tmp_path / f"{name}.png")
         shutil.copyfile(shot, REPO / "test-output" / f"{name}.png")
     assert browser.problems() == []

@@ -265,7 +265,7 @@ def everything_arrived(lab: Lab, timeout: float = 30) -> None:
                                  f"missing: {lab.store.missing(device, last)}") from None
         wanted = set(range(1, last + 1))
         try:
-            wait_until(lambda d=device: wanted <= lab.held_in_database(d)[1], timeout, "")
+            wait_until(lambda d=device, w=wanted: w <= lab.held_in_database(d)[1], timeout, "")
         except AssertionError:
             raise AssertionError(f"{device}'s broadcasts not all in PostgreSQL within {timeout} s; missing: "
                                  f"{sorted(wanted - lab.held_in_database(device)[1])}") from None
@@ -340,9 +340,8 @@ def test_a_command_beyond_the_users_role_is_refused_at_the_device(lab):
 
 def test_the_central_side_cannot_speak_for_a_local_user(lab):
     """A central broker (or anyone on it) publishing requests under names of the device's own users: refused."""
-    with lab.client("benchbus-admin", "rig3") as impostor:
-        with pytest.raises(CallTimeout):
-            impostor.call("scheduler", "pause", {}, timeout=3)
+    with lab.client("benchbus-admin", "rig3") as impostor, pytest.raises(CallTimeout):
+        impostor.call("scheduler", "pause", {}, timeout=3)
     with lab.client("alice", "rig3") as alice:  # the same path, answered: the impostor's request went before it
         assert alice.call("scheduler", "get_config", {}, timeout=10)["paused"] is False
     assert "pause by benchbus-admin" not in lab.log("rig3-rig").read_text()

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 from websockets.sync.client import connect as ws_connect
 
 from starlette.datastructures import QueryParams
@@ -47,7 +48,8 @@ def test_malformed_payloads_are_refused_with_the_reason(body, problem):
 
 def test_socketio_packets_with_namespace_ack_and_query():
     packet = decode_packet('2/dpu-evolver,12["command",{"param":"stir"}]')
-    assert (packet.type, packet.namespace, packet.ack_id, packet.data) == (2, "/dpu-evolver", 12, ["command", {"param": "stir"}])
+    assert (packet.type, packet.namespace, packet.ack_id, packet.data) == (2, "/dpu-evolver", 12,
+                                                                           ["command", {"param": "stir"}])
     connect = decode_packet("0/dpu-evolver?token=abc")
     assert (connect.namespace, connect.query) == ("/dpu-evolver", "token=abc")
     assert encode_packet(0, "/dpu-evolver") == "0/dpu-evolver"
@@ -152,7 +154,7 @@ def test_websocket_only_client_and_a_garbage_frame(gateway):
         assert socket.recv(5).startswith('0{"sid"')
         assert socket.recv(5) == "40"
         socket.send("x-not-a-packet")
-        with pytest.raises(Exception):
+        with pytest.raises(ConnectionClosed):
             while True:
                 socket.recv(5)
         assert socket.close_code == 1002 and "parse error" in socket.close_reason

@@ -132,8 +132,8 @@ def test_audit_trail_and_events_are_queryable(store):
         record = audit_record("scheduler" if command == "command" else "smoothie", command, principal, ok,
                               on_behalf_of="carol" if principal == "gateway" else None,
                               when=f"2026-11-30T10:00:0{i}.000Z", request={"param": "pump", "i": i})
-        add_message(rows, f"benchbus/rig1/{record['records'][0]['service']}/$audit", json.dumps(record).encode(), False, set(),
-                    set())
+        topic = f"benchbus/rig1/{record['records'][0]['service']}/$audit"
+        add_message(rows, topic, json.dumps(record).encode(), False, set(), set())
     add_message(rows, "benchbus/rig1/smoothie/$state", b'{"state": "ready", "since": "2026-11-30T10:00:00Z"}',
                 False, set(), set())
     add_message(rows, "benchbus/rig1/smoothie/event/alarm", b'{"message": "limit"}', False, set(), set(),

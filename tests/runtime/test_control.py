@@ -10,7 +10,8 @@ from benchbus.testing.broker import free_port
 def request(port, path, body=None):
     data = json.dumps(body).encode() if body is not None else None
     try:
-        with urllib.request.urlopen(urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data), timeout=5) as r:
+        request = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=data)
+        with urllib.request.urlopen(request, timeout=5) as r:
             return r.status, json.loads(r.read())
     except urllib.error.HTTPError as error:
         return error.code, json.loads(error.read())

@@ -1,5 +1,4 @@
 """Lifecycle against the real broker: restarts, kill -9, SIGTERM, stale last wills, systemd notifications."""
-import os
 import signal
 import socket
 import threading
@@ -7,12 +6,13 @@ import time
 
 import pytest
 
-from benchbus import BusError, CallTimeout
+from benchbus import CallTimeout
 from benchbus.demo import DemoSettings, build
 
 
 def lifecycle(bus, device, predicate, timeout=15):
-    return bus.wait_for(f"benchbus/{device}/demo/$state", lambda _t, d: isinstance(d, dict) and predicate(d), timeout)[1]
+    return bus.wait_for(f"benchbus/{device}/demo/$state", lambda _t, d: isinstance(d, dict) and predicate(d),
+                        timeout)[1]
 
 
 def test_broker_restart_restores_state_and_service(make_settings, serve, bus, broker, device):
@@ -90,7 +90,7 @@ def test_sd_notify_ready_watchdog_stopping(spawn, tmp_path, device, bus):
     while True:
         try:
             messages.append(sock.recv(4096).decode())
-        except (socket.timeout, BlockingIOError):
+        except (TimeoutError, BlockingIOError):
             break
         if "STOPPING=1" in messages[-1]:
             break

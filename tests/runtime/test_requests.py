@@ -120,7 +120,8 @@ def test_thousand_concurrent_requests_from_several_clients(demo, broker, device)
     def worker(client, start):
         for n in range(start, start + 100):
             try:
-                answers[client.name].append(client.call("demo", "echo", {"text": f"{client.name}:{n}"}, timeout=30)["text"])
+                reply = client.call("demo", "echo", {"text": f"{client.name}:{n}"}, timeout=30)
+                answers[client.name].append(reply["text"])
             except Exception as exc:  # collected and asserted below
                 errors.append(exc)
 

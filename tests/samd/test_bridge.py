@@ -64,13 +64,13 @@ def test_od_readings_are_the_boards_and_temp_moves_towards_its_setpoint(tcp_emul
     start_bridge(tcp_emulator)
     od = bus.call("samd", "transact", transact_request("od_90"))["values"]
     base = tcp_emulator.boards["od_90"].base  # each vial's photodiode level in the emulator, +-150 of noise
-    assert all(abs(int(v) - b) <= 150 for v, b in zip(od, base)), (od, base)
+    assert all(abs(int(v) - b) <= 150 for v, b in zip(od, base, strict=True)), (od, base)
     before = [int(v) for v in bus.call("samd", "transact", transact_request("temp"))["values"]]
     hotter = ["1500"] * 16  # lower raw = hotter; the heater pulls the reading down
     bus.call("samd", "transact", transact_request("temp", hotter))
     tcp_emulator.boards["temp"].since -= 5.0  # five seconds of heating (tau is 5 s in tests) without waiting
     after = [int(v) for v in bus.call("samd", "transact", transact_request("temp", hotter))["values"]]
-    assert all(a < b - 100 for a, b in zip(after, before)), (before, after)
+    assert all(a < b - 100 for a, b in zip(after, before, strict=True)), (before, after)
 
 
 FAULT_CASES = [(kind, "stir" if kind == "echo_mismatch" else "temp")

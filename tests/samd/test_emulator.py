@@ -106,7 +106,7 @@ def test_temperature_follows_the_setpoint_first_order(emu, line):
     now = time.monotonic()
     start = board.readings(now)
     one_tau = board.readings(now + 10.0)
-    for s, r in zip(start, one_tau):
+    for s, r in zip(start, one_tau, strict=True):
         assert abs((r - 1000) - (s - 1000) * 0.3679) < 2  # e^-1 of the way left after one time constant
     line.transact("temp", "r", ["4095"] * 16, 17, 17)  # heater off: back towards ambient, never to 4095
     assert max(board.readings(time.monotonic() + 1000)) <= board.ambient_raw

@@ -53,7 +53,8 @@ def test_odled_alternate_turns_the_leds_on_for_the_od_reads_only():
 
 
 def test_unknown_param_in_pre_is_refused_with_line_and_field():
-    text = STIR_PAUSE.read_text().replace("    - param: stir\n      value: ['0'", "    - param: stirr\n      value: ['0'")
+    text = STIR_PAUSE.read_text().replace("    - param: stir\n      value: ['0'",
+                                          "    - param: stirr\n      value: ['0'")
     error = refuse(text, "mine.yml")
     problem = error.problems[0]
     assert problem["field"] == "experimental_params.od_90.pre.0.param"
@@ -95,7 +96,8 @@ def test_unknown_top_level_key_is_kept_and_reported():
     text = DEFAULT.read_text() + "cloud_port: 9000\n"
     conf = conffile.parse_text(text, "conf.yml")
     assert conf.data["cloud_port"] == 9000
-    assert conf.warnings == (f"conf.yml:{line_of(text, 'cloud_port')}: cloud_port: unknown key, kept as is and not used",)
+    line = line_of(text, "cloud_port")
+    assert conf.warnings == (f"conf.yml:{line}: cloud_port: unknown key, kept as is and not used",)
 
 
 def test_numbers_written_without_quotes_become_the_strings_the_boards_get():

@@ -26,7 +26,7 @@ def test_every_acknowledged_command_survives_kill_9(spawn, bus, tmp_path):
         acknowledged: list[int] = []
         stop = threading.Event()
 
-        def send() -> None:
+        def send(stop: threading.Event, acknowledged: list[int]) -> None:
             for n in range(10_000):
                 if stop.is_set():
                     return
@@ -35,7 +35,7 @@ def test_every_acknowledged_command_survives_kill_9(spawn, bus, tmp_path):
                 except BusError:
                     return  # the service is gone
                 acknowledged.append(n)
-        sender = threading.Thread(target=send)
+        sender = threading.Thread(target=send, args=(stop, acknowledged))
         sender.start()
         while len(acknowledged) < 5 + 7 * kill:  # kill at a different point each time
             sender.join(0.01)

@@ -8,7 +8,6 @@ import time
 import pytest
 
 from benchbus import BusError
-from benchbus_schemas import topics
 
 # opentrons-ot2.md 1.13 (b): home all on a "2.1" board, M400s removed
 HOME_ALL = [

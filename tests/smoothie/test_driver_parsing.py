@@ -32,7 +32,8 @@ def test_position_parser_needs_all_six_axes_and_rounds():
 def test_switch_parser_reads_both_firmware_variants():
     real = ("X_max:0 Y_max:0 Z_max:0 A_max:1 B_max:0 C_max:0 pins- (XL)P1.24:0 (YL)P1.26:0 (ZL)P1.28:0 "
             "(AL)P1.25:1 (BL)P1.27:0 (CL)P1.29:0 Probe: 0")
-    assert parse_switches(real) == {"X": False, "Y": False, "Z": False, "A": True, "B": False, "C": False, "Probe": False}
+    assert parse_switches(real) == {"X": False, "Y": False, "Z": False, "A": True, "B": False, "C": False,
+                                    "Probe": False}
     variant = "X_max:0 Y_max:0 Z_max:0 A_max:0 B_max:0 C_max:0 _pins (XL)2.01:0 Probe: 1"
     assert parse_switches(variant)["Probe"] is True
     with pytest.raises(ParseError):
@@ -40,7 +41,8 @@ def test_switch_parser_reads_both_firmware_variants():
 
 
 def test_homed_version_and_pipette_memory_parsers():
-    assert parse_homed("X:1 Y:0 Z:0 A:0 B:0 C:1 ") == {"X": True, "Y": False, "Z": False, "A": False, "B": False, "C": True}
+    assert parse_homed("X:1 Y:0 Z:0 A:0 B:0 C:1 ") == {"X": True, "Y": False, "Z": False, "A": False, "B": False,
+                                                       "C": True}
     with pytest.raises(ParseError):
         parse_homed("X:1 Y:0")
     assert parse_version("Build version: edge-66ec883NOMSD, Build date: Jan 28 2018, MCU: LPC1769") == "edge-66ec883"

@@ -15,8 +15,8 @@ def test_silence_is_a_timeout_then_the_bridge_serves_again(bus, homed, emulator)
     with pytest.raises(BusError) as err:
         bus.call("smoothie", "homed", timeout=10)
     assert err.value.code == "timeout" and "did not answer" in err.value.message
-    assert bus.wait_for(topics.lifecycle_topic(bus.device, "smoothie"),
-                        lambda _t, d: d["state"] == "degraded", 5)[1]["reason"].startswith("Smoothieboard not answering")
+    degraded = bus.wait_for(topics.lifecycle_topic(bus.device, "smoothie"), lambda _t, d: d["state"] == "degraded", 5)
+    assert degraded[1]["reason"].startswith("Smoothieboard not answering")
     emulator.clear_faults()
     assert bus.call("smoothie", "homed") == {axis: True for axis in "XYZABC"}
     assert bus.wait_for(topics.lifecycle_topic(bus.device, "smoothie"),

@@ -10,6 +10,7 @@ fails there. It is kept in pytest's cache and rebuilt when a pyproject.toml or t
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -142,7 +143,7 @@ class UpStack:
 
     # -- starting and stopping -------------------------------------------------------------------------------------
 
-    def start(self) -> "UpStack":
+    def start(self) -> UpStack:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.process = subprocess.Popen(self.argv, cwd=self.workdir, env=user_environment(), stdout=subprocess.PIPE,
                                         stderr=subprocess.PIPE)
@@ -178,10 +179,8 @@ class UpStack:
         if self.process is None or self.process.poll() is not None:
             return
         for child in self.children():
-            try:
+            with contextlib.suppress(psutil.NoSuchProcess):
                 child.kill()
-            except psutil.NoSuchProcess:
-                pass
         self.process.kill()
         self.process.wait(10)
 

@@ -11,7 +11,8 @@ from benchbus_schemas import roles, specs
 from .conftest import NOT_AUTHORIZED, OVERLAY, REPO
 
 DEVICE = "robot1"
-PRINCIPALS = [s.username for s in roles.SERVICES] + list(roles.USERS) + [roles.FLEET_USERNAME]  # no lab users: no command
+# no lab users: they have no command
+PRINCIPALS = [s.username for s in roles.SERVICES] + list(roles.USERS) + [roles.FLEET_USERNAME]
 COMMANDS = [(s.service, s.name) for s in specs() if s.kind == "cmd"]
 
 

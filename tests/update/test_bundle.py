@@ -7,8 +7,10 @@ import pytest
 from benchbus_update import bundle
 from benchbus_update.bundle import BundleError, Limits
 
+DEFAULT_LIMITS = Limits()
 
-def check(path, key, required=True, limits=Limits()):
+
+def check(path, key, required=True, limits=DEFAULT_LIMITS):
     checked = bundle.check(path, key, required, "OT-2 Standard", limits)
     bundle.verify_hash(checked)
     return checked
@@ -42,7 +44,7 @@ def test_the_key_may_be_an_x509_certificate(tmp_path, rsa_key):
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.x509.oid import NameOID
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "benchbus test signer")])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(rsa_key.public_key())
             .serial_number(1).not_valid_before(now).not_valid_after(now + datetime.timedelta(days=1))
             .sign(rsa_key, hashes.SHA256()))
@@ -55,7 +57,7 @@ def test_unsigned_bundle_passes_when_signatures_are_not_required(bundle_file, ro
     assert not checked.signed
 
 
-def refused(path, key, required=True, limits=Limits()) -> BundleError:
+def refused(path, key, required=True, limits=DEFAULT_LIMITS) -> BundleError:
     with pytest.raises(BundleError) as caught:
         check(path, key, required, limits)
     return caught.value
@@ -99,7 +101,8 @@ def test_hash_file_that_is_not_a_hash(bundle_file, public, rootfs, rsa_key, tool
 
 def test_uppercase_hex_is_refused(bundle_file, public, rootfs, rsa_key, tools):
     hash_text = tools.sha256_hex(rootfs).upper().encode()
-    members = {"rootfs.ext4": rootfs, "rootfs.ext4.hash": hash_text, "rootfs.ext4.hash.sig": tools.sign(rsa_key, hash_text)}
+    members = {"rootfs.ext4": rootfs, "rootfs.ext4.hash": hash_text,
+               "rootfs.ext4.hash.sig": tools.sign(rsa_key, hash_text)}
     assert refused(bundle_file(members), public).code == "Hash Mismatch"
 
 

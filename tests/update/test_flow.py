@@ -98,7 +98,8 @@ def test_rollback_when_a_service_never_becomes_ready(start_agent, bundle_file, b
         assert trials[0]["outcome"] == "rolled_back" and trials[0]["slot"] == "b"
         assert "stuckservice (starting)" in trials[0]["reason"]
         after = retained(bus, device, "slots", lambda d: d["running"] == "a")
-        assert after["good"] == "a" and after["next_boot"] == "a" and after["invalid"] == ["b"] and after["trial"] is None
+        assert after["good"] == "a" and after["next_boot"] == "a"
+        assert after["invalid"] == ["b"] and after["trial"] is None
     finally:
         stuck.stop()
 
@@ -144,7 +145,8 @@ def test_second_session_is_refused(running, bus):
 
 
 def test_status_and_commit_rules(running, tools):
-    assert running.http.get("/server/update/nope/status").json() == {"error": "bad-token", "message": "no update session has the token 'nope'"}
+    assert running.http.get("/server/update/nope/status").json() == {
+        "error": "bad-token", "message": "no update session has the token 'nope'"}
     token = running.http.post("/server/update/begin").json()["token"]
     assert running.http.get(f"/server/update/{token}/status").json() == {
         "stage": "awaiting-file", "progress": 0.0, "message": "Waiting for update file"}
@@ -209,7 +211,8 @@ def test_interrupted_upload_can_be_sent_again(running, bundle_file, tools):
     token = running.http.post("/server/update/begin").json()["token"]
     data = bundle_file().read_bytes()
     boundary = "b0undary"
-    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"ot2-system.zip\"; filename=\"b.zip\"\r\n\r\n").encode()
+    head = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"ot2-system.zip\"; "
+            "filename=\"b.zip\"\r\n\r\n").encode()
     total = len(head) + len(data) + len(f"\r\n--{boundary}--\r\n")
     port = int(running.url.rsplit(":", 1)[1])
     with socket.create_connection(("127.0.0.1", port)) as raw:

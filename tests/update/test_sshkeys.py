@@ -134,7 +134,8 @@ def test_a_forwarded_header_from_an_untrusted_address_is_ignored(running, keys, 
     forged = http.post("/server/ssh_keys", json={"key": keys["ed25519"]}, headers={"X-Host-IP": "169.254.1.1"})
     assert forged.status_code == 403 and forged.json()["error"] == "bad-interface"
     assert "127.0.0.1" in forged.json()["message"]  # judged by the address the request really came to
-    assert not running.agent.settings.authorized_keys.exists() or running.agent.settings.authorized_keys.read_text() == ""
+    authorized_keys = running.agent.settings.authorized_keys
+    assert not authorized_keys.exists() or authorized_keys.read_text() == ""
     assert http.get("/server/ssh_keys", headers={"X-Host-IP": "fe80::1"}).status_code == 403
 
 

@@ -55,7 +55,7 @@ def apply(state: Any, data: dict[str, list[str]]) -> tuple[dict[str, list[float 
             continue  # its raw data did not arrive this cycle
         key = _key(fit, calibrated)
         values = _per_vial(fit, data) if key else None
-        if values is not None:
+        if key and values is not None:
             calibrated[key] = values
             names[key] = str(fit.get("fit") or fit.get("name") or "")
     return calibrated, names

@@ -120,7 +120,7 @@ class EvolverConf(BaseModel):
     acknowledge_char: str | None = None
 
 
-def length_problem(value: str | list[str], fields_out: int) -> str | None:
+def length_problem(value: str | list[str] | None, fields_out: int) -> str | None:
     """Why `value` cannot go out in a frame of `fields_out` fields (the address counts as one), or None."""
     count = len(value) if isinstance(value, list) else 1
     if count == fields_out - 1:
@@ -136,7 +136,7 @@ def values_of(value: str | list[str] | None) -> list[str]:
     return list(value) if isinstance(value, list) else [value]
 
 
-def limit_problems(model: EvolverConf, max_pump_s: float) -> list[tuple[tuple, str]]:
+def limit_problems(model: EvolverConf, max_pump_s: float) -> list[tuple[tuple[str | int, ...], str]]:
     """Every value, main or pre/post, that its board cannot take (benchbus_schemas.limits)."""
     problems = []
     params = model.experimental_params
@@ -154,9 +154,9 @@ def limit_problems(model: EvolverConf, max_pump_s: float) -> list[tuple[tuple, s
     return problems
 
 
-def cross_problems(model: EvolverConf) -> list[tuple[tuple, str]]:
+def cross_problems(model: EvolverConf) -> list[tuple[tuple[str | int, ...], str]]:
     """What one param says about another: sub-commands must name a known param and fit its frame."""
-    problems = []
+    problems: list[tuple[tuple[str | int, ...], str]] = []
     params = model.experimental_params
     for name, param in params.items():
         if param.recurring and param.value is None:
@@ -303,9 +303,9 @@ def apply_command(conf: Conf, param: str, value: Any = None, recurring: bool | N
     try:
         return validate(data, conf.source, max_pump_s=max_pump_s)
     except FileError as error:  # a value its board cannot take, or a sub-command that no longer fits this frame
-        problem = error.problems[0]
-        raise CommandRefused("invalid_request", f"field 'value': the conf would become invalid: {problem['field']}: "
-                             f"{problem['message']}", "value") from None
+        first = error.problems[0]
+        raise CommandRefused("invalid_request", f"field 'value': the conf would become invalid: {first['field']}: "
+                             f"{first['message']}", "value") from None
 
 
 # -- saving ----------------------------------------------------------------------------------------------------------

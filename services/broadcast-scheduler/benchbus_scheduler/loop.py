@@ -14,7 +14,7 @@ import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from .conf import CURRENT, WAIT, Conf, values_of
 
@@ -99,12 +99,14 @@ def group_steps(conf: Conf, name: str) -> list[Step]:
             steps.append(Step(name, "main", name, RECURRING, tuple(values_of(param.value)),
                               param.fields_expected_outgoing, param.fields_expected_incoming))
             continue
-        for sub in subs:
+        for sub in subs or ():
             if sub.param == WAIT:
+                assert not isinstance(sub.value, list), "SubCommand makes a wait's value a number"
                 steps.append(Step(name, phase, WAIT, seconds=float(sub.value)))
                 continue
             target = params[sub.param]
             value = target.value if sub.value == CURRENT else sub.value
+            assert not isinstance(value, float), "only a wait's value is a number"
             steps.append(Step(name, phase, sub.param, IMMEDIATE, tuple(values_of(value)),
                               target.fields_expected_outgoing, target.fields_expected_incoming))
     return steps

@@ -11,7 +11,6 @@ import sys
 import threading
 import time
 import uuid
-from pathlib import Path
 from typing import Any
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
@@ -68,6 +67,7 @@ class SchedulerService(Service):
     """A Service whose stop() first ends the broadcast loop, so no step is sent on a closing connection."""
 
     loop: BroadcastLoop | None = None
+    scheduler: Scheduler | None = None
 
     def stop(self) -> None:
         if self.loop is not None:
@@ -197,8 +197,8 @@ class Scheduler:
                 new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
                                              request.fields_expected_outgoing, request.fields_expected_incoming,
                                              value_given="value" in given, max_pump_s=self.settings.max_pump_s)
-            except conffile.CommandRefused as refused:
-                raise BusError(refused.code, refused.message, {"field": refused.field}) from None
+            except conffile.CommandRefused as refusal:
+                raise BusError(refusal.code, refusal.message, {"field": refusal.field}) from None
             entry = new.params[request.param]
             if request.immediate:
                 # queued before the fsync (~10 ms here, more on an SD card) so the board hears it at once;
@@ -242,11 +242,11 @@ class Scheduler:
                 raise BusError("not_found", f"no alternate conf '{request.alternate}'; known: "
                                f"{', '.join(self.alternates()) or 'none'}", {"field": "alternate"})
             path = self.settings.alternates_dir / f"{request.alternate}.yml"
-            source = str(path)
+            text, source = None, str(path)
         else:
             text, source = request.text, "load_conf"
         try:
-            if request.alternate is not None:
+            if text is None:  # LoadConfRequest holds exactly one of text and alternate
                 text = conffile.read_text(path)
             new = conffile.parse_text(text, source, self.settings.max_pump_s)
         except FileError as error:

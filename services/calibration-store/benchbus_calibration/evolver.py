@@ -79,7 +79,7 @@ class EvolverCalibrations:
         return ActiveState(by_type=by_type, fits=fits, ambiguous=sorted(t for t, n in counts.items() if n > 1),
                            version=self.version)
 
-    # -- writes (each returns (version, replaced)) -----------------------------------------------------------------------
+    # -- writes (each returns (version, replaced)) ---------------------------------------------------------------
 
     def set_raw(self, calibration: Calibration) -> tuple[int, bool]:
         """Store a calibration, replacing the one of the same name in place (others keep their order)."""
@@ -98,19 +98,22 @@ class EvolverCalibrations:
         with self.lock:
             calibration = self.get(name)
             replaced = any(f.name == fit.name for f in calibration.fits)
-            fits = [fit if f.name == fit.name else f for f in calibration.fits] if replaced else calibration.fits + [fit]
+            fits = ([fit if f.name == fit.name else f for f in calibration.fits] if replaced
+                    else calibration.fits + [fit])
             updated = calibration.model_copy(update={"fits": fits})
             return self._commit([updated if c.name == name else c for c in self.calibrations]), replaced
 
     def set_active(self, fit_names: list[str]) -> int:
-        """Every fit named becomes active, every other inactive (as the GUI expects); an unknown name changes nothing."""
+        """Every fit named becomes active, every other inactive (as the GUI expects); an unknown name changes
+        nothing."""
         with self.lock:
             known = {f.name for c in self.calibrations for f in c.fits}
             unknown = [n for n in fit_names if n not in known]
             if unknown:
                 raise KeyError(f"no fit named {', '.join(repr(n) for n in unknown)}")
             wanted = set(fit_names)
-            updated = [c.model_copy(update={"fits": [f.model_copy(update={"active": f.name in wanted}) for f in c.fits]})
+            updated = [c.model_copy(update={"fits": [f.model_copy(update={"active": f.name in wanted})
+                                                     for f in c.fits]})
                        for c in self.calibrations]
             return self._commit(updated)
 

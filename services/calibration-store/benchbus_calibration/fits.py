@@ -8,7 +8,8 @@ from __future__ import annotations
 import math
 import statistics
 import warnings
-from typing import Any, Mapping, Sequence
+from typing import Any
+from collections.abc import Mapping, Sequence
 
 from benchbus_schemas.calibration_math import (  # noqa: F401  (re-exported: the application half of the fit types)
     ADC_MAX,
@@ -86,7 +87,7 @@ def fit_3d(x: Sequence[float], y: Sequence[float], od: Sequence[float]) -> list[
     return [float(c) for c in solution / scale]
 
 
-def fit_constant(volumes: Sequence[float], seconds: float) -> float:
+def fit_constant(volumes: Sequence[float], seconds: float | None) -> float:
     """mL/s of one pump: the measured volume over the run time."""
     import numpy as np
 
@@ -122,18 +123,19 @@ def measured_for(calibration: Mapping[str, Any], vial: int) -> list[float | None
 
 
 def _residual_rms(predicted: Sequence[float], measured: Sequence[float]) -> float | None:
-    pairs = [(p, m) for p, m in zip(predicted, measured) if math.isfinite(p)]
+    pairs = [(p, m) for p, m in zip(predicted, measured, strict=True) if math.isfinite(p)]
     if not pairs:
         return None
     return math.sqrt(sum((p - m) ** 2 for p, m in pairs) / len(pairs))
 
 
-def _fit_vial(fit_type: str, series: list[list[float | None]], measured: list[float | None]) -> tuple[list[float], float | None, int]:
-    rows = [(*values, m) for *values, m in zip(*series, measured)
+def _fit_vial(fit_type: str, series: list[list[float | None]],
+              measured: list[float | None]) -> tuple[list[float], float | None, int]:
+    rows = [(*values, m) for *values, m in zip(*series, measured, strict=False)
             if m is not None and all(v is not None for v in values)]
     if not rows:
         raise FitError("no complete points")
-    columns = list(zip(*rows))
+    columns = list(zip(*rows, strict=True))
     inputs, target = columns[:-1], columns[-1]
     if fit_type == "sigmoid":
         coefficients = fit_sigmoid(target, inputs[0])
@@ -143,7 +145,7 @@ def _fit_vial(fit_type: str, series: list[list[float | None]], measured: list[fl
         predicted = [coefficients[0] * r + coefficients[1] for r in inputs[0]]
     else:
         coefficients = fit_3d(inputs[0], inputs[1], target)
-        predicted = [od_3d(a, b, coefficients).value for a, b in zip(inputs[0], inputs[1])]
+        predicted = [od_3d(a, b, coefficients).value for a, b in zip(inputs[0], inputs[1], strict=True)]
     return coefficients, _residual_rms(predicted, target), len(rows)
 
 
@@ -169,7 +171,8 @@ def fit_calibration(calibration: Mapping[str, Any], fit_type: str,
     failures: dict[int, str] = {}
     for vial in range(vials):
         try:
-            vial_coefficients, rms, points = _fit_vial(fit_type, [r[vial] for r in raws], measured_for(calibration, vial))
+            vial_coefficients, rms, points = _fit_vial(fit_type, [r[vial] for r in raws],
+                                                       measured_for(calibration, vial))
         except (FitError, RuntimeError, ValueError, TypeError) as exc:  # scipy reports non-convergence as RuntimeError
             failures[vial] = str(exc)
             continue
@@ -183,7 +186,8 @@ def fit_calibration(calibration: Mapping[str, Any], fit_type: str,
     return coefficients, quality
 
 
-def _fit_pumps(calibration: Mapping[str, Any], volumes: list[list[float | None]]) -> tuple[list[Any], list[dict[str, Any]]]:
+def _fit_pumps(calibration: Mapping[str, Any],
+               volumes: list[list[float | None]]) -> tuple[list[Any], list[dict[str, Any]]]:
     measured = [as_number(m) for m in (calibration.get("measuredData") or [])
                 if not isinstance(m, (list, tuple))]
     rates: list[Any] = []

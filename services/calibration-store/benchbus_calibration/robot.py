@@ -19,7 +19,8 @@ def dump_robot_file(document: RobotFile) -> bytes:
 
 
 def key_of(record: Any) -> tuple[str, ...]:
-    """What identifies a record: the deck has one; offsets are per mount and pipette; tip lengths per pipette and rack."""
+    """What identifies a record: the deck has one; offsets are per mount and pipette; tip lengths per pipette and
+    rack."""
     if record.kind == "deck":
         return ("deck",)
     if record.kind == "pipette_offset":

@@ -80,8 +80,8 @@ def build(settings: CalibrationSettings) -> tuple[Service, Any]:
     def _publish_states() -> None:
         service.set_state("active", evolver.active_state())
         service.set_state("store", {
-            "evolver": {"version": evolver.version, "path": str(evolver.file.path), "entries": len(evolver.calibrations),
-                        "keep": settings.keep_versions},
+            "evolver": {"version": evolver.version, "path": str(evolver.file.path),
+                        "entries": len(evolver.calibrations), "keep": settings.keep_versions},
             "robot": {"version": robot.version, "path": str(robot.file.path), "entries": len(robot.records),
                       "keep": settings.keep_versions},
         })
@@ -187,8 +187,9 @@ def build(settings: CalibrationSettings) -> tuple[Service, Any]:
 
     def setup() -> None:
         for store_name, recovery in recoveries:
-            service.log.warning("%s: %s; moved aside %s; %s", store_name, recovery.reason, recovery.moved_aside or "nothing",
-                                "started empty" if recovery.started_empty else f"loaded version {recovery.loaded_version}")
+            started = "started empty" if recovery.started_empty else f"loaded version {recovery.loaded_version}"
+            service.log.warning("%s: %s; moved aside %s; %s", store_name, recovery.reason,
+                                recovery.moved_aside or "nothing", started)
             service.emit("recovered", {"store": store_name, "path": recovery.path, "reason": recovery.reason,
                                        "moved_aside": recovery.moved_aside, "loaded_version": recovery.loaded_version,
                                        "started_empty": recovery.started_empty})

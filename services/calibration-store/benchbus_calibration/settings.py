@@ -12,7 +12,8 @@ class CalibrationSettings(ServiceSettings):
     data_dir: Path = Field(Path("/var/lib/benchbus/calibration"), description="where the files and their history live")
     evolver_file: str = Field("calibrations.json", pattern=r"^[^/]+$")
     robot_file: str = Field("robot-calibrations.json", pattern=r"^[^/]+$")
-    keep_versions: int = Field(20, ge=1, le=10000, description="versions of each file kept for cmd/history, cmd/restore")
+    keep_versions: int = Field(20, ge=1, le=10000,
+                               description="versions of each file kept for cmd/history, cmd/restore")
     seed_example: bool = Field(False, description="a device with no calibrations.json at all starts with the shipped "
                                "example (for `benchbus up` on emulated hardware; never on a real rig)")
     # one fit of 16 vials takes well under a second; a bound keeps a pathological request from holding the store

@@ -19,12 +19,13 @@ import itertools
 import os
 import threading
 import time
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from typing import Any, Callable
+    from typing import Any
+    from collections.abc import Callable
 
 # imports are kept to the few cheap modules above: the kill-storm test starts this file in a fresh interpreter 500 times
 _temp_counter = itertools.count()
@@ -58,7 +59,7 @@ def atomic_write(path: Path, data: bytes) -> None:
 
 
 def utc_stamp(seconds: float | None = None) -> str:
-    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, timezone.utc)
+    moment = datetime.fromtimestamp(time.time() if seconds is None else seconds, UTC)
     return moment.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
@@ -161,7 +162,7 @@ class VersionedFile:
     def _remove_temp_files(self) -> None:
         # temp files are writes that never completed, so never acknowledged: not data of record
         for directory in (self.path.parent, self.history_dir):
-            for temp in directory.glob(f".*.tmp-*"):
+            for temp in directory.glob(".*.tmp-*"):
                 temp.unlink(missing_ok=True)
 
     # -- writing -------------------------------------------------------------------------------------------------------
@@ -234,7 +235,7 @@ def _version_number(name: str) -> int | None:
 
 
 def _file_stamp() -> str:
-    return datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S.%fZ")
+    return datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
 
 
 def _short(exc: Exception) -> str:

@@ -7,14 +7,15 @@ import os
 import threading
 import time
 import uuid
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel
 
 from benchbus_schemas import topics
 
-from .connection import Connection, request_properties
+from .connection import Callback, Connection, request_properties
 from .errors import BusError, CallTimeout
 from .settings import BrokerSettings
 
@@ -27,7 +28,7 @@ def encode(payload: Any) -> bytes:
     return json.dumps(payload).encode()
 
 
-def decode(payload: bytes) -> Any:
+def decode(payload: bytes | bytearray) -> Any:
     return json.loads(payload) if payload else None
 
 
@@ -36,7 +37,7 @@ class _Pending:
 
     def __init__(self) -> None:
         self.done = threading.Event()
-        self.reply: dict | None = None
+        self.reply: dict[str, Any] | None = None
 
 
 class BusClient:
@@ -62,11 +63,11 @@ class BusClient:
         self.reply_topic = topics.reply_topic(device, self.principal, self.name)
         self.connection.subscribe(self.reply_topic, self._on_reply)
 
-    def __enter__(self) -> "BusClient":
+    def __enter__(self) -> BusClient:
         self.start()
         return self
 
-    def __exit__(self, *_exc) -> None:
+    def __exit__(self, *_exc: object) -> None:
         self.close()
 
     def start(self, timeout: float = 10.0) -> None:
@@ -134,7 +135,7 @@ class BusClient:
 
     # -- subscriptions ---------------------------------------------------------------------------------------------
 
-    def subscribe(self, topic_filter: str, callback: Callable[[str, Any, mqtt.MQTTMessage], None]) -> Callable:
+    def subscribe(self, topic_filter: str, callback: Callable[[str, Any, mqtt.MQTTMessage], None]) -> Callback:
         """callback(topic, decoded JSON or None, raw message), on the network thread: keep it quick."""
         def deliver(message: mqtt.MQTTMessage) -> None:
             try:
@@ -145,7 +146,7 @@ class BusClient:
         self.connection.subscribe(topic_filter, deliver)
         return deliver
 
-    def unsubscribe(self, topic_filter: str, handle: Callable | None = None) -> None:
+    def unsubscribe(self, topic_filter: str, handle: Callback | None = None) -> None:
         """Remove one subscription (the handle `subscribe` returned), or every one on the filter."""
         self.connection.unsubscribe(topic_filter, handle)
 
@@ -158,7 +159,7 @@ class BusClient:
         found: list[tuple[str, Any]] = []
         event = threading.Event()
 
-        def check(topic_name: str, data: Any, _message) -> None:
+        def check(topic_name: str, data: Any, _message: mqtt.MQTTMessage) -> None:
             if not event.is_set() and predicate(topic_name, data):
                 found.append((topic_name, data))
                 event.set()

@@ -9,17 +9,20 @@ Requests are never queued: a stale motion command must not reach a robot after i
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import socket
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Callable, Literal
+from typing import Any, Literal
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchbus_schemas import topics
@@ -56,7 +59,7 @@ class Connection:
         self._replies: list[_Outgoing] = []
         self.connected = threading.Event()  # the TCP/MQTT session is up: publishing goes out now
         self.subscribed = threading.Event()  # ... and the broker acknowledged every subscription
-        self._suback_waiters: dict[int, threading.Event] = {}
+        self._suback_waiters: dict[int | None, threading.Event] = {}  # paho's mid is None when it sent nothing
         # PUBACK reason codes of requests. No lock: paho calls on_publish holding its own message mutex, which
         # publish() needs too, so taking ours there would deadlock; dict operations are atomic under the GIL.
         self._refusal_callbacks: dict[int, Callable[[str], None]] = {}
@@ -73,7 +76,8 @@ class Connection:
             client.username_pw_set(self.broker.username, self.broker.password)
         if will is not None:
             client.will_set(will[0], will[1], qos=1, retain=True)
-        client.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)
+        # paho annotates the delays as int, but sleeps any number: sub-second backoff is what tests and a LAN need
+        client.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)  # type: ignore[arg-type]
         client.max_inflight_messages_set(200)
         client.max_queued_messages_set(0)
         client.on_connect = self._handle_connect
@@ -133,7 +137,8 @@ class Connection:
             if not self.connected.is_set():
                 return  # subscribed with the others at the next connect
             # (again, for a shared filter: so the broker sends the retained message to this callback too)
-            _rc, mid = self._client.subscribe(topic_filter, options=SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter]))
+            options = SubscribeOptions(qos=1, noLocal=self._no_local[topic_filter])
+            _rc, mid = self._client.subscribe(topic_filter, options=options)
             acked = self._suback_waiters.setdefault(mid, threading.Event())
         if threading.current_thread() is not getattr(self._client, "_thread", None):
             acked.wait(5.0)  # never block paho's own thread: it is the one that reads the SUBACK
@@ -152,8 +157,8 @@ class Connection:
                     self._client.unsubscribe(topic_filter)
                 # (the paho callback stays: it finds no callbacks for the filter and delivers nothing)
 
-    def _dispatcher(self, topic_filter: str) -> Callable:
-        def deliver(_client, _userdata, message: mqtt.MQTTMessage) -> None:
+    def _dispatcher(self, topic_filter: str) -> mqtt.CallbackOnMessage:
+        def deliver(_client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
             for callback in list(self._subscriptions.get(topic_filter, ())):
                 try:
                     callback(message)
@@ -161,7 +166,7 @@ class Connection:
                     log.exception("message callback failed for %s", message.topic)
         return deliver
 
-    def _handle_unrouted(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+    def _handle_unrouted(self, _client: mqtt.Client, _userdata: Any, message: mqtt.MQTTMessage) -> None:
         log.debug("message on %s matched no subscription", message.topic)
 
     # -- publishing ------------------------------------------------------------------------------------------------
@@ -211,7 +216,8 @@ class Connection:
 
     # -- paho callbacks (network thread) ---------------------------------------------------------------------------
 
-    def _handle_connect(self, client, _userdata, _flags, reason_code, _properties) -> None:
+    def _handle_connect(self, client: mqtt.Client, _userdata: Any, _flags: mqtt.ConnectFlags, reason_code: ReasonCode,
+                        _properties: Properties | None) -> None:
         if reason_code.is_failure:
             log.warning("broker %s:%s refused the connection: %s", self.broker.host, self.broker.port, reason_code)
             return
@@ -234,7 +240,8 @@ class Connection:
                 self._send(message)
         log.info("connected to broker %s:%s (connection %d)", self.broker.host, self.broker.port, self.connect_count)
 
-    def _handle_suback(self, _client, _userdata, mid, _reason_codes, _properties) -> None:
+    def _handle_suback(self, _client: mqtt.Client, _userdata: Any, mid: int, _reason_codes: list[ReasonCode],
+                       _properties: Properties | None) -> None:
         with self._lock:
             if mid == self._batch_mid:
                 self.subscribed.set()
@@ -242,7 +249,8 @@ class Connection:
         if waiter is not None:
             waiter.set()
 
-    def _handle_puback(self, _client, _userdata, mid, reason_code, _properties) -> None:
+    def _handle_puback(self, _client: mqtt.Client, _userdata: Any, mid: int, reason_code: ReasonCode,
+                       _properties: Properties) -> None:
         callback = self._refusal_callbacks.pop(mid, None)
         if not reason_code.is_failure:
             return
@@ -251,7 +259,8 @@ class Connection:
         elif len(self._early_refusals) < 1000:
             self._early_refusals[mid] = str(reason_code)
 
-    def _handle_disconnect(self, _client, _userdata, _flags, reason_code, _properties) -> None:
+    def _handle_disconnect(self, _client: mqtt.Client, _userdata: Any, _flags: mqtt.DisconnectFlags,
+                           reason_code: ReasonCode, _properties: Properties | None) -> None:
         was_connected = self.connected.is_set()
         self._refusal_callbacks.clear()  # those PUBACKs will never come
         self._early_refusals.clear()
@@ -264,11 +273,9 @@ class Connection:
 def _no_delay(client: mqtt.Client) -> None:
     """Small request/reply packets must not wait for Nagle's algorithm (it costs ~40 ms per round trip)."""
     sock = client.socket()
-    if sock is not None:
-        try:
+    if isinstance(sock, socket.socket):  # also an ssl.SSLSocket; paho's other socket-likes have no options
+        with contextlib.suppress(OSError):
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        except (OSError, AttributeError):
-            pass
 
 
 def request_properties(response_topic: str, correlation: bytes, expiry_s: float,
@@ -295,5 +302,5 @@ def user_property(message: mqtt.MQTTMessage, name: str) -> str | None:
     props = message.properties
     for key, value in getattr(props, "UserProperty", None) or []:
         if key == name:
-            return value
+            return str(value)
     return None

@@ -14,20 +14,22 @@ import json
 import signal
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-GetHandler = Callable[[dict[str, str]], dict]
-PostHandler = Callable[[dict[str, Any]], dict | None]
+JsonObject = dict[str, Any]
+GetHandler = Callable[[dict[str, str]], JsonObject]
+PostHandler = Callable[[JsonObject], JsonObject | None]
 
 
-def serve_json_control(name: str, host: str, port: int, get: dict[str, GetHandler],
-                       post: dict[str, PostHandler]) -> ThreadingHTTPServer:
+def serve_json_control(name: str, host: str, port: int, get: Mapping[str, GetHandler],
+                       post: Mapping[str, PostHandler]) -> ThreadingHTTPServer:
     class Handler(BaseHTTPRequestHandler):
-        def log_message(self, *_args) -> None:
+        def log_message(self, *_args: Any) -> None:
             pass
 
-        def _answer(self, status: int, body: dict) -> None:
+        def _answer(self, status: int, body: JsonObject) -> None:
             data = json.dumps(body).encode()
             self.send_response(status)
             self.send_header("Content-Type", "application/json")
@@ -35,7 +37,8 @@ def serve_json_control(name: str, host: str, port: int, get: dict[str, GetHandle
             self.end_headers()
             self.wfile.write(data)
 
-        def _run(self, routes: dict, argument_of: Callable[[Any], Any]) -> None:
+        def _run(self, routes: Mapping[str, Callable[[Any], JsonObject | None]],
+                 argument_of: Callable[[Any], Any]) -> None:
             url = urlsplit(self.path)
             handler = routes.get(url.path)
             if handler is None:

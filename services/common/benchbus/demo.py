@@ -6,6 +6,7 @@ import threading
 import time
 
 from benchbus_schemas.demo import Counter, EchoRequest, EchoResult, FailRequest, SleepRequest
+from benchbus_schemas.envelope import Empty
 
 from .runner import run_service
 from .service import RequestContext, Service
@@ -37,7 +38,7 @@ def build(settings: DemoSettings) -> tuple[Service, None]:
         time.sleep(request.seconds)
 
     @service.handles("increment")
-    def increment(_request, _ctx: RequestContext) -> Counter:
+    def increment(_request: Empty, _ctx: RequestContext) -> Counter:
         nonlocal counter
         with lock:
             counter = Counter(value=counter.value + 1)

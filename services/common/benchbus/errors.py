@@ -19,7 +19,7 @@ class BusError(Exception):
         return ErrorBody(code=self.code, message=self.message, detail=self.detail)
 
     @classmethod
-    def from_body(cls, body: dict) -> "BusError":
+    def from_body(cls, body: dict[str, Any]) -> BusError:
         error_cls = CallTimeout if body.get("code") == "timeout" else cls
         error = error_cls.__new__(error_cls)
         BusError.__init__(error, body.get("code", "internal"), body.get("message", ""), body.get("detail"))

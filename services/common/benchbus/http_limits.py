@@ -2,23 +2,24 @@
 
 One ASGI layer for every HTTP server of benchbus (the gateway: Starlette's routes, our Engine.IO 3 server,
 python-engineio, which reads a whole body before it looks at its size; the update-agent, whose bundle upload has a
-larger limit of its own and streams to disk). Plain ASGI, no web framework. A declared `Content-Length` over the limit is answered at once, before a
-byte of the body is read; a chunked body is counted as it arrives, and the first chunk past the limit ends it: the
-413 goes out, the application sees the client gone, and `Connection: close` makes uvicorn drop the connection
-instead of reading the rest. uvicorn reads no further than the application asks (its flow control pauses the
-socket), so at most one limit and a socket buffer of a body are ever in memory.
+larger limit of its own and streams to disk). Plain ASGI, no web framework. A declared `Content-Length` over the
+limit is answered at once, before a byte of the body is read; a chunked body is counted as it arrives, and the first
+chunk past the limit ends it: the 413 goes out, the application sees the client gone, and `Connection: close` makes
+uvicorn drop the connection instead of reading the rest. uvicorn reads no further than the application asks (its
+flow control pauses the socket), so at most one limit and a socket buffer of a body are ever in memory.
 """
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 log = logging.getLogger("benchbus.http_limits")
 
-Scope = dict[str, Any]
-Message = dict[str, Any]
+# As Starlette types them, so its apps are ours too
+Scope = MutableMapping[str, Any]
+Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
@@ -32,13 +33,13 @@ def declared_length(scope: Scope) -> int | None:
     return None
 
 
-def bus_error_body(limit: int, message: str) -> dict:
+def bus_error_body(limit: int, message: str) -> dict[str, Any]:
     """The error body of a 413 (the bus's error shape by default; a service may answer in its own protocol's)."""
     return {"ok": False, "error": {"code": "invalid_request", "message": message, "detail": {"limit": limit}}}
 
 
 async def send_too_large(send: Send, limit: int, declared: int | None = None,
-                         render: Callable[[int, str], dict] = bus_error_body) -> None:
+                         render: Callable[[int, str], dict[str, Any]] = bus_error_body) -> None:
     size = f"{declared} bytes" if declared is not None else "more than that"
     body = json.dumps(render(limit, f"the request body is {size}; the limit is {limit} bytes"))
     await send({"type": "http.response.start", "status": 413,
@@ -51,7 +52,7 @@ class BodyLimit:
     """ASGI middleware: `limit_for(scope)` is the largest body a request may carry."""
 
     def __init__(self, app: ASGIApp, limit_for: Callable[[Scope], int],
-                 render: Callable[[int, str], dict] = bus_error_body):
+                 render: Callable[[int, str], dict[str, Any]] = bus_error_body):
         self.app = app
         self.limit_for = limit_for
         self.render = render
@@ -72,7 +73,7 @@ class BodyLimit:
 class _Bounded:
     """One request whose body is counted as the application reads it."""
 
-    def __init__(self, app: ASGIApp, limit: int, render: Callable[[int, str], dict]):
+    def __init__(self, app: ASGIApp, limit: int, render: Callable[[int, str], dict[str, Any]]):
         self.app = app
         self.limit = limit
         self.render = render

@@ -62,7 +62,7 @@ def _program(name: str) -> str:
     return found
 
 
-def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, subprocess.Popen]) -> list[str]:
+def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, subprocess.Popen[bytes]]) -> list[str]:
     """The central services not ready within `timeout` (empty when all are)."""
     deadline = time.monotonic() + timeout
     waiting = list(CENTRAL_SERVICES)
@@ -95,7 +95,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     conf = data / "mosquitto.conf"
     conf.write_text(central_conf(args.port, args.bind, data / "broker", args.password_file, args.acl_file))
     database_url = args.database_url or os.environ.get("BENCHBUS_RECORDER_DATABASE_URL")
-    processes: dict[str, subprocess.Popen] = {}
+    processes: dict[str, subprocess.Popen[bytes]] = {}
     broker = BrokerSettings(host="127.0.0.1", port=args.port, username=os.environ.get("BENCHBUS_BROKER_USERNAME"),
                             password=os.environ.get("BENCHBUS_BROKER_PASSWORD"))
     common = {"BENCHBUS_BROKER_HOST": "127.0.0.1", "BENCHBUS_BROKER_PORT": str(args.port)}
@@ -142,7 +142,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p_lab = sub.add_parser("lab", help="a lab: many devices on one central broker (up, bridge-conf)")
     lab_sub = p_lab.add_subparsers(dest="lab_verb", required=True, metavar="LAB_COMMAND")
     p_conf = lab_sub.add_parser("bridge-conf", help="print (or write) this device's fleet edge broker configuration")

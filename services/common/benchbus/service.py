@@ -20,9 +20,10 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any, Callable
+from typing import Any
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -36,10 +37,12 @@ from .errors import BusError
 from .settings import ServiceSettings
 
 Handler = Callable[[Any, "RequestContext"], Any]
+Raw = bytes | bytearray  # a payload as paho hands it over
+WatchItem = tuple[Callable[[str, Any], None], mqtt.MQTTMessage]
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 AUDIT_REQUEST_MAX = 4096  # bytes of a request kept verbatim in its audit record
@@ -66,9 +69,10 @@ class RequestContext:
         return f"{self.client} for {self.on_behalf_of}" if self.on_behalf_of else self.client
 
 
-def describe_validation_error(error: ValidationError) -> tuple[str, list[dict]]:
+def describe_validation_error(error: ValidationError) -> tuple[str, list[dict[str, str]]]:
     """A message naming the first bad field, and every problem for `detail`."""
-    problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]} for e in error.errors()]
+    problems = [{"field": ".".join(str(p) for p in e["loc"]) or "(payload)", "message": e["msg"]}
+                for e in error.errors()]
     first = problems[0]
     more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
     return f"field '{first['field']}': {first['message']}{more}", problems
@@ -85,20 +89,21 @@ class Service:
         self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
         self._audit_topic = topics.audit_topic(self.device, segment)
         self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
-        offline = ServiceState(state="offline", version=self.version, pid=os.getpid()).model_dump_json(exclude_none=True)
+        offline = ServiceState(state="offline", version=self.version, pid=os.getpid())
         self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
-                                     will=(self._lifecycle_topic, offline.encode()), offline_queue=settings.offline_queue)
+                                     will=(self._lifecycle_topic, offline.model_dump_json(exclude_none=True).encode()),
+                                     offline_queue=settings.offline_queue)
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
         self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
-        self._watch_queue: queue.Queue = queue.Queue()
-        self._audit_queue: queue.SimpleQueue = queue.SimpleQueue()
+        self._watch_queue: queue.Queue[WatchItem | None] = queue.Queue()
+        self._audit_queue: queue.SimpleQueue[AuditRecord | None] = queue.SimpleQueue()
         self._audit_thread = threading.Thread(target=self._audit_loop, name=f"{segment}-audit", daemon=True)
         self._inflight = 0
         self._inflight_done = threading.Condition()
         self._stopping = threading.Event()
         self._stopped = threading.Event()
-        self._periodic: list[list] = []  # [interval, next_due, fn]
+        self._periodic: list[list[Any]] = []  # [interval, next_due, fn]
         self._started = False
         self.refused: dict[str, int] = {"retained": 0, "foreign_response_topic": 0}  # requests never executed
 
@@ -139,19 +144,20 @@ class Service:
 
     # -- publishing ------------------------------------------------------------------------------------------------
 
-    def set_state(self, name: str, value: BaseModel | dict) -> BaseModel:
+    def set_state(self, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         """Publish retained `state/<name>`; it is re-published on every reconnect."""
         payload = self._conform("state", name, value)
-        self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state", retain=True)
+        self.connection.publish(self.topic("state", name), payload.model_dump_json().encode(), kind="state",
+                                retain=True)
         return payload
 
-    def emit(self, name: str, value: BaseModel | dict) -> BaseModel:
+    def emit(self, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         """Publish `event/<name>` (not retained)."""
         payload = self._conform("event", name, value)
         self.connection.publish(self.topic("event", name), payload.model_dump_json().encode(), kind="event")
         return payload
 
-    def _conform(self, kind: str, name: str, value: BaseModel | dict) -> BaseModel:
+    def _conform(self, kind: str, name: str, value: BaseModel | dict[str, Any]) -> BaseModel:
         model = lookup(self.segment, kind, name).model
         if isinstance(value, model):
             return value
@@ -177,7 +183,8 @@ class Service:
         if self._lifecycle.state == state and self._lifecycle.reason == reason:
             return
         was_ready = self._lifecycle.state == "ready"
-        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(), reason=reason)
+        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(),
+                                       reason=reason)
         self._publish_lifecycle()
         log = self.log.warning if state == "degraded" else self.log.info
         log("state %s%s", state, f" ({reason})" if reason else "")
@@ -214,7 +221,7 @@ class Service:
         if connect_timeout is not None:
             self.connection.wait_connected(connect_timeout)
 
-    def run(self, setup: Callable[[], None] | None = None) -> int:
+    def run(self, setup: Callable[[], object] | None = None) -> int:
         """Start, run `setup`, become ready (unless setup chose degraded), serve until SIGTERM/SIGINT."""
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
@@ -227,7 +234,8 @@ class Service:
         self.stop()
         return 0
 
-    def serve_in_background(self, setup: Callable[[], None] | None = None, connect_timeout: float = 10.0) -> threading.Thread:
+    def serve_in_background(self, setup: Callable[[], object] | None = None,
+                            connect_timeout: float = 10.0) -> threading.Thread:
         """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
         self.start(connect_timeout)
         if setup is not None:
@@ -307,14 +315,14 @@ class Service:
                                     f"{topics.reply_namespace(self.device, context.principal)}", message.payload)
         return True
 
-    def _refuse(self, context: RequestContext, counter: str, why: str, raw: bytes) -> bool:
+    def _refuse(self, context: RequestContext, counter: str, why: str, raw: Raw) -> bool:
         self.refused[counter] += 1
         self.log.warning("refused %s from %s: %s (%d so far)", context.command, context.caller, why,
                          self.refused[counter])
         self._audit(context, BusError("unauthorized" if counter != "retained" else "invalid_request", why), raw, 0.0)
         return False
 
-    def _handle(self, context: RequestContext, correlation: bytes | None, raw: bytes) -> None:
+    def _handle(self, context: RequestContext, correlation: bytes | None, raw: Raw) -> None:
         started = time.perf_counter()
         try:
             outcome = self._dispatch(context, raw)
@@ -330,7 +338,7 @@ class Service:
                 self._inflight -= 1
                 self._inflight_done.notify_all()
 
-    def _dispatch(self, context: RequestContext, raw: bytes) -> Any:
+    def _dispatch(self, context: RequestContext, raw: Raw) -> Any:
         handler = self._handlers.get(context.command)
         if handler is None:
             known = ", ".join(sorted(self._handlers)) or "none"
@@ -345,6 +353,8 @@ class Service:
                 raise BusError("invalid_request", f"payload is not valid JSON: {exc.errors()[0]['msg']}") from None
             message, problems = describe_validation_error(exc)
             raise BusError("invalid_request", message, {"errors": problems}) from None
+        if spec.result is None:  # bus-schemas' command() always sets one
+            raise BusError("internal", f"{context.command} declares no result model")
         result = handler(request, context)
         if isinstance(result, spec.result):
             return result
@@ -352,7 +362,7 @@ class Service:
             result = {}
         return spec.result.model_validate(result.model_dump() if isinstance(result, BaseModel) else result)
 
-    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: bytes,
+    def _reply(self, context: RequestContext, correlation: bytes | None, outcome: Any, raw: Raw,
                duration_ms: float = 0.0) -> None:
         try:
             self._send_reply(context, correlation, outcome)
@@ -373,7 +383,7 @@ class Service:
             return
         self.connection.publish(context.response_topic, body, kind="reply", properties=reply_properties(correlation))
 
-    def _audit(self, context: RequestContext, outcome: Any, raw: bytes, duration_ms: float) -> None:
+    def _audit(self, context: RequestContext, outcome: Any, raw: Raw, duration_ms: float) -> None:
         """One AuditRecord per request, handled or refused: who (as the broker proved it) did what, and how it ended."""
         failed = isinstance(outcome, BusError)
         record = AuditRecord(time=now_iso(), service=self.segment, command=context.command,
@@ -420,7 +430,7 @@ class Service:
                 self.log.exception("watch callback for %s failed", message.topic)
 
 
-def _audited_request(raw: bytes) -> Any:
+def _audited_request(raw: Raw) -> Any:
     if len(raw) > AUDIT_REQUEST_MAX:
         return {"truncated": True, "bytes": len(raw)}
     try:

@@ -42,19 +42,20 @@ class ServiceSettings(BaseModel):
     handler_threads: int = Field(8, ge=1, le=256)
 
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=BaseModel)  # a service's settings, or a file of settings like the fleet's
 
 
 def default_path(segment: str) -> Path:
     return CONFIG_DIR / f"{segment}.yaml"
 
 
-def _env_overrides(model: type[BaseModel], segment: str, environ: dict[str, str]) -> tuple[dict, dict]:
+def _env_overrides(model: type[BaseModel], segment: str,
+                   environ: dict[str, str]) -> tuple[dict[str, Any], dict[str, str]]:
     """Nested dict of overrides from the environment, and for each field path the variable it came from."""
     overrides: dict[str, Any] = {}
     sources: dict[str, str] = {}
 
-    def walk(cls: type[BaseModel], path: list[str], target: dict) -> None:
+    def walk(cls: type[BaseModel], path: list[str], target: dict[str, Any]) -> None:
         for name, info in cls.model_fields.items():
             field_path = path + [name]
             annotation = info.annotation
@@ -82,7 +83,7 @@ def _parse_env_value(text: str) -> Any:
         return text
 
 
-def _merge(base: dict, extra: dict) -> dict:
+def _merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
     merged = dict(base)
     for key, value in extra.items():
         if isinstance(value, dict) and isinstance(merged.get(key), dict):
@@ -97,14 +98,15 @@ def load_settings(model: type[S], segment: str, path: str | Path | None = None,
     """Load and validate; raises yamlfile.FileError naming file, line and field (the CLI prints it and exits)."""
     environ = dict(os.environ if environ is None else environ)
     explicit = path is not None
-    config_path = Path(path) if explicit else default_path(segment)
+    config_path = Path(path) if path is not None else default_path(segment)
     located = None
-    data: dict = {}
+    data: dict[str, Any] = {}
     if explicit or config_path.exists():
         located = yamlfile.load(config_path)
         data = located.data if located.data is not None else {}
         if not isinstance(data, dict):
-            raise yamlfile.FileError(str(config_path), [{"field": None, "line": 1, "message": "must be a mapping of settings"}])
+            raise yamlfile.FileError(str(config_path),
+                                     [{"field": None, "line": 1, "message": "must be a mapping of settings"}])
     overrides, sources = _env_overrides(model, segment, environ)
     try:
         return model.model_validate(_merge(data, overrides))

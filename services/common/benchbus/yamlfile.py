@@ -9,8 +9,9 @@ FileError naming the file and the line.
 """
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -18,17 +19,20 @@ from pydantic import ValidationError
 MAX_BYTES = 1_000_000
 MAX_DEPTH = 64
 
+# {"field": "a.b" or None, "line": 3 or None, "message": "..."}
+Problem = dict[str, Any]
+
 
 class FileError(Exception):
     """A file that cannot be used; the message names the file, the line (when known) and the field."""
 
-    def __init__(self, path: str, problems: list[dict]):
+    def __init__(self, path: str, problems: list[Problem]):
         self.path = path
-        self.problems = problems  # [{"field": "a.b", "line": 3, "message": "..."}]
+        self.problems = problems
         super().__init__("\n".join(describe(path, p) for p in problems))
 
 
-def describe(path: str, problem: dict) -> str:
+def describe(path: str, problem: Problem) -> str:
     where = f"{path}:{problem['line']}" if problem.get("line") else path
     field = problem.get("field") or "(top level)"
     return f"{where}: {field}: {problem['message']}"
@@ -37,7 +41,7 @@ def describe(path: str, problem: dict) -> str:
 class Refused(yaml.YAMLError):
     """YAML that is valid but not accepted here (an anchor, an alias, too deep)."""
 
-    def __init__(self, problem: str, mark):
+    def __init__(self, problem: str, mark: object):
         super().__init__(problem)
         self.problem = problem
         self.problem_mark = mark
@@ -48,8 +52,8 @@ class LimitedLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def compose_node(self, parent, index):
-        event = self.peek_event()
+    def compose_node(self, parent: yaml.Node | None, index: int) -> yaml.Node | None:
+        event = self.peek_event()  # type: ignore[no-untyped-call]  # types-PyYAML leaves Parser's unannotated
         if isinstance(event, yaml.AliasEvent):
             raise Refused(f"aliases are not allowed (*{event.anchor})", event.start_mark)
         if getattr(event, "anchor", None) is not None:
@@ -123,7 +127,7 @@ class LocatedYaml:
         return line
 
 
-def _child(node, key):
+def _child(node: yaml.Node | None, key: Any) -> tuple[yaml.Node, yaml.Node] | None:
     """(the node that marks the line: the key of a mapping entry or the item itself, the child node)."""
     if isinstance(node, yaml.MappingNode):
         for key_node, value_node in node.value:
@@ -142,9 +146,10 @@ def field_name(loc: Iterable[Any]) -> str:
     return ".".join(str(part) for part in loc) or "(top level)"
 
 
-def problems_from(error: ValidationError, located: LocatedYaml | None = None, sources: dict | None = None) -> list[dict]:
+def problems_from(error: ValidationError, located: LocatedYaml | None = None,
+                  sources: dict[str, str] | None = None) -> list[Problem]:
     """Turn pydantic's errors into problems with line numbers; `sources` maps a field path to where it came from."""
-    problems = []
+    problems: list[Problem] = []
     for item in error.errors():
         loc = [part for part in item["loc"] if not (isinstance(part, str) and part.startswith("function-"))]
         name = field_name(loc)

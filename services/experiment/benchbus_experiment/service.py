@@ -529,7 +529,7 @@ class Experiments:
         for decision in batch["decisions"]:
             self._log_outcome(decision, outcome)
             self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
-                                              vial=decision["vial"], outcome=outcome,  # type: ignore[arg-type]
+                                              vial=decision["vial"], outcome=outcome,
                                               command_id=batch.get("command_id")))
         self._trim_batches()
         self.save()

@@ -37,7 +37,7 @@ class LineBusy(GpioError):
         label = f"{name} (line {offset})" if name else f"line {offset}"
         super().__init__(f"{label} is held{held_by}")
 
-    def named(self, name: str) -> "LineBusy":
+    def named(self, name: str) -> LineBusy:
         return LineBusy(self.offset, self.consumer, name)
 
 
@@ -82,5 +82,5 @@ class Chip(ABC):
     def revision_bits_wired(self) -> bool:
         """Whether this board has the revision bits (else it is an OG board)."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: a chip that holds no file descriptor has nothing to close
         pass

@@ -10,7 +10,7 @@ import select
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
+from collections.abc import Callable
 
 from .backend import Chip, GpioError, LineBusy, LineRequest
 from .debounce import Button, ButtonAction, Debouncer
@@ -89,13 +89,14 @@ class Driver:
             raise busy.named(lines.name_of(busy.offset)) from None
         levels = {offset: request.get(offset) for offset in inputs}
         self.revision, self.lines, self._request = revision, lines, request
-        self._debouncer = Debouncer(self.debounce_s, levels)
-        self._button = Button(self.long_press_s)
+        debouncer, button = Debouncer(self.debounce_s, levels), Button(self.long_press_s)
+        self._debouncer, self._button = debouncer, button
         if self.button_pressed():
-            self._button.change(True, time.monotonic_ns())
+            button.change(True, time.monotonic_ns())
         self._stop.clear()
         self._drain_wake()
-        self._input_thread = threading.Thread(target=self._input_loop, args=(request,), name="gpio-input", daemon=True)
+        self._input_thread = threading.Thread(target=self._input_loop, args=(request, debouncer, button),
+                                              name="gpio-input", daemon=True)
         self._input_thread.start()
         with self._led:
             self._led.notify_all()
@@ -120,9 +121,9 @@ class Driver:
         self._stop.set()
         os.write(self._wake_w, b"x")
         request, self._request = self._request, None
-        if self._input_thread is not None and self._input_thread is not threading.current_thread():
-            if request is not None:
-                self._input_thread.join(INPUT_WAKE_S * 4)
+        thread = self._input_thread
+        if request is not None and thread is not None and thread is not threading.current_thread():
+            thread.join(INPUT_WAKE_S * 4)
         if request is not None:
             with self._io:
                 try:
@@ -137,6 +138,10 @@ class Driver:
             self._led.notify_all()
 
     # -- outputs ---------------------------------------------------------------------------------------------------
+
+    def held_lines(self) -> BoardLines:
+        """The lines of the board held now; GpioError when none are held."""
+        return self._require()[1]
 
     def _require(self) -> tuple[LineRequest, BoardLines]:
         request, lines = self._request, self.lines
@@ -154,7 +159,8 @@ class Driver:
         with self._io:
             return request.get(lines.offsets[name])
 
-    def pulse_low(self, names: list[str], pulse_s: float, settle_s: float, release_order: list[str] | None = None) -> None:
+    def pulse_low(self, names: list[str], pulse_s: float, settle_s: float,
+                  release_order: list[str] | None = None) -> None:
         """Drive `names` low together, then release them high one at a time, `pulse_s` apart, then wait `settle_s`.
 
         One line: the reset or halt pulse. ISP + reset released reset first: the Smoothieboard's bootloader entry."""
@@ -162,7 +168,7 @@ class Driver:
         with self._board:
             for name in names:
                 self.set_line(name, 0)
-            for index, name in enumerate(order):
+            for name in order:
                 time.sleep(pulse_s)
                 self.set_line(name, 1)
             time.sleep(settle_s)
@@ -186,7 +192,7 @@ class Driver:
                 color = look.color if look.lit(elapsed) else "off"
                 if shown != (request, color):
                     try:
-                        for name, level in zip(LED_LINES, RGB[color]):
+                        for name, level in zip(LED_LINES, RGB[color], strict=True):
                             self.set_line(name, level)
                         shown = (request, color)
                     except GpioError:
@@ -208,13 +214,14 @@ class Driver:
     def door(self) -> tuple[bool, bool | None]:
         """(door open, window open or None where one switch senses both), debounced; 1 is closed."""
         _request, lines = self._require()
+        if self._debouncer is None:
+            raise GpioError("the GPIO lines are not held")
         stable = self._debouncer.stable
         door_open = stable[lines.offsets["door_sw_filt"]] == 0
         window_open = stable[lines.offsets["window_sw_filt"]] == 0 if lines.separate_window else None
         return door_open, window_open
 
-    def _input_loop(self, request: LineRequest) -> None:
-        debouncer, button = self._debouncer, self._button
+    def _input_loop(self, request: LineRequest, debouncer: Debouncer, button: Button) -> None:
         while not self._stop.is_set():
             deadlines = [d for d in (debouncer.next_deadline(), button.next_deadline()) if d is not None]
             timeout = INPUT_WAKE_S
@@ -241,9 +248,11 @@ class Driver:
                 self._safely(self.on_button, action)
 
     def _dispatch(self, offset: int, level: int, at_ns: int) -> None:
-        lines = self.lines
+        lines, button = self.lines, self._button
+        if lines is None or button is None:  # released meanwhile
+            return
         if offset == lines.offsets["button_input"]:
-            for action in self._button.due(at_ns) + self._button.change(level == 0, at_ns):
+            for action in button.due(at_ns) + button.change(level == 0, at_ns):
                 self._safely(self.on_button, action)
             return
         if offset == lines.offsets["door_sw_filt"]:

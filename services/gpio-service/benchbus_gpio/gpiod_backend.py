@@ -9,6 +9,7 @@ A request the kernel refuses with EBUSY is reported naming the line and, where t
 """
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 from typing import Any
@@ -46,7 +47,7 @@ class GpiodChip(Chip):
         except OSError as error:
             raise GpioError(f"cannot open {self.name}: {error.strerror or error}") from None
 
-    def request(self, consumer: str, outputs: dict[int, int], inputs: list[int]) -> "GpiodRequest":
+    def request(self, consumer: str, outputs: dict[int, int], inputs: list[int]) -> GpiodRequest:
         line = self.gpiod.line
         config: dict = {}
         for offset, level in outputs.items():
@@ -121,10 +122,8 @@ class GpiodRequest(LineRequest):
         return edges
 
     def release(self) -> None:
-        try:
+        with contextlib.suppress(Exception):  # already released (RequestReleasedError) or the chip is gone
             self.request.release()
-        except Exception:  # already released (RequestReleasedError) or the chip is gone
-            pass
 
     def _call(self, fn, *args):
         try:

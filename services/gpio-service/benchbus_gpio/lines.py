@@ -47,7 +47,7 @@ class LineMap(BaseModel):
         description="per board revision, the lines that differ from the fields above")
 
     @model_validator(mode="after")
-    def _known_names(self) -> "LineMap":
+    def _known_names(self) -> LineMap:
         for revision, overrides in self.revisions.items():
             if revision not in REVISIONS:
                 raise ValueError(f"revisions: unknown board revision {revision!r}; known: {', '.join(REVISIONS)}")

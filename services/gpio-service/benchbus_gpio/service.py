@@ -8,7 +8,8 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, UTC
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
@@ -35,7 +36,7 @@ def iso_at(monotonic_ns: int | None = None) -> str:
     wall = time.time()
     if monotonic_ns is not None:
         wall -= (time.monotonic_ns() - monotonic_ns) / 1e9
-    stamp = datetime.fromtimestamp(wall, timezone.utc).isoformat(timespec="milliseconds")
+    stamp = datetime.fromtimestamp(wall, UTC).isoformat(timespec="milliseconds")
     return stamp.replace("+00:00", "Z")
 
 
@@ -122,9 +123,10 @@ class GpioService(Service):
 
     def _publish_board(self) -> None:
         driver = self.held_driver()
-        used = {name: offset for name, offset in driver.lines.offsets.items()
-                if name != "window_door_sw" or not driver.lines.separate_window}
-        self.set_state("board", Board(backend=self.chip.kind, chip=self.chip.name, revision=driver.revision,
+        lines, chip = driver.held_lines(), driver.chip
+        used = {name: offset for name, offset in lines.offsets.items()
+                if name != "window_door_sw" or not lines.separate_window}
+        self.set_state("board", Board(backend=chip.kind, chip=chip.name, revision=driver.revision,
                                       lines=used, audio=bool(driver.get_line("audio_enable")),
                                       debounce_ms=self.settings.debounce_ms))
 
@@ -214,7 +216,7 @@ class GpioService(Service):
             self.chip.close()
 
 
-def build(settings: GpioSettings, chip: Chip | None = None) -> tuple[GpioService, callable]:
+def build(settings: GpioSettings, chip: Chip | None = None) -> tuple[GpioService, Callable[[], bool]]:
     svc = GpioService(settings, chip)
     svc.watch(f"{topics.ROOT}/{settings.device}/+/$state", svc.on_service_state)
     svc.watch(topics.topic(settings.device, settings.smoothie_segment, "state", "alarm"), svc.on_smoothie_alarm)
@@ -231,7 +233,8 @@ def build(settings: GpioSettings, chip: Chip | None = None) -> tuple[GpioService
     @svc.handles("set_button_light")
     def set_button_light(request: SetButtonLight, _ctx: RequestContext) -> Lights:
         svc.held_driver()
-        svc.layers.set_manual(None if request.auto else Look(request.color, request.pattern, request.period_s))
+        color = None if request.auto else request.color  # SetButtonLight: a color exactly when not auto
+        svc.layers.set_manual(None if color is None else Look(color, request.pattern, request.period_s))
         svc.refresh_light()
         return svc._publish_lights()
 
@@ -276,14 +279,15 @@ def build(settings: GpioSettings, chip: Chip | None = None) -> tuple[GpioService
     @svc.handles("sim_set_input")
     def sim_set_input(request: SimSetInput, _ctx: RequestContext) -> SimSetInputResult:
         driver = svc.held_driver()
-        if not isinstance(svc.chip, SimChip):
+        chip, lines = driver.chip, driver.held_lines()
+        if not isinstance(chip, SimChip):
             raise BusError("unavailable", f"sim_set_input works only with the simulated backend; this service "
-                                          f"holds the real chip {svc.chip.name}")
+                                          f"holds the real chip {chip.name}")
         name = SIM_INPUTS[request.input]
-        offset = driver.lines.offsets[name]
+        offset = lines.offsets[name]
         level = 0 if request.active else 1  # pressed / open pull the line low
-        edges = svc.chip.drive(offset, level, request.bounces, request.bounce_gap_ms / 1000)
-        return SimSetInputResult(line=driver.lines.name_of(offset), offset=offset, level=level, edges=edges)
+        edges = chip.drive(offset, level, request.bounces, request.bounce_gap_ms / 1000)
+        return SimSetInputResult(line=lines.name_of(offset), offset=offset, level=level, edges=edges)
 
     svc.every(settings.claim_retry_s, svc.retry_claim)
     return svc, svc.claim

@@ -8,6 +8,7 @@ Every line reads 1 until driven (pull-ups, as the OT-2's own simulator assumes: 
 """
 from __future__ import annotations
 
+import contextlib
 import heapq
 import itertools
 import os
@@ -43,7 +44,7 @@ class SimChip(Chip):
 
     # -- the Chip interface ----------------------------------------------------------------------------------------
 
-    def request(self, consumer: str, outputs: dict[int, int], inputs: list[int]) -> "SimRequest":
+    def request(self, consumer: str, outputs: dict[int, int], inputs: list[int]) -> SimRequest:
         with self._lock:
             wanted = list(outputs) + [o for o in inputs if o not in outputs]
             for offset in wanted:
@@ -131,7 +132,7 @@ class SimChip(Chip):
             self._levels[offset] = level
             self._history.setdefault(offset, deque(maxlen=HISTORY)).append((time.monotonic_ns(), level))
 
-    def _set_from_owner(self, request: "SimRequest", offset: int, level: int) -> None:
+    def _set_from_owner(self, request: SimRequest, offset: int, level: int) -> None:
         with self._lock:
             owner = self._owners.get(offset)
             if owner is None or owner[1] is not request:
@@ -145,7 +146,7 @@ class SimChip(Chip):
             self._advance(time.monotonic_ns())
             return self._levels[offset]
 
-    def _release(self, request: "SimRequest") -> None:
+    def _release(self, request: SimRequest) -> None:
         with self._lock:
             for offset in [o for o, (_c, r) in self._owners.items() if r is request]:
                 del self._owners[offset]
@@ -231,10 +232,8 @@ class SimRequest(LineRequest):
             was_empty = not self._events
             self._events.append(edge)
             if was_empty:
-                try:
+                with contextlib.suppress(BlockingIOError):  # the pipe already says "readable"
                     os.write(self._write_fd, b"e")
-                except BlockingIOError:
-                    pass  # the pipe already says "readable"
 
     def _drain_pipe(self) -> None:
         try:
@@ -252,7 +251,5 @@ class SimRequest(LineRequest):
     def __del__(self):
         for fd in (getattr(self, "_read_fd", None), getattr(self, "_write_fd", None)):
             if fd is not None:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass

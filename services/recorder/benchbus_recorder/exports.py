@@ -156,7 +156,7 @@ class _Sink(io.RawIOBase):
     def writable(self) -> bool:
         return True
 
-    def write(self, data) -> int:  # type: ignore[override]
+    def write(self, data) -> int:
         chunk = bytes(data)
         self._chunks.append(chunk)
         self._position += len(chunk)

@@ -91,7 +91,8 @@ class Ingest:
         if self.broker.username:
             client.username_pw_set(self.broker.username, self.broker.password)
         client.manual_ack_set(True)
-        client.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)
+        # paho annotates the delays as int, but sleeps any number: sub-second backoff is what tests and a LAN need
+        client.reconnect_delay_set(self.broker.reconnect_min_s, self.broker.reconnect_max_s)  # type: ignore[arg-type]
         client.max_queued_messages_set(0)
         client.on_connect = self._on_connect
         client.on_disconnect = self._on_disconnect

@@ -135,9 +135,9 @@ def add_broadcast(rows: Rows, device: str, payload: bytes) -> None:
         rows.blocks.append(Block(device, param, when, raw, own, fit))
     # Calibrated values with no raw param of the same name (OD from od_90, or od_90 and od_135) are a series of
     # their own: raw is empty there, the fit's name says what made them.
-    for key, values in calibrated.items():
+    for key, series in calibrated.items():
         if key not in model.data:
-            rows.blocks.append(Block(device, key, when, [None] * len(values), list(values), model.calibration.get(key)))
+            rows.blocks.append(Block(device, key, when, [None] * len(series), list(series), model.calibration.get(key)))
     config_text = json.dumps(model.config, sort_keys=True, separators=(",", ":"))
     config_digest = digest(config_text)
     rows.configs[config_digest] = config_text

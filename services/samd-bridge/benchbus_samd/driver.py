@@ -7,10 +7,11 @@ gets no `a`, so nothing was applied and the transaction may be repeated safely.
 """
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Sequence
+from collections.abc import Sequence
 
 import serial
 
@@ -103,9 +104,10 @@ def parse_reply(raw: bytes, param: str, sent: Sequence[str], fields_out: int, fi
     values = fields[1:]
     if response == "e":
         if len(fields) != fields_out:
-            raise TransactionFailed("field_count_out", f"the echo has {len(fields)} fields, {fields_out} were sent", raw)
+            raise TransactionFailed("field_count_out", f"the echo has {len(fields)} fields, {fields_out} were sent",
+                                    raw)
         if values != list(sent):
-            first = next(i for i, (a, b) in enumerate(zip(values, sent)) if a != b)
+            first = next(i for i, (a, b) in enumerate(zip(values, sent, strict=False)) if a != b)
             raise TransactionFailed("echo_mismatch", f"value {first} echoed as {values[first]!r}, "
                                     f"sent {sent[first]!r}", raw)
     return ("data" if response == "b" else "echo"), values
@@ -119,7 +121,7 @@ class FifoLock:
         self._next = 0
         self._serving = 0
 
-    def __enter__(self) -> "FifoLock":
+    def __enter__(self) -> FifoLock:
         with self._cond:
             ticket = self._next
             self._next += 1
@@ -177,17 +179,16 @@ class SamdLine:
     def close(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     def _lost(self, exc: Exception) -> PortLost:
         self.close()
         return PortLost(f"{self.settings.url}: {exc}")
 
     def probe(self) -> bool:
-        """While idle: is the port still there? (A vanished socket or pty reads as an error.) Stray bytes are dropped."""
+        """While idle: is the port still there? (A vanished socket or pty reads as an error.) Stray bytes are
+        dropped."""
         if self._port is None:
             return False
         if self._bus.busy():
@@ -224,7 +225,7 @@ class SamdLine:
             if port is None:
                 raise PortLost(f"{self.settings.url} is not open")
             try:
-                port.reset_input_buffer()
+                port.reset_input_buffer()  # type: ignore[attr-defined]  # types-pyserial: not on SerialBase, on every port
                 started = time.monotonic()
                 port.write(frame)
                 raw, last_byte_at = self._read_reply(port, started + deadline_s)
@@ -267,7 +268,7 @@ class SamdLine:
                 break
             if received and now - last_byte_at >= self.settings.reply_gap_s:
                 break
-            chunk = port.read(max(1, port.in_waiting))
+            chunk = port.read(max(1, port.in_waiting))  # type: ignore[attr-defined]  # as above
             if chunk:
                 received += chunk
                 last_byte_at = time.monotonic()
@@ -293,7 +294,7 @@ class SamdLine:
         quiet_since = time.monotonic()
         try:
             while time.monotonic() < give_up and time.monotonic() - quiet_since < quiet_needed:
-                if port.read(max(1, port.in_waiting)):
+                if port.read(max(1, port.in_waiting)):  # type: ignore[attr-defined]  # as above
                     quiet_since = time.monotonic()
         except (serial.SerialException, OSError):
             pass  # the next transaction (or the probe) reports the port

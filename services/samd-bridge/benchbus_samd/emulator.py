@@ -40,6 +40,8 @@ POST /drop {down_s}), --late-release S, --calibrations FILE (cultures grow) with
 from __future__ import annotations
 
 import argparse
+import contextlib
+import functools
 import heapq
 import itertools
 import json
@@ -53,9 +55,10 @@ import termios
 import threading
 import time
 import tty
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 from benchbus.control import run_until_signalled, serve_json_control
 
@@ -105,7 +108,7 @@ class LineTiming:
         return self.bits_per_char / self.baudrate
 
     @classmethod
-    def fast(cls) -> "LineTiming":
+    def fast(cls) -> LineTiming:
         """For tests: the same protocol, 24x the baud rate and 2-5 ms turnarounds."""
         return cls(baudrate=230400, reply_delay_s=0.002, hold_s=0.002, stir_hold_s=0.005)
 
@@ -418,10 +421,8 @@ class _TcpTransport:
         with self._lock:
             clients = list(self._clients)
         for client in clients:
-            try:
+            with contextlib.suppress(OSError):
                 client.sendall(data)
-            except OSError:
-                pass
 
     def close(self) -> None:
         if self._listener is not None:
@@ -430,10 +431,8 @@ class _TcpTransport:
         with self._lock:
             clients, self._clients = list(self._clients), set()
         for client in clients:
-            try:
+            with contextlib.suppress(OSError):
                 client.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
             client.close()
 
     def describe(self) -> str:
@@ -482,20 +481,16 @@ class _PtyTransport:
                 self.on_bytes(data)
 
     def write(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self.master, data)
-        except OSError:
-            pass
 
     def close(self) -> None:
         if self.master < 0:
             return
         os.write(self._stop_w, b"x")
         for fd in (self.master, self.slave, self._stop_w):
-            try:
+            with contextlib.suppress(OSError):
                 os.close(fd)
-            except OSError:
-                pass
         self.master = self.slave = -1
         if self.link is not None:
             self.link.unlink(missing_ok=True)
@@ -561,7 +556,7 @@ class SamdEmulator:
             self._transport.close()
         self._timeline.close()
 
-    def __enter__(self) -> "SamdEmulator":
+    def __enter__(self) -> SamdEmulator:
         return self
 
     def __exit__(self, *_exc) -> None:
@@ -822,7 +817,7 @@ class SamdEmulator:
         for first in range(0, len(data), per_slice):
             piece = data[first:first + per_slice]
             due = start + (first + len(piece)) * char_s
-            self._timeline.at(due, lambda piece=piece: self._deliver(piece, generation))
+            self._timeline.at(due, functools.partial(self._deliver, piece, generation))
         return end
 
     def _deliver(self, piece: bytes, generation: int) -> None:

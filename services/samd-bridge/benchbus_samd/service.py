@@ -8,6 +8,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from collections.abc import Callable
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
@@ -179,13 +180,12 @@ class Bridge:
             sent=escape(failure.sent), raw=escape(failure.raw), attempt=attempt, final=final, at=now_iso()))
 
 
-def build(settings: SamdSettings) -> tuple[Service, callable]:
+def build(settings: SamdSettings) -> tuple[Service, Callable[[], None]]:
     service = Service(SEGMENT, settings)
     bridge = Bridge(service, settings)
     service.handles("transact")(bridge.transact)
     service.every(settings.probe_interval_s, bridge.probe)
     service.every(settings.state_interval_s, bridge.publish_state)
-    service.bridge = bridge  # for tests and embedding
     return service, bridge.setup
 
 

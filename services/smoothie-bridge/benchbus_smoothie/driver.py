@@ -10,13 +10,14 @@ Three layers, bottom up:
 """
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import re
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import serial
 
@@ -274,10 +275,8 @@ class SerialLink:
     def close(self) -> None:
         port, self._port = self._port, None
         if port is not None:
-            try:
+            with contextlib.suppress(serial.SerialException, OSError):
                 port.close()
-            except (serial.SerialException, OSError):
-                pass
 
     def reopen(self) -> None:
         self.close()
@@ -305,10 +304,14 @@ class SerialLink:
                     continue
             try:
                 self.open()
+                port = self._port
+                if port is None:
+                    raise serial.SerialException("the port is not open")
                 with self._write_lock:
-                    self._port.reset_input_buffer()  # leftover oks of the last exchange
-                    self._port.write(frame(command))
-                return self._read_reply(ack_timeout)
+                    # leftover oks of the last exchange (types-pyserial: not on SerialBase, on every port class)
+                    port.reset_input_buffer()  # type: ignore[attr-defined]
+                    port.write(frame(command))
+                return self._read_reply(port, ack_timeout)
             except NoResponse as exc:
                 last_error = exc.message
                 partial = exc.raw
@@ -319,8 +322,7 @@ class SerialLink:
         raise NoResponse(f"no ack to {command or '(ping)'!r} after {retries + 1} tries: {last_error}",
                          locals().get("partial", ""), command)
 
-    def _read_reply(self, timeout: float) -> bytes:
-        port = self._port
+    def _read_reply(self, port: serial.SerialBase, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         buffer = bytearray()
         while True:

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import contextlib
 import logging
 import math
 import os
@@ -131,7 +132,8 @@ class Motion:
         if self._current is None:
             return dict(self._position)
         segment = self._current
-        fraction = 1.0 if segment.duration <= 0 else min(1.0, (time.monotonic() - self._current_started) / segment.duration)
+        elapsed = time.monotonic() - self._current_started
+        fraction = 1.0 if segment.duration <= 0 else min(1.0, elapsed / segment.duration)
         return {a: segment.start[a] + (segment.end[a] - segment.start[a]) * fraction for a in AXES}
 
     def set_position(self, values: dict[str, float]) -> None:
@@ -225,7 +227,7 @@ class SmoothieEmulator:
         self._lines_in: queue.Queue = queue.Queue()
         self._out_lock = threading.Lock()
         self._out_buffer = bytearray()
-        self._conn = None  # the connection replies go to
+        self._conn: _SocketConnection | _PtyConnection | None = None  # the connection replies go to
         self._conn_lock = threading.Lock()
         self._server: socket.socket | None = None
         self._pty: tuple[int, int] | None = None
@@ -320,10 +322,8 @@ class SmoothieEmulator:
         if server is None:
             return
         host, port = server.getsockname()[:2]
-        try:
+        with contextlib.suppress(OSError):
             server.shutdown(socket.SHUT_RDWR)  # wakes the accept loop, which then ends
-        except OSError:
-            pass
         server.close()
         with self._conn_lock:
             conn, self._conn = self._conn, None
@@ -342,22 +342,18 @@ class SmoothieEmulator:
         self._motion.close()
         self._lines_in.put(None)
         if self._server is not None:
-            try:
+            with contextlib.suppress(OSError):
                 self._server.close()
-            except OSError:
-                pass
         with self._conn_lock:
             conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()
         if self._pty is not None:
             for fd in self._pty:
-                try:
+                with contextlib.suppress(OSError):
                     os.close(fd)
-                except OSError:
-                    pass
 
-    def __enter__(self) -> "SmoothieEmulator":
+    def __enter__(self) -> SmoothieEmulator:
         return self
 
     def __exit__(self, *_exc) -> None:
@@ -365,8 +361,11 @@ class SmoothieEmulator:
 
     def _accept_loop(self) -> None:
         while not self._stopped.is_set():
+            server = self._server
+            if server is None:  # stopped
+                return
             try:
-                sock, _ = self._server.accept()
+                sock, _ = server.accept()
             except OSError:
                 return
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -627,7 +626,11 @@ class SmoothieEmulator:
             self.engaged[axis] = True
         done = threading.Event()
         outcome: list[bool] = []
-        segment = Segment(start, end, duration, on_done=lambda ok: (outcome.append(ok), done.set()))
+
+        def finished(ok: bool) -> None:
+            outcome.append(ok)
+            done.set()
+        segment = Segment(start, end, duration, on_done=finished)
         if failed:
             segment.alarm = "ALARM: Homing fail"
         self._motion.enqueue(segment)
@@ -655,7 +658,7 @@ class SmoothieEmulator:
         duration = self._axis_time(axis, target - start[axis], speed)
         surface = self.probe_surfaces.get(axis)
         touches = surface is not None and min(start[axis], target) <= surface <= max(start[axis], target)
-        if touches:
+        if touches and surface is not None:
             fraction = 0.0 if target == start[axis] else (surface - start[axis]) / (target - start[axis])
             end[axis] = surface
             duration *= fraction
@@ -732,7 +735,8 @@ class SmoothieEmulator:
         states = {axis: int(self._switch_pressed(axis, position)) for axis in AXES}
         probe = any(abs(position[a] - s) < 1e-3 for a, s in self.probe_surfaces.items())
         return (" ".join(f"{axis}_max:{states[axis]}" for axis in AXES)
-                + " pins- (XL)P1.24:{X} (YL)P1.26:{Y} (ZL)P1.28:{Z} (AL)P1.25:{A} (BL)P1.27:{B} (CL)P1.29:{C}".format(**states)
+                + " pins- (XL)P1.24:{X} (YL)P1.26:{Y} (ZL)P1.28:{Z} (AL)P1.25:{A} (BL)P1.27:{B} (CL)P1.29:{C}"
+                .format(**states)
                 + f" Probe: {int(probe)}")
 
     def _switch_pressed(self, axis: str, position: dict[str, float]) -> bool:
@@ -825,17 +829,12 @@ class _SocketConnection:
             return b""
 
     def write(self, data: bytes) -> None:
-        with self._lock:
-            try:
-                self._sock.sendall(data)
-            except OSError:
-                pass
+        with self._lock, contextlib.suppress(OSError):
+            self._sock.sendall(data)
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self._sock.shutdown(socket.SHUT_RDWR)
-        except OSError:
-            pass
         self._sock.close()
 
 
@@ -850,10 +849,8 @@ class _PtyConnection:
             return b""
 
     def write(self, data: bytes) -> None:
-        try:
+        with contextlib.suppress(OSError):
             os.write(self._master, data)
-        except OSError:
-            pass
 
     def close(self) -> None:
         pass  # a UART does not close; the pty lives as long as the emulator

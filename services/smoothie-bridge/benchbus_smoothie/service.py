@@ -10,7 +10,8 @@ import copy
 import logging
 import sys
 import threading
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service
@@ -24,7 +25,7 @@ from .driver import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_
                      AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse, ParseError,
                      SerialLink, SmoothieDriver, SmoothieError, expand_home_axes, strip_response, travel_check)
 from .safety import MotionGate, MotionLease
-from .settings import SmoothieSettings
+from .settings import SmoothieSettings, by_name
 
 SEGMENT = "smoothie"
 log = logging.getLogger("benchbus.smoothie")
@@ -48,8 +49,8 @@ class Bridge:
         config = DriverConfig(ack_timeout_s=settings.ack_timeout_s, retries=settings.retries,
                               execute_timeout_s=settings.execute_timeout_s, boot_timeout_s=settings.boot_timeout_s,
                               probe_timeout_s=settings.probe_timeout_s, current_table=settings.current_table,
-                              steps_per_mm=dict(settings.steps_per_mm), max_speeds=dict(settings.max_speeds),
-                              acceleration=dict(settings.acceleration), default_speed=settings.default_speed,
+                              steps_per_mm=by_name(settings.steps_per_mm), max_speeds=by_name(settings.max_speeds),
+                              acceleration=by_name(settings.acceleration), default_speed=settings.default_speed,
                               recovery_pause_s=settings.recovery_pause_s,
                               home_ack_timeout_cap_s=settings.home_ack_timeout_cap_s)
         self.driver = SmoothieDriver(SerialLink(settings.port, settings.baudrate), config)
@@ -59,7 +60,7 @@ class Bridge:
         self.gpio_ready = False
         self.halt_generation = 0
         self.pipettes: dict[str, Any] = {"left": None, "right": None}
-        self.travel: dict[str, tuple[float, float]] = dict(settings.travel)  # narrowed by configure_pipette
+        self.travel: dict[str, tuple[float, float]] = by_name(settings.travel)  # narrowed by configure_pipette
         self.mount_config: dict[str, dict | None] = {"left": None, "right": None}
         self._halt_lock = threading.Lock()
         self._published: dict[str, Any] = {}  # state name -> the value last published (retained at the broker)
@@ -376,9 +377,10 @@ class Bridge:
         """After homing, the mount sits at its homing position less the retract (its new top); the plunger must
         stay within its homing travel of the switch, or the next home stops short of it (reference 1.9, 5.3)."""
         mount_axis, plunger = MOUNT_AXIS[mount], PLUNGER_AXIS[mount]
-        low, high = self.settings.travel[mount_axis]
+        configured = by_name(self.settings.travel)
+        low, high = configured[mount_axis]
         self.travel[mount_axis] = (low, min(high, config["home_position"] - MOUNT_RETRACT_MM))
-        low, high = self.settings.travel[plunger]
+        low, high = configured[plunger]
         self.travel[plunger] = (max(low, PLUNGER_HOMING_POSITION_MM - config["travel_distance"]), high)
         return {axis: list(self.travel[axis]) for axis in (mount_axis, plunger)}
 
@@ -531,7 +533,6 @@ def build(settings: SmoothieSettings) -> tuple[Service, Callable[[], None]]:
     service = Service(SEGMENT, settings)
     bridge = Bridge(service, settings)
     bridge.register()
-    service.bridge = bridge  # reachable from tests and embedding code
     return service, bridge.setup
 
 

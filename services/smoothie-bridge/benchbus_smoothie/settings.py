@@ -1,7 +1,8 @@
 """Settings of the smoothie-bridge (file /etc/benchbus/smoothie.yaml, variables BENCHBUS_SMOOTHIE_<FIELD>)."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from collections.abc import Mapping
+from typing import Any, Literal, TypeVar, get_args
 
 from pydantic import Field, field_validator, model_validator
 
@@ -10,6 +11,18 @@ from benchbus.settings import ServiceSettings
 from .driver import DEFAULT_ACCELERATION, DEFAULT_MAX_SPEEDS, DEFAULT_SPEED, DEFAULT_STEPS_PER_MM
 
 Axis = Literal["X", "Y", "Z", "A", "B", "C"]
+AXIS_NAMES: tuple[Axis, ...] = get_args(Axis)
+V = TypeVar("V")
+
+
+def per_axis(table: Mapping[str, V]) -> dict[Axis, V]:
+    """A table keyed by plain axis names (the driver's), keyed by Axis."""
+    return {axis: table[axis] for axis in AXIS_NAMES}
+
+
+def by_name(table: Mapping[Axis, V]) -> dict[str, V]:
+    """A table keyed by Axis (the settings'), keyed by plain axis names as the driver takes them."""
+    return {str(axis): value for axis, value in table.items()}
 
 # Travel the bridge allows (reference 1.9: driver bounds; Y 0-370 as the driver overrides it). Plungers (B, C) are
 # not bounded by the OT-2 driver; ours stop below the switch (20) so the 0.3 mm backlash overshoot never reaches it,
@@ -32,11 +45,11 @@ class SmoothieSettings(ServiceSettings):
     recovery_pause_s: float = Field(0.1, ge=0, description="pause before M999 after an alarm")
     current_table: Literal["2.1", "default"] = Field("2.1", description="'2.1' (OG/unknown board) or 'default' "
                                                      "(refresh boards A/B/C)")
-    steps_per_mm: dict[Axis, float] = Field(default_factory=lambda: dict(DEFAULT_STEPS_PER_MM))
-    max_speeds: dict[Axis, float] = Field(default_factory=lambda: dict(DEFAULT_MAX_SPEEDS))
-    acceleration: dict[Axis, float] = Field(default_factory=lambda: dict(DEFAULT_ACCELERATION))
+    steps_per_mm: dict[Axis, float] = Field(default_factory=lambda: per_axis(DEFAULT_STEPS_PER_MM))
+    max_speeds: dict[Axis, float] = Field(default_factory=lambda: per_axis(DEFAULT_MAX_SPEEDS))
+    acceleration: dict[Axis, float] = Field(default_factory=lambda: per_axis(DEFAULT_ACCELERATION))
     default_speed: float = Field(DEFAULT_SPEED, gt=0, le=1000, description="mm/s (G0 F<x60>)")
-    travel: dict[Axis, tuple[float, float]] = Field(default_factory=lambda: dict(DEFAULT_TRAVEL),
+    travel: dict[Axis, tuple[float, float]] = Field(default_factory=lambda: per_axis(DEFAULT_TRAVEL),
                                                     description="allowed target range per axis, mm (min, max)")
     require_homed: bool = Field(True, description="refuse moves of axes the board does not report homed")
     door_safety: bool = Field(True, description="an open door blocks motion until closed and resumed; a door "
@@ -75,7 +88,7 @@ class SmoothieSettings(ServiceSettings):
         return self
 
     @model_validator(mode="after")
-    def _sane_travel(self) -> "SmoothieSettings":
+    def _sane_travel(self) -> SmoothieSettings:
         for axis, (low, high) in self.travel.items():
             if low >= high:
                 raise ValueError(f"travel of {axis}: min {low} must be below max {high}")

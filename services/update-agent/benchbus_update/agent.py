@@ -32,7 +32,7 @@ import time
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from . import bundle, names, sshkeys
 from .emulator import DevBootLoader
@@ -51,8 +51,8 @@ class Hooks:
 
     session: Callable[[Snapshot, bool], None] = lambda snapshot, stage_changed: None
     slots: Callable[[SlotStatus, float | None], None] = lambda status, deadline: None
-    trial: Callable[[str, str, str], None] = lambda outcome, slot, reason: None
-    name: Callable[[str, str], None] = lambda name, hostname: None
+    trial: Callable[[str, str, str], object] = lambda outcome, slot, reason: None  # what they return is unused
+    name: Callable[[str, str], object] = lambda name, hostname: None
 
 
 @dataclass
@@ -101,8 +101,8 @@ class UpdateAgent:
             devices = {"a": folder / "slot-a.img", "b": folder / "slot-b.img"}
             return SlotSet(devices, env, FileBootSource(folder / "boot.json"), s.max_trial_boots)
         devices = {"a": s.slot_a, "b": s.slot_b}
-        return SlotSet(devices, FwBootEnv(s.fw_printenv, s.fw_setenv), KernelBootSource(devices, boot_id=s.boot_id_file),
-                       s.max_trial_boots)
+        return SlotSet(devices, FwBootEnv(s.fw_printenv, s.fw_setenv),
+                       KernelBootSource(devices, boot_id=s.boot_id_file), s.max_trial_boots)
 
     # -- health ---------------------------------------------------------------------------------------------
 
@@ -156,7 +156,8 @@ class UpdateAgent:
 
     def _committed(self, slot: str) -> None:
         with self._lock:
-            ready = sorted(name for name, (state, _since) in self._states.items() if state == "ready" and name != SEGMENT)
+            ready = sorted(name for name, (state, _since) in self._states.items()
+                           if state == "ready" and name != SEGMENT)
         record = {"slot": slot, "expected": ready, "commit_boot_id": self.boot_id(), "committed_at": time.time()}
         atomic_write(self.trial_record, json.dumps(record).encode(), mode=0o644)
         self.publish_slots()

@@ -26,7 +26,8 @@ import zipfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import BinaryIO, Callable
+from typing import BinaryIO
+from collections.abc import Callable
 
 from cryptography import x509
 from packaging.version import InvalidVersion, Version
@@ -80,6 +81,7 @@ class CheckedBundle:
 
 def load_public_key(data: bytes) -> PublicKey:
     """A PEM public key or X.509 certificate (the OT-2 ships a certificate), RSA or Ed25519."""
+    key: object
     if b"BEGIN CERTIFICATE" in data:
         key = x509.load_pem_x509_certificate(data).public_key()
     else:

@@ -17,7 +17,7 @@ import time
 import uuid
 from pathlib import Path
 
-from .slots import GOOD, INVALID, MAX_TRIES, SLOT, SLOTS, TRIAL, TRIES, BootEnv, atomic_write, invalid_of, other
+from .slots import GOOD, INVALID, MAX_TRIES, SLOT, TRIAL, TRIES, BootEnv, atomic_write, invalid_of, other, slot_named
 
 
 class DevBootLoader:
@@ -28,10 +28,10 @@ class DevBootLoader:
     def boot(self) -> str:
         """One power-on: choose the slot by the rules above, save the environment, record the boot."""
         env = self.env.read()
-        good = env.get(GOOD) if env.get(GOOD) in SLOTS else None
-        chosen = env.get(SLOT) if env.get(SLOT) in SLOTS else (good or "a")
+        good = slot_named(env, GOOD)
+        chosen = slot_named(env, SLOT) or good or "a"
         changes: dict[str, str | None] = {}
-        trial = env.get(TRIAL) if env.get(TRIAL) in SLOTS else None
+        trial = slot_named(env, TRIAL)
         if trial is not None:
             tries = int(env.get(TRIES) or 0) + 1 if (env.get(TRIES) or "0").isdigit() else 1
             limit = int(env.get(MAX_TRIES) or 1) if (env.get(MAX_TRIES) or "1").isdigit() else 1

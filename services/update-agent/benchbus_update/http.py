@@ -21,6 +21,7 @@ import logging
 import re
 import threading
 import time
+from typing import TYPE_CHECKING
 
 import uvicorn
 from python_multipart.multipart import MultipartParseError, MultipartParser, parse_options_header
@@ -29,10 +30,14 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse
 from starlette.routing import Route
 
+from benchbus.http_limits import BodyLimit, Scope
+
 from . import names, sshkeys
 from .agent import UpdateAgent
-from benchbus.http_limits import BodyLimit
 from .session import SessionError, Upload
+
+if TYPE_CHECKING:  # python-multipart declares it for type checkers only
+    from python_multipart.multipart import MultipartCallbacks
 
 log = logging.getLogger("benchbus.update.http")
 FILE_FIELDS = (b"ot2-system.zip", b"system-update.zip")
@@ -59,7 +64,7 @@ class FilePart:
         self._header_value = bytearray()
         self._headers: dict[bytes, bytes] = {}
 
-    def callbacks(self) -> dict:
+    def callbacks(self) -> MultipartCallbacks:
         return {
             "on_part_begin": self._part_begin,
             "on_header_field": lambda data, start, end: self._header_field.extend(data[start:end]),
@@ -93,7 +98,7 @@ class FilePart:
             self._in_file = False
 
 
-def build_app(agent: UpdateAgent) -> Starlette:
+def build_app(agent: UpdateAgent) -> BodyLimit:
     updates = agent.updates
     settings = agent.settings
 
@@ -265,7 +270,7 @@ def build_app(agent: UpdateAgent) -> Starlette:
         Route("/server/name", get_name, methods=["GET"]),
         Route("/server/name", set_name, methods=["POST"]),
     ]
-    def limit_for(scope: dict) -> int:
+    def limit_for(scope: Scope) -> int:
         if scope.get("method") == "POST" and UPLOAD_PATH.fullmatch(scope.get("path", "")):
             return settings.max_upload_bytes + MULTIPART_OVERHEAD
         return settings.max_body_bytes

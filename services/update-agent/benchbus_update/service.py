@@ -19,7 +19,8 @@ good slot, and the agent reports that rollback at its next start.
 from __future__ import annotations
 
 import sys
-from datetime import datetime, timezone
+from collections.abc import Callable
+from datetime import datetime, UTC
 from pathlib import Path
 
 from benchbus import BusError, RequestContext, Service
@@ -49,6 +50,7 @@ class UpdateService(Service):
     """The runtime's Service, plus the HTTP server's lifetime."""
 
     http: HttpServer | None = None
+    agent: UpdateAgent | None = None  # for tests and embedding
 
     def stop(self) -> None:
         if self.http is not None:
@@ -64,10 +66,10 @@ def session_payload(snapshot: Snapshot) -> SessionState:
 def _iso(epoch: float | None) -> str | None:
     if epoch is None:
         return None
-    return datetime.fromtimestamp(epoch, timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build(settings: UpdateSettings) -> tuple[UpdateService, callable]:
+def build(settings: UpdateSettings) -> tuple[UpdateService, Callable[[], None]]:
     service = UpdateService(SEGMENT, settings)
 
     def on_session(snapshot: Snapshot, _stage_changed: bool) -> None:

@@ -26,7 +26,8 @@ import time
 import uuid
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
+from collections.abc import Callable
 
 from . import bundle
 from .bundle import BundleError, Cancelled, PublicKey
@@ -62,13 +63,13 @@ class Snapshot:
     progress: float
     message: str
     error: str | None = None
-    version: dict | None = None
+    version: dict[str, Any] | None = None
 
-    def public(self) -> dict:
+    def public(self) -> dict[str, Any]:
         """The status body of the OT-2 update server."""
         if self.stage == "error":
             return {"stage": "error", "error": self.error, "message": self.message}
-        body = {"stage": self.stage, "progress": round(self.progress, 4), "message": self.message}
+        body: dict[str, Any] = {"stage": self.stage, "progress": round(self.progress, 4), "message": self.message}
         if self.version is not None:
             body["version"] = self.version
         return body
@@ -105,8 +106,10 @@ class _Session:
 class Updates:
     """The one session. `on_change(snapshot, stage_changed)` runs for every change, in order."""
 
-    def __init__(self, config: Config, slots: SlotSet, on_change: Callable[[Snapshot, bool], None] = lambda s, c: None,
-                 can_begin: Callable[[], str | None] = lambda: None, on_commit: Callable[[str], None] = lambda slot: None):
+    def __init__(self, config: Config, slots: SlotSet,
+                 on_change: Callable[[Snapshot, bool], None] = lambda s, c: None,
+                 can_begin: Callable[[], str | None] = lambda: None,
+                 on_commit: Callable[[str], None] = lambda slot: None):
         self.config = config
         self.slots = slots
         self.on_change = on_change
@@ -200,7 +203,7 @@ class Updates:
 
     # -- the file -------------------------------------------------------------------------------------------
 
-    def open_upload(self, token: str) -> "Upload":
+    def open_upload(self, token: str) -> Upload:
         with self._lock:
             session = self._find(token)
             self._expect_file(session)
@@ -276,6 +279,7 @@ class Updates:
 
     def _write(self, session: _Session, checked: bundle.CheckedBundle) -> None:
         self._set(session, "writing", 0.0)
+        assert session.target is not None, "begin() chose the target"
         writer = self.slots.open_writer(session.target, checked.rootfs_size)
         try:
             written = bundle.stream_rootfs(checked.path, sink=writer.write, progress=self._reporter(session, 0.0, 0.5),
@@ -309,6 +313,7 @@ class Updates:
             if session.snapshot.stage != "done":
                 raise SessionError("not-ready", f"the session is at {session.snapshot.stage}; only a session at "
                                    "done can be committed", "conflict", 409)
+            assert session.target is not None, "begin() chose the target"
             self.slots.arm_trial(session.target)
             self.on_commit(session.target)
             shutil.rmtree(session.folder, ignore_errors=True)
@@ -347,14 +352,15 @@ class Upload:
         self.path = path
         self.limit = limit
         self.received = 0
-        self.handle = open(path, "wb")
+        self.handle = open(path, "wb")  # noqa: SIM115 - the upload owns it until finish() or fail() closes it
 
     def write(self, chunk: bytes) -> None:
         if self.session.cancelled.is_set():
             raise SessionError("cancelled", "the session was cancelled during the upload", "conflict", 409)
         self.received += len(chunk)
         if self.received > self.limit:
-            raise SessionError("Too Large", f"the upload passed the limit of {self.limit} bytes", "invalid_request", 413)
+            raise SessionError("Too Large", f"the upload passed the limit of {self.limit} bytes", "invalid_request",
+                               413)
         self.handle.write(chunk)
 
     def finish(self) -> None:

@@ -32,7 +32,8 @@ class UpdateSettings(ServiceSettings):
                                               description="None: simulate the reboot (development)")
     restart_delay_s: float = Field(1.0, ge=0)
     max_trial_boots: int = Field(1, ge=1, le=10, description="trial boots the boot script allows before it gives up")
-    confirm_timeout_s: float = Field(300.0, gt=0, description="how long every service has to be ready after a trial boot")
+    confirm_timeout_s: float = Field(300.0, gt=0,
+                                     description="how long every service has to be ready after a trial boot")
     expected_services: list[str] = Field(default_factory=list,
                                          description="services that must be ready besides those seen before the update")
 
@@ -48,7 +49,8 @@ class UpdateSettings(ServiceSettings):
 
     # SSH keys and the name
     authorized_keys: Path = Path("/root/.ssh/authorized_keys")
-    admin_token: str | None = Field(None, min_length=16, description="allows key management from anywhere (and on the bus)")
+    admin_token: str | None = Field(None, min_length=16,
+                                    description="allows key management from anywhere (and on the bus)")
     trusted_proxies: list[IPv4Network | IPv6Network] = Field(
         default_factory=list, description="proxies (CIDRs) whose forwarded headers (X-Host-IP: the address the client "
         "reached) are believed; default none: nothing proxies in front of the update-agent, so a header is a claim")

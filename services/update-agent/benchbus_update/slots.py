@@ -24,17 +24,25 @@ import subprocess
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
+from collections.abc import Callable
 
 from .bundle import Cancelled
 
 SLOTS = ("a", "b")
-SLOT, GOOD, TRIAL, TRIES, MAX_TRIES, INVALID = "bb_slot", "bb_good", "bb_trial", "bb_tries", "bb_max_tries", "bb_invalid"
+SLOT, GOOD, TRIAL, TRIES, MAX_TRIES, INVALID = (
+    "bb_slot", "bb_good", "bb_trial", "bb_tries", "bb_max_tries", "bb_invalid")
 CHUNK = 1024 * 1024
 
 
 def other(slot: str) -> str:
     return "b" if slot == "a" else "a"
+
+
+def slot_named(env: dict[str, str], variable: str) -> str | None:
+    """The slot a boot variable names, or None when it names none."""
+    value = env.get(variable)
+    return value if value in SLOTS else None
 
 
 class SlotError(Exception):
@@ -167,7 +175,8 @@ class KernelBootSource:
         for prefix, folder in (("PARTUUID=", "/dev/disk/by-partuuid/"), ("UUID=", "/dev/disk/by-uuid/")):
             if root.startswith(prefix):
                 root = folder + root[len(prefix):].lower()
-        slot = next((name for name, dev in self.devices.items() if os.path.realpath(dev) == os.path.realpath(root)), None)
+        root_path = os.path.realpath(root)
+        slot = next((name for name, dev in self.devices.items() if os.path.realpath(dev) == root_path), None)
         if slot is None:
             raise SlotError("Boot Env", f"root={root} is neither slot ({', '.join(map(str, self.devices.values()))})")
         btime = next(float(line.split()[1]) for line in Path("/proc/stat").read_text().splitlines()
@@ -219,9 +228,9 @@ class SlotSet:
         running = self.running()
         return SlotStatus(
             running=running,
-            next_boot=env.get(SLOT) if env.get(SLOT) in SLOTS else running,
-            good=env.get(GOOD) if env.get(GOOD) in SLOTS else None,
-            trial=env.get(TRIAL) if env.get(TRIAL) in SLOTS else None,
+            next_boot=slot_named(env, SLOT) or running,
+            good=slot_named(env, GOOD),
+            trial=slot_named(env, TRIAL),
             invalid=invalid_of(env),
             boot_count=int(env.get(TRIES) or 0) if (env.get(TRIES) or "0").isdigit() else 0,
         )
@@ -231,7 +240,7 @@ class SlotSet:
     def mark_invalid(self, slot: str) -> None:
         self.env.update({INVALID: " ".join(sorted(set(invalid_of(self.env.read())) | {slot}))})
 
-    def open_writer(self, slot: str, size: int) -> "SlotWriter":
+    def open_writer(self, slot: str, size: int) -> SlotWriter:
         if slot == self.running():
             raise SlotError("Write Failed", f"slot {slot} is the running system; only the inactive slot is written")
         self.mark_invalid(slot)  # before the first byte: a crash from here on leaves it marked
@@ -253,8 +262,8 @@ class SlotSet:
     def roll_back(self) -> str:
         """Give up the running (or pending) trial: boot the good slot next, and never the failed one."""
         env = self.env.read()
-        failed = env.get(TRIAL) if env.get(TRIAL) in SLOTS else self.running()
-        good = env.get(GOOD) if env.get(GOOD) in SLOTS else other(failed)
+        failed = slot_named(env, TRIAL) or self.running()
+        good = slot_named(env, GOOD) or other(failed)
         self.env.update({SLOT: good, TRIAL: None, TRIES: None,
                          INVALID: " ".join(sorted(set(invalid_of(env)) | {failed}))})
         return good
@@ -292,7 +301,8 @@ class SlotWriter:
                 view = view[count:]
                 self.written += count
         except OSError as exc:
-            raise SlotError("Write Failed", f"writing slot {self.path} at byte {self.written}: {exc.strerror}") from None
+            raise SlotError("Write Failed",
+                            f"writing slot {self.path} at byte {self.written}: {exc.strerror}") from None
 
     def finish(self) -> None:
         try:

@@ -90,7 +90,9 @@ class Access:
             self.token, self.token_file = token, path
 
     def token_ok(self, presented: str | None) -> bool:
-        return bool(presented) and secrets.compare_digest(presented.encode(), self.token.encode())
+        if not presented:
+            return False
+        return secrets.compare_digest(presented.encode(), self.token.encode())
 
     def trusted(self, address: str | None) -> bool:
         try:

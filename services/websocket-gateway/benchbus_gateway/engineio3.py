@@ -21,13 +21,14 @@ closes that one session.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
 import secrets
 import time
 from collections import deque
-from typing import Callable
+from collections.abc import Callable
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -175,7 +176,7 @@ def parse_query(raw: bytes) -> dict[str, str]:
 class Session:
     """One Engine.IO connection, whatever transport it currently uses."""
 
-    def __init__(self, server: "EngineIO3Server", sid: str, query: dict[str, str], binary: bool, host: str = "",
+    def __init__(self, server: EngineIO3Server, sid: str, query: dict[str, str], binary: bool, host: str = "",
                  peer: str = ""):
         self.server = server
         self.host = host  # the host name the client reached us by
@@ -197,7 +198,8 @@ class Session:
         if self.closed:
             return
         if len(self.outbox) >= self.server.max_outbox:
-            log.warning("session %s: %d packets waiting, the client is not reading; closing it", self.sid, len(self.outbox))
+            log.warning("session %s: %d packets waiting, the client is not reading; closing it",
+                        self.sid, len(self.outbox))
             self.server.close_session(self, "outbox overflow")
             return
         self.outbox.append(packet)
@@ -311,9 +313,9 @@ class EngineIO3Server:
             peer = request.client.host if request.client else ""
             if self.authorize is not None and not self.authorize(query, peer):
                 return self._error(FORBIDDEN, status=403)
-            session = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
-                                         host=request.url.hostname or "", peer=peer)
-            return self._poll_response(request, session, session.take_all())
+            opened = self._open_session(query, binary=query.get("b64") not in ("1", "true"),
+                                        host=request.url.hostname or "", peer=peer)
+            return self._poll_response(request, opened, opened.take_all())
         session = self.sessions.get(sid)
         if session is None:
             return self._error(UNKNOWN_SID)
@@ -342,11 +344,10 @@ class EngineIO3Server:
         session.last_seen = time.monotonic()
         try:
             if not session.outbox and not session.closed:
-                try:  # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own per poll
+                # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own per poll
+                with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self.ping_interval):
                         await session.wakeup.wait()
-                except TimeoutError:
-                    pass
             if session.transport != "polling" or session.data.get("probing"):
                 packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling
                 if not session.outbox:
@@ -367,7 +368,8 @@ class EngineIO3Server:
         async for chunk in request.stream():
             body.extend(chunk)
             if len(body) > self.max_payload:
-                return self._error(BAD_REQUEST, f"body is larger than the limit of {self.max_payload} bytes", status=413)
+                return self._error(BAD_REQUEST, f"body is larger than the limit of {self.max_payload} bytes",
+                                   status=413)
         try:
             packets = decode_payload(bytes(body))
         except ProtocolError as exc:
@@ -415,8 +417,8 @@ class EngineIO3Server:
                 await websocket.close(code=1008, reason="forbidden")
                 return
             await websocket.accept()
-            session = self._open_session(query, binary=True, host=websocket.url.hostname or "", peer=peer)
-            await self._serve_websocket(session, websocket)
+            opened = self._open_session(query, binary=True, host=websocket.url.hostname or "", peer=peer)
+            await self._serve_websocket(opened, websocket)
             return
         session = self.sessions.get(sid)
         if session is None or session.transport != "polling" or session.websocket is not None:
@@ -435,7 +437,7 @@ class EngineIO3Server:
             while True:
                 try:
                     text = await asyncio.wait_for(websocket.receive_text(), self.ping_timeout)
-                except (asyncio.TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
+                except (TimeoutError, WebSocketDisconnect, RuntimeError, KeyError):
                     return False
                 session.last_seen = time.monotonic()
                 if text == PING + "probe":
@@ -476,10 +478,8 @@ class EngineIO3Server:
         finally:
             self.close_session(session, reason)
             await _finish(writer)
-            try:
+            with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # the peer is already gone
                 await websocket.close(code=1002 if reason.startswith("parse error") else 1000, reason=reason[:120])
-            except (RuntimeError, WebSocketDisconnect):
-                pass  # the peer is already gone
 
     async def _write_websocket(self, session: Session, websocket: WebSocket) -> None:
         try:
@@ -497,6 +497,6 @@ async def _finish(task: asyncio.Task) -> None:
     """Let a writer flush what it holds (a close packet), but never wait on a dead peer for long."""
     try:
         await asyncio.wait_for(task, 1.0)
-    except (asyncio.TimeoutError, asyncio.CancelledError, Exception):
+    except (TimeoutError, asyncio.CancelledError, Exception):
         task.cancel()
 

@@ -10,7 +10,8 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from typing import Any, Iterator
+from typing import Any
+from collections.abc import Iterator
 
 
 class BroadcastHistory:
@@ -25,7 +26,8 @@ class BroadcastHistory:
     def add_raw(self, broadcast_text: str, received: float | None = None) -> None:
         """Keep one broadcast as it came from the bus (text that is already valid JSON)."""
         received = time.time() if received is None else received
-        self._entries.append((received, '{"received":' + repr(float(received)) + ',"broadcast":' + broadcast_text + "}"))
+        entry = '{"received":' + repr(float(received)) + ',"broadcast":' + broadcast_text + "}"
+        self._entries.append((received, entry))
         self._forget_old(received)
 
     def append(self, entry: dict) -> None:

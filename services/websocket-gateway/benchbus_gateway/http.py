@@ -47,21 +47,21 @@ def refused_response(refusal: Refused) -> JSONResponse:
                         status_code=refusal.status, headers={"WWW-Authenticate": 'Bearer realm="benchbus"'})
 
 
-def caller_of(gateway: "Gateway", request: Request) -> Caller:
+def caller_of(gateway: Gateway, request: Request) -> Caller:
     return gateway.access.caller("http", request.client.host if request.client else None, bearer(request))
 
 
-def require_write(gateway: "Gateway", request: Request) -> Caller:
+def require_write(gateway: Gateway, request: Request) -> Caller:
     caller = caller_of(gateway, request)
     gateway.access.require_write(caller)
     return caller
 
 
-def require_read(gateway: "Gateway", request: Request) -> None:
+def require_read(gateway: Gateway, request: Request) -> None:
     gateway.access.require_read(caller_of(gateway, request))
 
 
-def routes(gateway: "Gateway") -> list[Route]:
+def routes(gateway: Gateway) -> list[Route]:
     async def health(request: Request) -> Response:
         if "opentrons-version" in request.headers:
             from .robot_routes import ot2_health

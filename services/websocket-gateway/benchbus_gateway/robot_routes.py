@@ -12,7 +12,8 @@ the Pi itself, from loopback, needs nothing). A request the bus refuses though t
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING, Any, Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+from collections.abc import Awaitable, Callable
 
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
@@ -71,7 +72,7 @@ def _error(status: int, message: str, code: str, version: int = API_VERSION) -> 
 Handler = Callable[["Gateway", Request], Awaitable[Any]]
 
 
-def _route(gateway: "Gateway", handler: Handler, write: bool = False):
+def _route(gateway: Gateway, handler: Handler, write: bool = False):
     async def endpoint(request: Request) -> Response:
         version = API_VERSION
         try:
@@ -103,14 +104,14 @@ async def _json_body(request: Request) -> dict:
     return data
 
 
-def _require_ready(gateway: "Gateway", *services: str) -> None:
+def _require_ready(gateway: Gateway, *services: str) -> None:
     for service in services:
         state = (gateway.state_of(service) or {}).get("state")
         if state not in ("ready", "degraded"):
             raise RouteError(503, "Hardware Not Yet Initialized", "5003")
 
 
-async def _call(gateway: "Gateway", request: Request, service: str, command: str, payload: Any = None) -> Any:
+async def _call(gateway: Gateway, request: Request, service: str, command: str, payload: Any = None) -> Any:
     _require_ready(gateway, service)  # answer 503 at once, as the robot server does before its hardware is up
     return await gateway.bridge.call(service, command, payload or {}, gateway.settings.call_timeout_s,
                                      getattr(request.state, "on_behalf_of", None))
@@ -118,7 +119,7 @@ async def _call(gateway: "Gateway", request: Request, service: str, command: str
 
 # -- the routes -------------------------------------------------------------------------------------------------------
 
-async def ot2_health(gateway: "Gateway", request: Request) -> Response:
+async def ot2_health(gateway: Gateway, request: Request) -> Response:
     try:
         version = _version(request)
         _require_ready(gateway, "smoothie", "gpio")
@@ -144,12 +145,12 @@ async def ot2_health(gateway: "Gateway", request: Request) -> Response:
     }, version)
 
 
-async def get_lights(gateway: "Gateway", request: Request) -> Any:
+async def get_lights(gateway: Gateway, request: Request) -> Any:
     lights = await _call(gateway, request, "gpio", "get_lights")
     return {"on": lights["on"]}
 
 
-async def set_lights(gateway: "Gateway", request: Request) -> Any:
+async def set_lights(gateway: Gateway, request: Request) -> Any:
     body = await _json_body(request)
     if not isinstance(body.get("on"), bool):
         raise RouteError(422, "field 'on': a boolean is required")
@@ -157,7 +158,7 @@ async def set_lights(gateway: "Gateway", request: Request) -> Any:
     return {"on": body["on"]}
 
 
-async def identify(gateway: "Gateway", request: Request) -> Any:
+async def identify(gateway: Gateway, request: Request) -> Any:
     raw = request.query_params.get("seconds")
     if raw is None:
         raise RouteError(422, "query parameter 'seconds' is required")
@@ -169,7 +170,7 @@ async def identify(gateway: "Gateway", request: Request) -> Any:
     return {"message": "identifying"}
 
 
-async def home(gateway: "Gateway", request: Request) -> Any:
+async def home(gateway: Gateway, request: Request) -> Any:
     body = await _json_body(request)
     target = body.get("target")
     if target == "robot":
@@ -184,7 +185,7 @@ async def home(gateway: "Gateway", request: Request) -> Any:
     raise RouteError(400, f"field 'target': 'robot' or 'pipette', got {target!r}")
 
 
-async def door_status(gateway: "Gateway", _request: Request) -> Any:
+async def door_status(gateway: Gateway, _request: Request) -> Any:
     _require_ready(gateway, "gpio")
     door = gateway.state_of("gpio", "door")
     if door is None:
@@ -193,12 +194,12 @@ async def door_status(gateway: "Gateway", _request: Request) -> Any:
                      "doorRequiredClosedForProtocol": False}}
 
 
-async def engaged(gateway: "Gateway", request: Request) -> Any:
+async def engaged(gateway: Gateway, request: Request) -> Any:
     flags = await _call(gateway, request, "smoothie", "engaged")
     return {axis: {"enabled": bool(flags[axis.upper()])} for axis in AXES}
 
 
-async def disengage(gateway: "Gateway", request: Request) -> Any:
+async def disengage(gateway: Gateway, request: Request) -> Any:
     body = await _json_body(request)
     axes = body.get("axes")
     if not isinstance(axes, list) or not axes or any(not isinstance(a, str) or a.lower() not in AXES for a in axes):
@@ -207,7 +208,7 @@ async def disengage(gateway: "Gateway", request: Request) -> Any:
     return {"message": f"Disengaged axes: {', '.join(a.lower() for a in axes)}"}
 
 
-def routes(gateway: "Gateway") -> list[Route]:
+def routes(gateway: Gateway) -> list[Route]:
     return [
         Route("/robot/lights", _route(gateway, get_lights), methods=["GET"]),
         Route("/robot/lights", _route(gateway, set_lights, write=True), methods=["POST"]),

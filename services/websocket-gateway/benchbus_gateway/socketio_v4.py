@@ -11,7 +11,8 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
+from collections.abc import Callable
 from urllib.parse import parse_qs
 
 from .engineio3 import EngineIO3Server, Session
@@ -76,7 +77,7 @@ def encode_packet(kind: int, namespace: str = "/", data: Any = None, ack_id: int
 class Client:
     """One Socket.IO client: an Engine.IO session and the namespaces it joined."""
 
-    def __init__(self, server: "SocketIOServer", session: Session):
+    def __init__(self, server: SocketIOServer, session: Session):
         self.server = server
         self.session = session
         self.namespaces: set[str] = set()

@@ -17,6 +17,7 @@ Calls are writes and need the token or a client address in `trusted_networks`; s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import json
 import logging
@@ -40,7 +41,7 @@ MAX_WAITING = 1000
 
 
 class WsClient:
-    def __init__(self, gateway: "Gateway", websocket: WebSocket, caller: Caller):
+    def __init__(self, gateway: Gateway, websocket: WebSocket, caller: Caller):
         self.gateway = gateway
         self.websocket = websocket
         self.caller = caller
@@ -68,7 +69,7 @@ class WsClient:
         self.send_text(json.dumps(message, separators=(",", ":")))
 
     def error(self, code: str, message: str, request_id: Any = None) -> None:
-        body = {"op": "error", "error": {"code": code, "message": message}}
+        body: dict[str, Any] = {"op": "error", "error": {"code": code, "message": message}}
         if request_id is not None:
             body = {"op": "reply", "id": request_id, "ok": False, "error": {"code": code, "message": message}}
         self.send(body)
@@ -76,10 +77,8 @@ class WsClient:
     async def close(self, code: int, reason: str) -> None:
         self.closed = True
         self.wakeup.set()
-        try:
+        with contextlib.suppress(RuntimeError, WebSocketDisconnect):
             await self.websocket.close(code, reason)
-        except (RuntimeError, WebSocketDisconnect):
-            pass
 
     async def write_forever(self) -> None:
         try:
@@ -100,7 +99,7 @@ def matches(topic_filter: str, topic_name: str) -> bool:
     return topic_matches_sub(topic_filter, topic_name)
 
 
-def fan_out(gateway: "Gateway", topic_name: str, text: str) -> None:
+def fan_out(gateway: Gateway, topic_name: str, text: str) -> None:
     """Send one bus message to every /ws client whose filters match; the JSON is built once."""
     frame = None
     for client in gateway.ws_clients:
@@ -110,7 +109,7 @@ def fan_out(gateway: "Gateway", topic_name: str, text: str) -> None:
             client.send_text(frame)
 
 
-def absolute_filter(gateway: "Gateway", topic_filter: Any) -> str:
+def absolute_filter(gateway: Gateway, topic_filter: Any) -> str:
     """A filter under benchbus/<device>/; relative ones are taken under it. Raises BusError otherwise."""
     if not isinstance(topic_filter, str) or not topic_filter or len(topic_filter) > 512:
         raise BusError("invalid_request", "field 'filter': a topic filter string is required")
@@ -135,7 +134,7 @@ def absolute_filter(gateway: "Gateway", topic_filter: Any) -> str:
     return absolute
 
 
-def endpoint(gateway: "Gateway"):
+def endpoint(gateway: Gateway):
     async def serve(websocket: WebSocket) -> None:
         presented = _presented_token(websocket)
         caller = gateway.access.caller("ws", websocket.client.host if websocket.client else None, presented)
@@ -165,7 +164,7 @@ def endpoint(gateway: "Gateway"):
             client.wakeup.set()
             try:
                 await asyncio.wait_for(writer, 1.0)
-            except (asyncio.TimeoutError, Exception):
+            except (TimeoutError, Exception):
                 writer.cancel()
     return serve
 
@@ -177,7 +176,7 @@ def _presented_token(websocket: WebSocket) -> str | None:
     return websocket.query_params.get("token")
 
 
-async def _take(gateway: "Gateway", client: WsClient, text: str) -> None:
+async def _take(gateway: Gateway, client: WsClient, text: str) -> None:
     if len(text) > MAX_MESSAGE:
         client.error("invalid_request", f"message of {len(text)} characters is larger than {MAX_MESSAGE}")
         return
@@ -213,7 +212,7 @@ async def _take(gateway: "Gateway", client: WsClient, text: str) -> None:
         client.error(error.code, error.message, request_id)
 
 
-def _subscribe(gateway: "Gateway", client: WsClient, topic_filter: Any) -> None:
+def _subscribe(gateway: Gateway, client: WsClient, topic_filter: Any) -> None:
     if gateway.settings.read_requires_token and not client.authorized:
         raise BusError("unauthorized", "reads need the bearer token on this gateway")
     absolute = absolute_filter(gateway, topic_filter)
@@ -224,10 +223,11 @@ def _subscribe(gateway: "Gateway", client: WsClient, topic_filter: Any) -> None:
     client.send({"op": "subscribed", "filter": absolute})
     for topic_name, (text, _data) in list(gateway.retained.items()):
         if topic_matches_sub(absolute, topic_name):
-            client.send_text('{"op":"message","topic":' + json.dumps(topic_name) + ',"payload":' + text + ',"retained":true}')
+            client.send_text('{"op":"message","topic":' + json.dumps(topic_name) + ',"payload":' + text
+                             + ',"retained":true}')
 
 
-async def _call(gateway: "Gateway", client: WsClient, message: dict) -> None:
+async def _call(gateway: Gateway, client: WsClient, message: dict) -> None:
     request_id = message.get("id")
     try:
         if not client.authorized:

@@ -47,8 +47,10 @@ def od_calibration(rng, name, samples, points, fits=True):
     if fits:
         calibration["fits"] = [
             {"name": f"{name}_od90", "type": "sigmoid", "params": ["od_90"], "active": True,
-             "timeFit": 1710245239.1, "coefficients": [as_text_sometimes(rng, [round(x, 4) for x in t]) for t in truth90]},
-            {"name": f"{name}_3d", "type": "3d", "params": ["od_90", "od_135"], "active": False, "timeFit": 1710245300.5,
+             "timeFit": 1710245239.1,
+             "coefficients": [as_text_sometimes(rng, [round(x, 4) for x in t]) for t in truth90]},
+            {"name": f"{name}_3d", "type": "3d", "params": ["od_90", "od_135"], "active": False,
+             "timeFit": 1710245300.5,
              "coefficients": [[15.36, -2.8e-4, -1.4e-4, 5.6e-10, 2.3e-9, -1.1e-10] for _ in range(16)]},
         ]
     return calibration
@@ -57,7 +59,8 @@ def od_calibration(rng, name, samples, points, fits=True):
 def temperature_calibration(rng, name):
     truth = [[-0.0281 + rng.uniform(-0.001, 0.001), 83.1 + rng.uniform(-1, 1)] for _ in range(16)]
     raws = [[2150 + rng.randint(-30, 30), 1850 + rng.randint(-30, 30), 1600 + rng.randint(-30, 30)] for _ in range(16)]
-    measured = [[round(m * r + b + rng.gauss(0, 0.05), 2) for r in row] for (m, b), row in zip(truth, raws)]
+    measured = [[round(m * r + b + rng.gauss(0, 0.05), 2) for r in row]
+                for (m, b), row in zip(truth, raws, strict=True)]
     return {
         "name": name, "calibrationType": "temperature", "timeCollected": 1710045157000,
         "measuredData": measured,

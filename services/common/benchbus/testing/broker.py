@@ -36,10 +36,12 @@ log_type warning
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+        port: int = sock.getsockname()[1]
+        return port
 
 
-def wait_for_port(host: str, port: int, timeout: float = 10.0, process: subprocess.Popen | None = None) -> None:
+def wait_for_port(host: str, port: int, timeout: float = 10.0,
+                  process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
@@ -69,7 +71,7 @@ class MosquittoProcess:
         self.log_path = self.workdir / "mosquitto.log"
         self.conf_path = self.workdir / "mosquitto.conf"
         self.conf_path.write_text(MOSQUITTO_CONF.format(port=self.port, log=self.log_path) + extra_conf)
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
 
     @property
     def running(self) -> bool:
@@ -163,8 +165,11 @@ def docker_engine_answers() -> bool:
         return False
 
 
-def start_broker():
-    broker = MosquittoContainer() if docker_engine_answers() else MosquittoProcess()
+Broker = MosquittoProcess | MosquittoContainer
+
+
+def start_broker() -> Broker:
+    broker: Broker = MosquittoContainer() if docker_engine_answers() else MosquittoProcess()
     broker.start()
     return broker
 
@@ -172,19 +177,20 @@ def start_broker():
 class RetainedTracker:
     """Remembers every retained topic published on the broker, so a test's leftovers can be cleared fast."""
 
-    def __init__(self, broker) -> None:
+    def __init__(self, broker: Broker) -> None:
         self.broker = broker
         self.topics: set[str] = set()
         self._lock = threading.Lock()
         self._client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"retained-tracker-{os.getpid()}",
                                    protocol=mqtt.MQTTv5)
-        self._client.on_connect = lambda c, *_: c.subscribe("#", options=SubscribeOptions(qos=1, retainAsPublished=True))
+        everything = SubscribeOptions(qos=1, retainAsPublished=True)
+        self._client.on_connect = lambda c, *_: c.subscribe("#", options=everything)
         self._client.on_message = self._seen
-        self._client.reconnect_delay_set(0.05, 0.5)
+        self._client.reconnect_delay_set(0.05, 0.5)  # type: ignore[arg-type]  # paho says int; it sleeps floats
         self._client.connect_async(broker.host, broker.port, 30)
         self._client.loop_start()
 
-    def _seen(self, _client, _userdata, message: mqtt.MQTTMessage) -> None:
+    def _seen(self, _client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
         if message.retain:
             with self._lock:
                 (self.topics.add if message.payload else self.topics.discard)(message.topic)

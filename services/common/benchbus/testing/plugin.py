@@ -16,18 +16,23 @@ import signal
 import subprocess
 import sys
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 
 from benchbus_schemas import topics
 
 from ..client import BusClient
-from .broker import RetainedTracker, start_broker
+from ..settings import ServiceSettings
+from .broker import Broker, RetainedTracker, start_broker
+
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 
 
 @pytest.fixture(scope="session")
-def _broker_session():
+def _broker_session() -> Iterator[tuple[Broker, RetainedTracker]]:
     broker = start_broker()
     tracker = RetainedTracker(broker)
     yield broker, tracker
@@ -36,7 +41,7 @@ def _broker_session():
 
 
 @pytest.fixture
-def broker(_broker_session):
+def broker(_broker_session: tuple[Broker, RetainedTracker]) -> Iterator[Broker]:
     broker, tracker = _broker_session
     broker.start()
     yield broker
@@ -51,7 +56,7 @@ def device() -> str:
 
 
 @pytest.fixture
-def bus(broker, device):
+def bus(broker: Broker, device: str) -> Iterator[BusClient]:
     client = BusClient(device, broker.settings(), name=f"test-{uuid.uuid4().hex[:8]}")
     client.start()
     yield client
@@ -59,8 +64,8 @@ def bus(broker, device):
 
 
 @pytest.fixture
-def make_settings(broker, device):
-    def make(model, **fields):
+def make_settings(broker: Broker, device: str) -> Callable[..., ServiceSettings]:
+    def make(model: type[SettingsT], **fields: Any) -> SettingsT:
         fields.setdefault("device", device)
         fields.setdefault("broker", broker.settings())
         fields.setdefault("shutdown_grace_s", 2.0)
@@ -69,10 +74,10 @@ def make_settings(broker, device):
 
 
 @pytest.fixture
-def serve():
-    running = []
+def serve() -> Iterator[Callable[[Callable[[Any], Any], ServiceSettings], Any]]:
+    running: list[Any] = []  # Services, or the objects that wrap one (they serve and stop alike)
 
-    def start(build, settings):
+    def start(build: Callable[[Any], Any], settings: ServiceSettings) -> Any:
         built = build(settings)
         service, setup = built if isinstance(built, tuple) else (built, None)
         service.serve_in_background(setup)
@@ -84,7 +89,7 @@ def serve():
         service.stop()
 
 
-def service_env(broker, device: str, extra: dict | None = None) -> dict:
+def service_env(broker: Broker, device: str, extra: dict[str, str] | None = None) -> dict[str, str]:
     env = dict(os.environ)
     env.update({
         "BENCHBUS_DEVICE": device,
@@ -99,7 +104,7 @@ def service_env(broker, device: str, extra: dict | None = None) -> dict:
 
 
 class Spawned:
-    def __init__(self, process: subprocess.Popen, log_path: Path):
+    def __init__(self, process: subprocess.Popen[bytes], log_path: Path):
         self.process = process
         self.log_path = log_path
 
@@ -126,10 +131,11 @@ class Spawned:
 
 
 @pytest.fixture
-def spawn(broker, device, bus, tmp_path):
+def spawn(broker: Broker, device: str, bus: BusClient, tmp_path: Path) -> Iterator[Callable[..., Spawned]]:
     spawned: list[Spawned] = []
 
-    def start(argv, segment: str | None = None, env: dict | None = None, ready_timeout: float = 20.0) -> Spawned:
+    def start(argv: list[str], segment: str | None = None, env: dict[str, str] | None = None,
+              ready_timeout: float = 20.0) -> Spawned:
         if argv and argv[0] == "python":
             argv = [sys.executable, *argv[1:]]
         log_path = tmp_path / f"spawn-{len(spawned)}.log"
@@ -141,7 +147,8 @@ def spawn(broker, device, bus, tmp_path):
         if segment is not None:
             try:
                 bus.wait_for(topics.lifecycle_topic(device, segment),
-                             lambda _t, d: isinstance(d, dict) and d.get("state") == "ready" and d.get("pid") == process.pid,
+                             lambda _t, d: (isinstance(d, dict) and d.get("state") == "ready"
+                                            and d.get("pid") == process.pid),
                              ready_timeout)
             except Exception:
                 raise AssertionError(f"{argv} never became ready; its log:\n{handle.log()}") from None
