@@ -49,6 +49,7 @@ class Worker:
         self.stopping = threading.Event()
         self.engine_loop: asyncio.AbstractEventLoop | None = None
         self.orchestrator: Any = None
+        self.engine_ready = threading.Event()
 
     # -- reports ---------------------------------------------------------------------------------------------------
 
@@ -98,7 +99,7 @@ class Worker:
             return self.robot.read("smoothie", "pause")
         if op == "resume":
             self.robot.request_resume()
-            if self.orchestrator is not None:
+            if self.engine_ready.is_set():
                 self._in_engine(self._engine_play)
             return None
         if self.mode == "live":
@@ -193,6 +194,7 @@ class Worker:
             engine.add_labware_definition(labware_definition_type_adapter.validate_python(definition))
         self.orchestrator = RunOrchestrator.build_orchestrator(hardware_api=hardware, protocol_engine=engine)
         self.orchestrator.prepare()
+        self.engine_ready.set()
 
     def _engine_play(self) -> None:
         from benchbus_ot2.session import OT2_DECK_CONFIGURATION
@@ -208,6 +210,8 @@ class Worker:
         return asyncio.run_coroutine_threadsafe(call(), self.engine_loop).result()
 
     def _live(self, op: str | None, request: dict[str, Any]) -> Any:
+        if not self.engine_ready.wait(60):  # the first request may come while the engine is still being built
+            raise RuntimeError("the protocol engine did not start within 60 s")
         if op == "command":
             return self._live_command(request["command"], bool(request.get("wait")), request.get("timeout_ms"))
         if op == "get_command":
