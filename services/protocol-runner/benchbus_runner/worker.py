@@ -30,8 +30,11 @@ _real_stdout = sys.stdout
 def report(kind: str, **fields: Any) -> None:
     """One line to the runner (on the real stdout: a protocol's print() goes to stderr, see main)."""
     with _out_lock:
-        _real_stdout.write(json.dumps({"type": kind, **fields}, default=str) + "\n")
-        _real_stdout.flush()
+        try:
+            _real_stdout.write(json.dumps({"type": kind, **fields}, default=str) + "\n")
+            _real_stdout.flush()
+        except (OSError, ValueError):  # the runner is gone (kill -9): what matters now is making the robot safe
+            pass
 
 
 class Worker:
@@ -40,7 +43,7 @@ class Worker:
         from benchbus_ot2.robot import Robot
 
         self.mode, self.folder = mode, folder
-        broker = BrokerSettings.model_validate_json(os.environ["BENCHBUS_RUNNER_CHILD_BROKER"])
+        self.broker = broker = BrokerSettings.model_validate_json(os.environ["BENCHBUS_RUNNER_CHILD_BROKER"])
         ttl = float(os.environ.get("BENCHBUS_RUNNER_CHILD_LEASE_TTL", "10"))
         self.robot = Robot(os.environ["BENCHBUS_RUNNER_CHILD_DEVICE"], broker, lease_ttl_s=ttl,
                            name=f"runner-{os.getpid()}", on_pause=self._paused, on_resume=self._resumed)
@@ -134,6 +137,7 @@ class Worker:
         from benchbus_ot2.session import RobotSession
 
         assert self.folder is not None
+        self.home_after_halt()
         self.session = RobotSession(self.robot).open()
         report("lease", lease_id=self.robot.lease_id)
         report("status", status="running", reason=None)
@@ -151,6 +155,18 @@ class Worker:
         report("result", status="succeeded")
         return 0
 
+    def home_after_halt(self) -> None:
+        """A stopped or killed run left the robot halted (in alarm: every move refused until homed). A run starts
+        from a homed robot, as the robot-server's do; before the lease is taken, so only a free robot is homed."""
+        from benchbus import BusClient
+
+        with BusClient(self.robot.device, self.broker, name=f"runner-home-{os.getpid()}") as bus:
+            _topic, alarm = bus.wait_for(bus.topic("smoothie", "state", "alarm"), lambda _t, _d: True, 5.0)
+            if (alarm or {}).get("active"):
+                if self.mode != "live":
+                    report("status", status="running", reason="homing after the last halt")
+                bus.call("smoothie", "home", {}, timeout=120)
+
     def _close_quietly(self) -> None:
         try:
             self.session.close()
@@ -162,6 +178,7 @@ class Worker:
     def run_live(self) -> int:
         from benchbus_ot2.session import RobotSession
 
+        self.home_after_halt()
         self.session = RobotSession(self.robot).open()
         report("lease", lease_id=self.robot.lease_id)
         ready = threading.Event()

@@ -1,0 +1,129 @@
+"""A run belongs to the runner, not to a client: it survives the client that started it; a kill -9 of the runner
+mid-run leaves the robot halted, the lease released and the run failed with the reason after the restart; stop
+and the door behave as on an OT-2."""
+from __future__ import annotations
+
+import re
+import time
+from pathlib import Path
+
+from benchbus import BusClient
+
+from .conftest import lease_free
+
+SHORT = '''
+requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
+
+def run(protocol):
+    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
+    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
+    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
+    p300.pick_up_tip()
+    p300.aspirate(100, plate["A1"])
+    p300.dispense(100, plate["A2"])
+    p300.drop_tip()
+'''
+
+# long enough to be caught in the middle: many moves between two columns of a reservoir
+LONG = '''
+requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
+
+def run(protocol):
+    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
+    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
+    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
+    p300.pick_up_tip()
+    for _ in range(400):
+        p300.move_to(plate["A1"].top(20))
+        p300.move_to(plate["A12"].top(20))
+    p300.drop_tip()
+'''
+
+
+def run_holder_pid(bus: BusClient) -> int:
+    _t, lease = bus.wait_for(bus.topic("smoothie", "state", "lease"),
+                             lambda _t, d: bool(re.search(r"runner-\d+", (d or {}).get("holder") or "")), 60)
+    return int(re.search(r"runner-(\d+)", lease["holder"]).group(1))
+
+
+def wait_gone(pid: int, timeout: float = 10) -> None:
+    """Until the process has ended (a zombie waiting for its parent to reap it counts as ended)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return
+        if state in ("Z", "X"):
+            return
+        time.sleep(0.02)
+    raise AssertionError(f"the run's process {pid} is still there")
+
+
+def test_run_survives_its_client_and_a_kill_9_of_the_runner(start_runner, stack, bus, tmp_path):
+    data = tmp_path / "runner-data"
+    runner = start_runner(data)
+    with BusClient(stack.device, stack.broker, name="uploader") as uploader:
+        short = uploader.call("runner", "upload", {"file_name": "short.py", "source": SHORT}, timeout=120)
+        run = uploader.call("runner", "create_run", {"protocol_id": short["id"]}, timeout=30)
+        uploader.call("runner", "play", {"run_id": run["id"]}, timeout=30)
+    # the uploader has gone; the run goes on to the end
+    bus.wait_for(bus.topic("runner", "state", "run"),
+                 lambda _t, d: d.get("id") == run["id"] and d.get("status") in ("succeeded", "failed"), 180)
+    assert runner.get(f"/runs/{run['id']}")["data"]["status"] == "succeeded"
+    lease_free(bus)
+
+    reply = runner.upload(LONG, "long.py")
+    assert reply.status_code == 201, reply.text
+    long_run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
+    runner.post(f"/runs/{long_run['id']}/actions", {"data": {"actionType": "play"}})
+    child = run_holder_pid(bus)
+    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 20, 120)
+    runner.kill9()
+
+    lease_free(bus)  # the run's process saw its runner go, halted the robot and gave the lease back
+    _t, alarm = bus.wait_for(bus.topic("smoothie", "state", "alarm"), lambda _t, d: (d or {}).get("active"), 15)
+    wait_gone(child)
+
+    restarted = start_runner(data)
+    failed = restarted.get(f"/runs/{long_run['id']}")["data"]
+    assert failed["status"] == "failed" and failed["current"] is False
+    assert failed["errors"][0]["errorType"] == "RunnerRestarted"
+    assert "killed" in failed["errors"][0]["detail"] and failed["errors"][0]["step"]
+
+    again = restarted.post("/runs", {"data": {"protocolId": short["id"]}})["data"]
+    restarted.post(f"/runs/{again['id']}/actions", {"data": {"actionType": "play"}})
+    done = restarted.wait_status(again["id"], ("succeeded", "failed", "stopped"))
+    assert done["status"] == "succeeded", done["errors"]  # the run homes first, which clears the halt's alarm
+
+
+def test_stop_mid_move_halts_and_releases_within_a_second(runner, bus):
+    reply = runner.upload(LONG, "long.py")
+    run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
+    child = run_holder_pid(bus)
+    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 10, 120)
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "stop"}})
+    stopped = runner.get(f"/runs/{run['id']}")["data"]
+    assert stopped["status"] == "stopped"  # the stop action answers once the run's process has ended
+    wait_gone(child)
+    lease_free(bus, timeout=2)
+    bus.wait_for(bus.topic("smoothie", "state", "alarm"), lambda _t, d: (d or {}).get("active"), 5)
+
+
+def test_door_pauses_and_play_resumes(runner, bus):
+    reply = runner.upload(LONG.replace("range(400)", "range(40)"), "door.py")
+    run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
+    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 5, 120)
+    try:
+        bus.call("gpio", "sim_set_input", {"input": "door", "active": True})
+        _t, paused = bus.wait_for(bus.topic("runner", "state", "run"),
+                                  lambda _t, d: d.get("id") == run["id"] and d.get("status") == "paused", 30)
+        assert "door" in (paused["paused_reason"] or "").lower()
+    finally:
+        bus.call("gpio", "sim_set_input", {"input": "door", "active": False})
+    bus.wait_for(bus.topic("smoothie", "state", "paused"), lambda _t, d: (d or {}).get("door") == "closed", 10)
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})  # play on a paused run resumes
+    done = runner.wait_status(run["id"], ("succeeded", "failed", "stopped"))
+    assert done["status"] == "succeeded", done["errors"]
