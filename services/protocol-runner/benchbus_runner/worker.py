@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import signal
 import sys
 import threading
 import traceback
@@ -281,6 +282,9 @@ def main(argv: list[str] | None = None) -> int:
     sys.stdout = sys.stderr  # a protocol's print() must not break the JSON lines
     private_config_dir()
     worker = Worker(args[0], Path(args[1]) if len(args) > 1 else None)
+    # systemd stops (or restarts) the runner's whole control group with SIGTERM: stop like a stop request
+    signal.signal(signal.SIGTERM, lambda _n, _f: threading.Thread(
+        target=worker.stop, args=("the runner's service was stopped",), daemon=True).start())
     threading.Thread(target=worker.listen, name="control", daemon=True).start()
     try:
         return worker.run_live() if args[0] == "live" else worker.run_protocol()
