@@ -15,6 +15,7 @@ import asyncio
 import json
 import logging
 import os
+import shutil
 import signal
 import sys
 import threading
@@ -121,6 +122,9 @@ class Worker:
             log.error("halting at stop failed: %s", error)
         self._release_lease()
         report("result", status="stopped", reason=reason)
+        from benchbus_ot2.calibration import private_config_dir
+
+        shutil.rmtree(private_config_dir(), ignore_errors=True)  # os._exit runs no atexit hook
         os._exit(0)
 
     def _release_lease(self) -> None:
