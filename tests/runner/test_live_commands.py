@@ -21,7 +21,7 @@ def client(runner):
 
 
 def plunger_moves(lines: list[str]) -> list[str]:
-    return [line for line in moves(lines) if re.search(r"B-?\d", line)]
+    return [line for line in moves(lines) if re.search(r"\bG0 B-?\d", line)]
 
 
 def test_live_session_with_ot_api(client, runner, stack, bus):
