@@ -52,8 +52,9 @@ def start_runner(stack: EmulatedStack, data_dir: Path) -> tuple[subprocess.Popen
                BENCHBUS_BROKER_PORT=str(stack.broker.port), BENCHBUS_RUNNER_DATA_DIR=str(data_dir),
                BENCHBUS_RUNNER_HTTP_PORT=str(port), BENCHBUS_RUNNER_HTTP_HOST="127.0.0.1",
                BENCHBUS_RUNNER_LOG_LEVEL="warning")
-    process = subprocess.Popen([sys.executable, "-m", "benchbus_runner.service"], env=env,
-                               stdout=subprocess.DEVNULL, stderr=open(data_dir / "runner.log", "w"))
+    with open(data_dir / "runner.log", "w") as log:  # the child keeps its own copy of the descriptor
+        process = subprocess.Popen([sys.executable, "-m", "benchbus_runner.service"], env=env,
+                                   stdout=subprocess.DEVNULL, stderr=log)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:

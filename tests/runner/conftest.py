@@ -26,6 +26,34 @@ LABWARE = HERE.parent / "protocol" / "labware" / "benchtest_6_tuberack_5ml.json"
 HEADERS = {"Opentrons-Version": "*"}
 MOTION = re.compile(r"\b(G0|G1|G28\.2)\b")
 
+SHORT = '''
+requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
+
+def run(protocol):
+    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
+    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
+    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
+    p300.pick_up_tip()
+    p300.aspirate(100, plate["A1"])
+    p300.dispense(100, plate["A2"])
+    p300.drop_tip()
+'''
+
+# long enough to be caught in the middle: many moves between two columns of a reservoir
+LONG = '''
+requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
+
+def run(protocol):
+    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
+    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
+    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
+    p300.pick_up_tip()
+    for _ in range(400):
+        p300.move_to(plate["A1"].top(20))
+        p300.move_to(plate["A12"].top(20))
+    p300.drop_tip()
+'''
+
 
 @pytest.fixture(scope="session")
 def stack():
@@ -34,8 +62,8 @@ def stack():
 
 
 class RunnerProcess:
-    def __init__(self, stack: EmulatedStack, data_dir: Path):
-        self.stack, self.data_dir = stack, data_dir
+    def __init__(self, stack: EmulatedStack, data_dir: Path, env: dict[str, str] | None = None):
+        self.stack, self.data_dir, self.extra_env = stack, data_dir, env or {}
         self.port = free_port()
         self.base = f"http://127.0.0.1:{self.port}"
         self.process: subprocess.Popen | None = None
@@ -44,7 +72,8 @@ class RunnerProcess:
     def start(self) -> RunnerProcess:
         env = dict(os.environ, BENCHBUS_DEVICE=self.stack.device, BENCHBUS_BROKER_HOST=self.stack.broker.host,
                    BENCHBUS_BROKER_PORT=str(self.stack.broker.port), BENCHBUS_RUNNER_DATA_DIR=str(self.data_dir),
-                   BENCHBUS_RUNNER_HTTP_PORT=str(self.port), BENCHBUS_RUNNER_HTTP_HOST="127.0.0.1")
+                   BENCHBUS_RUNNER_HTTP_PORT=str(self.port), BENCHBUS_RUNNER_HTTP_HOST="127.0.0.1",
+                   **self.extra_env)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "benchbus_runner.service"], env=env, stdout=log,
@@ -104,8 +133,8 @@ class RunnerProcess:
 def start_runner(stack, tmp_path):
     started: list[RunnerProcess] = []
 
-    def start(data_dir: Path | None = None) -> RunnerProcess:
-        runner = RunnerProcess(stack, data_dir or tmp_path / "runner").start()
+    def start(data_dir: Path | None = None, env: dict[str, str] | None = None) -> RunnerProcess:
+        runner = RunnerProcess(stack, data_dir or tmp_path / "runner", env).start()
         started.append(runner)
         return runner
     yield start

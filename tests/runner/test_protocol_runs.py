@@ -2,7 +2,7 @@
 bus; the emulator shows what moved."""
 from __future__ import annotations
 
-from .conftest import LABWARE, PROTOCOLS, emulator_lines, lease_free, moves
+from .conftest import HEADERS, LABWARE, LONG, PROTOCOLS, emulator_lines, lease_free, moves
 
 CUSTOM = '''
 requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
@@ -85,12 +85,34 @@ def test_broken_protocols_are_refused_at_upload_with_line_and_message(runner, st
     assert moves(lines) == [], "an upload moved the robot"
 
 
-def test_writes_need_the_token_from_elsewhere(runner):
+def test_writes_need_the_token_outside_the_trusted_networks(start_runner):
     import httpx
 
-    reply = httpx.post(runner.base + "/runs", headers={"Opentrons-Version": "*", "Authorization": "Bearer wrong"},
-                       timeout=10)
-    assert reply.status_code == 201  # loopback is trusted by default
-    token = (runner.data_dir / "token").read_text().strip()
-    assert len(token) >= 32 and (runner.data_dir / "token").stat().st_mode & 0o077 == 0
+    runner = start_runner(env={"BENCHBUS_RUNNER_TRUSTED_NETWORKS": "[]"})  # not even loopback is trusted
+    token_file = runner.data_dir / "token"
+    token = token_file.read_text().strip()
+    assert len(token) >= 32 and token_file.stat().st_mode & 0o077 == 0
+    for presented in ({}, {"Authorization": "Bearer not-the-token-at-all"}):
+        refused = httpx.post(runner.base + "/runs", headers={**HEADERS, **presented}, timeout=10)
+        assert refused.status_code == 401 and "token" in refused.text
+    assert httpx.get(runner.base + "/runs", headers=HEADERS, timeout=10).status_code == 200  # reads are open
+    made = httpx.post(runner.base + "/runs", headers={**HEADERS, "Authorization": f"Bearer {token}"}, timeout=60)
+    assert made.status_code == 201, made.text
     assert httpx.get(runner.base + "/runs", timeout=10).status_code == 422  # the robot-server wants the header
+
+
+def test_pause_and_resume_over_http_and_the_bus(runner, bus):
+    protocol = runner.upload(LONG.replace("range(400)", "range(30)"), "long.py").json()["data"]
+    assert bus.call("runner", "analyse", {"protocol_id": protocol["id"]})["result"] == "ok"
+    assert protocol["id"] in [p["id"] for p in bus.call("runner", "list", {})["protocols"]]
+    run = bus.call("runner", "create_run", {"protocol_id": protocol["id"]}, timeout=30)
+    bus.call("runner", "play", {"run_id": run["id"]}, timeout=30)
+    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 3, 120)
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "pause"}})
+    assert runner.get(f"/runs/{run['id']}")["data"]["status"] == "paused"
+    held = runner.get(f"/runs/{run['id']}")["data"]["progress"]
+    bus.wait_for(bus.topic("smoothie", "state", "paused"), lambda _t, d: (d or {}).get("paused") is True, 10)
+    assert runner.get(f"/runs/{run['id']}")["data"]["progress"] <= held + 0.05  # at most the moving step ends
+    bus.call("runner", "resume", {"run_id": run["id"]})
+    done = runner.wait_status(run["id"], ("succeeded", "failed", "stopped"))
+    assert done["status"] == "succeeded", done["errors"]

@@ -9,36 +9,7 @@ from pathlib import Path
 
 from benchbus import BusClient
 
-from .conftest import lease_free
-
-SHORT = '''
-requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
-
-def run(protocol):
-    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
-    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
-    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
-    p300.pick_up_tip()
-    p300.aspirate(100, plate["A1"])
-    p300.dispense(100, plate["A2"])
-    p300.drop_tip()
-'''
-
-# long enough to be caught in the middle: many moves between two columns of a reservoir
-LONG = '''
-requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
-
-def run(protocol):
-    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
-    plate = protocol.load_labware("nest_12_reservoir_15ml", 2)
-    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
-    p300.pick_up_tip()
-    for _ in range(400):
-        p300.move_to(plate["A1"].top(20))
-        p300.move_to(plate["A12"].top(20))
-    p300.drop_tip()
-'''
-
+from .conftest import LONG, SHORT, lease_free
 
 def run_holder_pid(bus: BusClient) -> int:
     _t, lease = bus.wait_for(bus.topic("smoothie", "state", "lease"),

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from benchbus.settings import BrokerSettings
+import contextlib
 
 log = logging.getLogger("benchbus.runner.child")
 
@@ -97,10 +98,8 @@ class Child:
     def stop(self, reason: str, grace_s: float) -> bool:
         """Ask the child to stop (it halts and releases); kill it when it is not gone within grace_s. True when it
         had to be killed (the caller then makes the robot safe itself)."""
-        try:
+        with contextlib.suppress(ChildError):
             self.send({"req": 0, "op": "stop", "reason": reason})
-        except ChildError:
-            pass
         if self.ended.wait(grace_s):
             return False
         self.kill()

@@ -259,7 +259,8 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         return {"data": found, "links": links, "meta": {"cursor": 0, "totalLength": len(found)}}
 
     async def run(request: Request, _body: Any) -> Any:
-        return {"data": run_resource(manager.run(request.path_params["run_id"]), request.path_params["run_id"] == manager.current_id)}
+        run_id = request.path_params["run_id"]
+        return {"data": run_resource(manager.run(run_id), run_id == manager.current_id)}
 
     async def action(request: Request, body: Any) -> Any:
         run_id = request.path_params["run_id"]

@@ -20,7 +20,7 @@ import sys
 import threading
 import uuid
 from collections.abc import Callable
-from datetime import datetime, timezone
+from datetime import datetime, UTC
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from benchbus.settings import BrokerSettings
 
 from .child import Child, ChildError
 from .settings import RunnerSettings
+import contextlib
 
 log = logging.getLogger("benchbus.runner")
 
@@ -48,7 +49,7 @@ class Refused(Exception):
 
 
 def now_iso() -> str:
-    return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+    return datetime.now(UTC).isoformat().replace("+00:00", "Z")
 
 
 def new_id() -> str:
@@ -453,7 +454,5 @@ class RunManager:
     def close(self) -> None:
         """At the service's stop: an active run is stopped (the robot halted, the lease given back)."""
         if self.current_id and self.child is not None:
-            try:
+            with contextlib.suppress(Refused):
                 self.stop(self.current_id, "the runner is stopping")
-            except Refused:
-                pass

@@ -75,7 +75,7 @@ class Runner(Service):
             if done.get("status") != "succeeded":
                 raise Refused("hardware_error", f"home: {(done.get('error') or {}).get('detail', done.get('status'))}")
             return
-        axes = {"left": ["Z", "B"], "right": ["A", "C"]}.get(mount or "", None)
+        axes = {"left": ["Z", "B"], "right": ["A", "C"]}.get(mount or "")
         try:
             self.call("smoothie", "home", {"axes": axes} if axes else {}, timeout=self.settings.home_timeout_s)
         except BusError as error:
