@@ -262,6 +262,10 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         run_id = request.path_params["run_id"]
         return {"data": run_resource(manager.run(run_id), run_id == manager.current_id)}
 
+    async def delete_run(request: Request, _body: Any) -> Any:
+        await run_in_threadpool(manager.delete_run, request.path_params["run_id"])
+        return {}
+
     async def action(request: Request, body: Any) -> Any:
         run_id = request.path_params["run_id"]
         kind = data_of(body).get("actionType")
@@ -310,6 +314,7 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         Route("/runs", endpoint(create_run), methods=["POST"]),
         Route("/runs", endpoint(runs), methods=["GET"]),
         Route("/runs/{run_id}", endpoint(run), methods=["GET"]),
+        Route("/runs/{run_id}", endpoint(delete_run), methods=["DELETE"]),
         Route("/runs/{run_id}/actions", endpoint(action), methods=["POST"]),
         Route("/runs/{run_id}/commands", endpoint(commands), methods=["GET"]),
         Route("/runs/{run_id}/commands", endpoint(add_command), methods=["POST"]),

@@ -451,6 +451,18 @@ class RunManager:
         except ChildError as error:
             raise Refused("invalid_request", f"labware definition: {error}") from None
 
+    def delete_run(self, run_id: str) -> None:
+        """DELETE /runs/{id}: an active run is stopped first (the robot halted, the lease released), then forgotten."""
+        run = self.run(run_id)
+        if run["status"] not in TERMINAL or (run_id == self.current_id and self.child is not None):
+            with contextlib.suppress(Refused):
+                self.stop(run_id, "the run was deleted")
+        with self.lock:
+            self.runs.pop(run_id, None)
+            if self.current_id == run_id:
+                self.current_id = None
+            (self.runs_dir / f"{run_id}.json").unlink(missing_ok=True)
+
     def close(self) -> None:
         """At the service's stop: an active run is stopped (the robot halted, the lease given back)."""
         if self.current_id and self.child is not None:
