@@ -3,8 +3,10 @@ mid-run leaves the robot halted, the lease released and the run failed with the 
 and the door behave as on an OT-2."""
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 from benchbus import BusClient
@@ -98,3 +100,20 @@ def test_door_pauses_and_play_resumes(runner, bus):
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})  # play on a paused run resumes
     done = runner.wait_status(run["id"], ("succeeded", "failed", "stopped"))
     assert done["status"] == "succeeded", done["errors"]
+
+
+def test_an_alarm_fails_the_run_with_the_step_and_the_message(runner, stack, bus):
+    reply = runner.upload(LONG, "alarm.py")
+    run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
+    runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
+    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 5, 120)
+    fault = urllib.request.Request(f"{stack._control.rstrip('/')}/fault", method="POST",
+                                   data=json.dumps({"kind": "limit_alarm", "count": 1}).encode(),
+                                   headers={"Content-Type": "application/json"})
+    urllib.request.urlopen(fault, timeout=5).close()
+    failed = runner.wait_status(run["id"], ("succeeded", "failed", "stopped"))
+    assert failed["status"] == "failed"
+    error = failed["errors"][0]
+    assert "alarm" in error["detail"].lower() and error["step"], error
+    assert "Moving to" in error["step"]  # the step the run was on: a move_to of the protocol
+    lease_free(bus)
