@@ -140,6 +140,9 @@ def start_runner(stack, tmp_path):
     yield start
     for runner in started:
         runner.stop()
+    # the next test starts from a free robot: a run stopped at the runner's stop gives the lease back first
+    with BusClient(stack.device, stack.broker, name=f"runner-teardown-{os.getpid()}") as client:
+        lease_free(client, timeout=60)
 
 
 @pytest.fixture
@@ -165,3 +168,14 @@ def moves(lines: list[str]) -> list[str]:
 
 def lease_free(bus: BusClient, timeout: float = 15) -> None:
     bus.wait_for(bus.topic("smoothie", "state", "lease"), lambda _t, d: (d or {}).get("holder") is None, timeout)
+
+
+TERMINAL = ("succeeded", "failed", "stopped")
+
+
+def wait_steps(bus: BusClient, run_id: str, steps: int, timeout: float = 180) -> dict:
+    """Until the run has done `steps` steps; a run that ended before that fails the test with its errors."""
+    _t, run = bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("id") == run_id and (
+        d.get("steps_done", 0) >= steps or d.get("status") in TERMINAL), timeout)
+    assert run["status"] not in TERMINAL, run["errors"]
+    return run

@@ -2,7 +2,7 @@
 bus; the emulator shows what moved."""
 from __future__ import annotations
 
-from .conftest import HEADERS, LABWARE, LONG, PROTOCOLS, emulator_lines, lease_free, moves
+from .conftest import HEADERS, LABWARE, LONG, PROTOCOLS, emulator_lines, lease_free, moves, wait_steps
 
 CUSTOM = '''
 requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
@@ -98,6 +98,11 @@ def test_writes_need_the_token_outside_the_trusted_networks(start_runner):
     assert httpx.get(runner.base + "/runs", headers=HEADERS, timeout=10).status_code == 200  # reads are open
     made = httpx.post(runner.base + "/runs", headers={**HEADERS, "Authorization": f"Bearer {token}"}, timeout=60)
     assert made.status_code == 201, made.text
+    run_id = made.json()["data"]["id"]
+    assert httpx.delete(f"{runner.base}/runs/{run_id}", headers=HEADERS, timeout=10).status_code == 401
+    gone = httpx.delete(f"{runner.base}/runs/{run_id}", headers={**HEADERS, "Authorization": f"Bearer {token}"},
+                        timeout=60)
+    assert gone.status_code == 200, gone.text
     assert httpx.get(runner.base + "/runs", timeout=10).status_code == 422  # the robot-server wants the header
 
 
@@ -107,7 +112,7 @@ def test_pause_and_resume_over_http_and_the_bus(runner, bus):
     assert protocol["id"] in [p["id"] for p in bus.call("runner", "list", {})["protocols"]]
     run = bus.call("runner", "create_run", {"protocol_id": protocol["id"]}, timeout=30)
     bus.call("runner", "play", {"run_id": run["id"]}, timeout=30)
-    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 3, 120)
+    wait_steps(bus, run["id"], 3)
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "pause"}})
     assert runner.get(f"/runs/{run['id']}")["data"]["status"] == "paused"
     held = runner.get(f"/runs/{run['id']}")["data"]["progress"]

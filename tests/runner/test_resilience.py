@@ -11,7 +11,7 @@ from pathlib import Path
 
 from benchbus import BusClient
 
-from .conftest import LONG, SHORT, lease_free
+from .conftest import LONG, SHORT, lease_free, wait_steps
 
 def run_holder_pid(bus: BusClient) -> int:
     _t, lease = bus.wait_for(bus.topic("smoothie", "state", "lease"),
@@ -51,7 +51,7 @@ def test_run_survives_its_client_and_a_kill_9_of_the_runner(start_runner, stack,
     long_run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
     runner.post(f"/runs/{long_run['id']}/actions", {"data": {"actionType": "play"}})
     child = run_holder_pid(bus)
-    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 20, 120)
+    wait_steps(bus, long_run["id"], 20)
     runner.kill9()
 
     lease_free(bus)  # the run's process saw its runner go, halted the robot and gave the lease back
@@ -75,7 +75,7 @@ def test_stop_mid_move_halts_and_releases_within_a_second(runner, bus):
     run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
     child = run_holder_pid(bus)
-    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 10, 120)
+    wait_steps(bus, run["id"], 10)
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "stop"}})
     stopped = runner.get(f"/runs/{run['id']}")["data"]
     assert stopped["status"] == "stopped"  # the stop action answers once the run's process has ended
@@ -88,7 +88,7 @@ def test_door_pauses_and_play_resumes(runner, bus):
     reply = runner.upload(LONG.replace("range(400)", "range(40)"), "door.py")
     run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
-    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 5, 120)
+    wait_steps(bus, run["id"], 5)
     try:
         bus.call("gpio", "sim_set_input", {"input": "door", "active": True})
         _t, paused = bus.wait_for(bus.topic("runner", "state", "run"),
@@ -106,7 +106,7 @@ def test_an_alarm_fails_the_run_with_the_step_and_the_message(runner, stack, bus
     reply = runner.upload(LONG, "alarm.py")
     run = runner.post("/runs", {"data": {"protocolId": reply.json()["data"]["id"]}})["data"]
     runner.post(f"/runs/{run['id']}/actions", {"data": {"actionType": "play"}})
-    bus.wait_for(bus.topic("runner", "state", "run"), lambda _t, d: d.get("steps_done", 0) >= 5, 120)
+    wait_steps(bus, run["id"], 5)
     fault = urllib.request.Request(f"{stack._control.rstrip('/')}/fault", method="POST",
                                    data=json.dumps({"kind": "limit_alarm", "count": 1}).encode(),
                                    headers={"Content-Type": "application/json"})
