@@ -10,6 +10,7 @@ import itertools
 import json
 import logging
 import os
+import queue
 import subprocess
 import sys
 import threading
@@ -41,11 +42,16 @@ class Child:
         self.client_name = f"runner-{self.process.pid}"
         self.lease_id: str | None = None
         self.ended = threading.Event()
+        self.handled = threading.Event()  # the runner has handled the exit (the run's status is final)
         self._on_report, self._on_exit = on_report, on_exit
         self._pending: dict[int, Future] = {}
         self._numbers = itertools.count(1)
         self._write_lock = threading.Lock()
+        # replies are taken by the reader at once; reports go through a queue to their own thread, so a caller that
+        # holds the runner's lock while it waits for a reply never waits behind a report that needs that lock
+        self._reports: queue.Queue = queue.Queue()
         threading.Thread(target=self._read, name=f"child-{self.process.pid}", daemon=True).start()
+        threading.Thread(target=self._dispatch, name=f"child-{self.process.pid}-reports", daemon=True).start()
 
     def _read(self) -> None:
         assert self.process.stdout is not None
@@ -61,15 +67,26 @@ class Child:
                 continue
             if message.get("type") == "lease":
                 self.lease_id = message.get("lease_id")
+            self._reports.put(message)
+        code = self.process.wait()
+        self.ended.set()
+        for future in list(self._pending.values()):
+            future.set_result({"ok": False, "error": "the run's process ended"})
+        self._reports.put(code)  # after every report: the exit is handled last
+
+    def _dispatch(self) -> None:
+        while True:
+            message = self._reports.get()
+            if isinstance(message, int):
+                try:
+                    self._on_exit(self, message)
+                finally:
+                    self.handled.set()
+                return
             try:
                 self._on_report(message)
             except Exception:
                 log.exception("handling the child's report %s", message)
-        code = self.process.wait()
-        self.ended.set()
-        for future in self._pending.values():
-            future.set_result({"ok": False, "error": "the run's process ended"})
-        self._on_exit(self, code)
 
     def ask(self, op: str, timeout: float = 30.0, **fields: Any) -> Any:
         number = next(self._numbers)

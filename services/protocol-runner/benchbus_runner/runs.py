@@ -224,7 +224,7 @@ class RunManager:
         current = self.runs.get(self.current_id or "")
         if current is not None and current.get("live") and current["status"] == "idle" and self.child:
             # as the robot-server clears a current run nobody played: the new run replaces an idle live session
-            self.stop(current["id"], "replaced by a new run")
+            self.stop(current["id"], "replaced by a new run", wait=False)  # we hold the lock its exit needs
             current = None
         if current is not None and (current["status"] in ACTIVE or (current.get("live") and self.child)):
             raise Refused("conflict", f"run {current['id']} is {current['status']}: stop it (or let it finish) "
@@ -288,7 +288,7 @@ class RunManager:
             self._ask(lambda child: child.ask("resume", timeout=10))
         return run
 
-    def stop(self, run_id: str, reason: str = "stopped by request") -> dict[str, Any]:
+    def stop(self, run_id: str, reason: str = "stopped by request", wait: bool = True) -> dict[str, Any]:
         with self.lock:
             run = self.run(run_id)
             if run["status"] in TERMINAL:
@@ -300,7 +300,8 @@ class RunManager:
             self._set_status(run, "stop-requested")
         if child.stop(reason, self.settings.stop_grace_s):
             self._make_safe(child)
-        child.ended.wait(5)
+        if wait:
+            child.handled.wait(5)  # the answer says `stopped`
         return run
 
     def _make_safe(self, child: Child) -> None:
