@@ -18,6 +18,6 @@ RUN pip install --no-cache-dir -e bus-schemas -e services/common -e shared-data 
 # The data folders exist in the image, owned by the service user: Docker fills a new named volume from the image's
 # folder (contents and ownership), so the volumes mounted there start writable for the services, not root's.
 RUN useradd --system --user-group --create-home --home-dir /data benchbus \
-    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/experiment /data/recorder /data/update /data/update/slots /data/update/state \
+    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/experiment /data/runner /data/recorder /data/update /data/update/slots /data/update/state \
     && chown -R benchbus:benchbus /data
 USER benchbus

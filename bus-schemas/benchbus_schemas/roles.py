@@ -39,6 +39,8 @@ COMMAND_ROLES: dict[str, dict[str, str]] = {
         "smoothie_reset": "admin", "smoothie_halt": "admin", "enter_bootloader": "admin", "sim_set_input": "admin",
     },
     "recorder": {"query": "viewer", "export": "viewer", "audit": "viewer", "events": "viewer", "status": "viewer"},
+    "runner": {"list": "viewer", "analyse": "viewer", "upload": "operator", "create_run": "operator",
+               "play": "operator", "pause": "operator", "resume": "operator", "stop": "operator"},
     "samd": {"transact": "admin"},  # raw board frames: operators go through the scheduler, which bounds values
     "scheduler": {"get_config": "viewer", "command": "operator", "load_conf": "operator", "pause": "operator",
                   "resume": "operator"},
@@ -83,6 +85,8 @@ SERVICES: tuple[ServicePrincipal, ...] = (
     ServicePrincipal("recorder"),
     ServicePrincipal("experiment", calls=(("scheduler", "command"), ("scheduler", "get_config"))),
     ServicePrincipal("gateway", role="operator"),
+    # runs move the robot (smoothie's motion commands, lease, halt) and read/write calibrations: an operator's rights
+    ServicePrincipal("runner", role="operator"),
 )
 
 # People and tools, by broker username. `benchbus-client` is the trusted local tools' user (a notebook on the

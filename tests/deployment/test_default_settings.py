@@ -16,6 +16,7 @@ MODELS = {
     "gateway": "benchbus_gateway.settings:GatewaySettings",
     "recorder": "benchbus_recorder.settings:RecorderSettings",
     "experiment": "benchbus_experiment.settings:ExperimentSettings",
+    "runner": "benchbus_runner.settings:RunnerSettings",
 }
 
 
