@@ -41,7 +41,8 @@ PLUNGER = re.compile(r"\bG0 B(-?\d+(?:\.\d+)?)")  # a plunger move (M907 also na
 
 
 def lines_since(stack: EmulatedStack, since: int) -> tuple[list[str], int]:
-    with urllib.request.urlopen(f"{stack._control.rstrip('/')}/lines?since={since}", timeout=5) as reply:
+    control = stack._control or ""
+    with urllib.request.urlopen(f"{control.rstrip('/')}/lines?since={since}", timeout=5) as reply:
         found = json.loads(reply.read())
     return found["lines"], found["next"]
 

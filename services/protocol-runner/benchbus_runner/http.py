@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import UploadFile
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
@@ -216,7 +217,7 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
             form = await request.form(max_files=64, max_fields=64)
         except Exception as error:
             raise HttpError(422, "Invalid Request", f"a multipart form with 'files' was expected: {error}") from None
-        files = [item for item in form.getlist("files") if hasattr(item, "read")]
+        files = [item for item in form.getlist("files") if isinstance(item, UploadFile)]
         python = [f for f in files if (f.filename or "").endswith(".py")]
         if len(python) != 1:
             raise HttpError(422, "Invalid Request", f"files: exactly one .py protocol, got {len(python)}")
@@ -224,9 +225,9 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         for item in files:
             if not (item.filename or "").endswith(".json"):
                 continue
-            labware.append((Path(item.filename).name, (await item.read()).decode("utf-8", errors="replace")))
+            labware.append((Path(item.filename or "").name, (await item.read()).decode("utf-8", errors="replace")))
         source = (await python[0].read()).decode("utf-8", errors="replace")
-        info = await run_in_threadpool(manager.upload, Path(python[0].filename).name, source, labware)
+        info = await run_in_threadpool(manager.upload, Path(python[0].filename or "").name, source, labware)
         return JSONResponse({"data": protocol_resource(info)}, status_code=201)
 
     async def protocols(_request: Request, _body: Any) -> Any:

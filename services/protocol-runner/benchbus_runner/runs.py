@@ -208,8 +208,9 @@ class RunManager:
         protocol = self.protocol(protocol_id) if protocol_id is not None else None
         with self.lock:
             self._refuse_when_busy()
-            run = {"id": new_id(), "protocol_id": protocol_id, "status": "idle", "created_at": now_iso(),
-                   "started_at": None, "completed_at": None, "current_step": None, "steps_done": 0,
+            run: dict[str, Any] = {
+                "id": new_id(), "protocol_id": protocol_id, "status": "idle", "created_at": now_iso(),
+                "started_at": None, "completed_at": None, "current_step": None, "steps_done": 0,
                    "steps_total": len(protocol["analysis"]["steps"]) if protocol else None, "progress": None,
                    "paused_reason": None, "errors": [], "commands": [], "live": protocol is None}
             self.runs[run["id"]] = run
@@ -344,6 +345,7 @@ class RunManager:
 
     def _on_step(self, run: dict[str, Any], message: dict[str, Any]) -> None:
         commands = run["commands"]
+        command: dict[str, Any] | None
         if message["phase"] == "running":
             command = {"id": new_id(), "key": f"step-{len(commands)}", "commandType": message["command_type"],
                        "status": "running", "params": {"text": message["text"]}, "intent": "protocol",

@@ -121,7 +121,7 @@ def pipette_name(model: str | None) -> str | None:
 
 
 def refused(error: Refused) -> BusError:
-    return BusError(error.code, error.message, error.detail)  # type: ignore[arg-type]
+    return BusError(error.code, error.message, error.detail)
 
 
 def build(settings: RunnerSettings) -> tuple[Runner, Any]:

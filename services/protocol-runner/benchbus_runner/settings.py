@@ -8,7 +8,7 @@ from pydantic import Field
 
 from benchbus import ServiceSettings
 
-LOOPBACK = [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
+LOOPBACK: list[IPv4Network | IPv6Network] = [IPv4Network("127.0.0.0/8"), IPv6Network("::1/128")]
 
 
 class RunnerSettings(ServiceSettings):
