@@ -39,17 +39,18 @@ def dilution_rate(samples, vial: int, from_h: float) -> float:
     return (end[2][vial]["influx_ml"] - start[2][vial]["influx_ml"]) / (25.0 * hours)
 
 
-def timing_error(cycles_s: list[float], broadcasts_model_s: list[float], event: dict) -> float:
-    """The relative error of a growth rate that the broadcasts' timing alone can cause (3 sigma). A broadcast is
-    stamped when its cycle ends, its OD was read near the cycle's start: a constant offset cancels in a slope, but on
-    a loaded machine the cycle's length varies, and the time scale makes each real millisecond 1.44 model seconds.
-    A least-squares slope over n points spread across a window W, with times off by sigma, is off by about
-    sigma * sqrt(12 / n) / W of itself."""
-    sigma_h = statistics.pstdev(cycles_s) * TIME_SCALE / 3600
-    window_h = event["end_h"] - event["start_h"]
-    gap_h = statistics.median(b - a for a, b in zip(broadcasts_model_s, broadcasts_model_s[1:], strict=False)) / 3600
-    points = max(2.0, window_h / gap_h)
-    return 3 * sigma_h * math.sqrt(12 / points) / window_h
+def timing_error(stamped: list[tuple[float, float]], started_at: float, event: dict) -> float:
+    """How far the broadcasts' timing alone can move a growth-rate estimate (relative). A broadcast is stamped when
+    its cycle ends; its OD was read near the cycle's start, so each point's time is late by up to its cycle's length.
+    A constant lateness cancels in a slope, a varying one does not: a least-squares slope over times x_i late by e_i
+    is off by sum((x_i - mean x)(e_i - mean e)) / sum((x_i - mean x)^2) of itself. On a loaded machine cycles vary by
+    hundreds of ms, and the time scale makes each real millisecond 1.44 model seconds."""
+    points = [((stamp - started_at) * TIME_SCALE / 3600, cycle_s * TIME_SCALE / 3600) for stamp, cycle_s in stamped]
+    inside = [(x, e) for x, e in points if event["start_h"] <= x <= event["end_h"]]
+    mean_x = statistics.mean(x for x, _ in inside)
+    mean_e = statistics.mean(e for _, e in inside)
+    spread = sum((x - mean_x) ** 2 for x, _ in inside)
+    return sum(abs(x - mean_x) * abs(e - mean_e) for x, e in inside) / spread
 
 
 def model_rate(samples, started_at: float, event: dict) -> float:
@@ -66,11 +67,11 @@ def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_e
     seen = threading.Lock()
     bus.subscribe(bus.topic("experiment", "event", "growth_rate"), lambda _t, d, _m: estimates.append(d))
     broadcasts: list[float] = []  # model time of each broadcast
-    cycles_s: list[float] = []  # how long each broadcast's cycle took (real seconds)
+    stamped: list[tuple[float, float]] = []  # each broadcast's timestamp and how long its cycle took (real s)
 
     def on_broadcast(_topic, data, _message) -> None:
         broadcasts.append(rig_emulator.emulator.model_time())
-        cycles_s.append(data["cycle_s"])
+        stamped.append((data["timestamp"], data["cycle_s"]))
     bus.subscribe(bus.topic("scheduler", "event", "broadcast"), on_broadcast)
     rig_emulator.set_od(TURBIDO, 0.25)
     start = definition("modes", [turbidostat_group(TURBIDO, LOWER, UPPER), chemostat_group(CHEMO, RATE),
@@ -97,8 +98,8 @@ def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_e
         if event["mode"] == "chemostat" or event["start_h"] < 1.0:  # the heaters settle in the first hour
             continue
         expected = model_rate(samples, status["started_at"], event)
-        tolerance = 0.05 + timing_error(cycles_s, broadcasts, event)
-        assert tolerance <= 0.10, f"broadcast cycles too uneven to judge a growth rate: {tolerance:.3f}"
+        tolerance = 0.05 + timing_error(list(stamped), status["started_at"], event)
+        assert tolerance <= 0.15, f"broadcast cycles too uneven to judge a growth rate: {tolerance:.3f}"
         assert abs(event["rate_per_h"] - expected) / expected <= tolerance, (event, expected, tolerance)
         checked += 1
     assert checked >= 8  # turbidostat curves and growth-curve windows of several vials

@@ -1,6 +1,5 @@
 """The whole update flow on file-backed slots, over HTTP and on the bus, against the real broker."""
 import threading
-import time
 
 import httpx
 import pytest
@@ -210,7 +209,8 @@ def test_interrupted_upload_can_be_sent_again(running, bundle_file, tools):
     with socket.create_connection(("127.0.0.1", port)) as raw:
         raw.sendall(f"POST /server/update/{token}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n"
                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode() + head + data[:50000])
-        time.sleep(0.2)
+        wait_until(lambda: any((running.state_dir / "downloads" / token).glob("*")), what="the partial file",
+                   timeout=15)  # the upload is under way when its connection dies
     wait_until(lambda: running.http.get(f"/server/update/{token}/status").json()["stage"] == "awaiting-file"
                and not any((running.state_dir / "downloads" / token).glob("*")), what="the session to wait again",
                timeout=15)
