@@ -53,7 +53,7 @@ def storm(path: Path, kills: int, seed: int) -> tuple[set[int], int]:
             time.sleep(rng.uniform(0.0, 0.04))  # anywhere, start and recovery included
         else:
             writer.stdout.readline()  # "ready": the file is open, writes follow back to back
-            time.sleep(rng.uniform(0.0, 0.015))
+            time.sleep(rng.uniform(0.0, 0.015))  # the point: the kill lands at a random moment of the writes
         writer.kill()  # SIGKILL
         out, err = writer.communicate(timeout=10)
         assert writer.returncode == -9, f"the writer died on its own: {err.decode()[-2000:]}"
@@ -105,7 +105,7 @@ def test_killing_the_service_mid_storm_loses_no_acknowledged_write(spawn, bus, t
         writers = [threading.Thread(target=writer, args=(k, stop, round_number)) for k in range(4)]
         for t in writers:
             t.start()
-        time.sleep(rng.uniform(0.3, 0.8))
+        time.sleep(rng.uniform(0.3, 0.8))  # the point: the kill lands at a random moment of the storm
         service.kill9()
         stop.set()
         for t in writers:

@@ -5,10 +5,10 @@ named. The experiment service runs beside the dashboard test stack."""
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
+from benchbus.testing import wait_until
 from benchbus_experiment.service import build as build_experiment
 from benchbus_experiment.settings import ExperimentSettings
 
@@ -23,13 +23,6 @@ def definition(vials) -> str:
     return json.dumps({"name": "demo", "groups": [{"name": "g", "vials": vials, "temp_c": 30, "stir": 8,
                                                    "control": {"mode": "turbidostat", "lower_od": 0.2,
                                                                "upper_od": 0.4}}]})
-
-
-def wait_until(predicate, what: str, timeout: float = 15.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
 
 
 def status_is(browser, status: str) -> str:
@@ -60,14 +53,14 @@ def test_experiments_from_the_dashboard(stack, browser, serve, make_settings, tm
     browser.fill("#vc-vial", "2")
     browser.fill("#vc-stir", "10")
     browser.click("#vc-stir-set")
-    wait_until(lambda: emulator.applied("stir")[2] == "10", "stir of vial 2 applied")
+    wait_until(lambda: emulator.applied("stir")[2] == "10", 15, "stir of vial 2 applied")
     browser.fill("#vc-temp", "31")
     browser.click("#vc-temp-set")
-    wait_until(lambda: emulator.applied("temp")[2] != "4095", "temperature of vial 2 applied")
+    wait_until(lambda: emulator.applied("temp")[2] != "4095", 15, "temperature of vial 2 applied")
     browser.fill("#vc-vial", "3")
     browser.click("#vc-pump")
     wait_until(lambda: any(f.values[3] == "2" and f.values[19] == "7" for f in emulator.frames("pump", "i")),
-               "the pump run of vial 3 on the wire")
+               15, "the pump run of vial 3 on the wire")
     browser.fill("#vc-vial", "4")
     browser.click("#vc-stir-set")
     refused = browser.wait("document.querySelector('#vial-result.refused')?.textContent")

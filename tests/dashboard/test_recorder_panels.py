@@ -3,12 +3,12 @@ and the audit trail (who ran which command), on the whole stack on emulated hard
 from __future__ import annotations
 
 import json
-import time
 from datetime import datetime, UTC
 
 import paho.mqtt.client as mqtt
 import pytest
 
+from benchbus.testing import wait_until
 from benchbus_recorder.service import build as recorder_build
 from benchbus_recorder.settings import RecorderSettings
 
@@ -38,9 +38,8 @@ def test_history_range_export_and_audit_trail(stack, browser, bus, serve, make_s
     finally:
         publisher.loop_stop()
         publisher.disconnect()
-    deadline = time.monotonic() + 20
-    while bus.call("recorder", "status", {})["tables"]["broadcasts"]["rows"] < 3 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: bus.call("recorder", "status", {})["tables"]["broadcasts"]["rows"] >= 3, 20,
+               "3 broadcasts recorded", every=0.1)
 
     assert browser.open(stack.url, 1024, 900)["status"] == 200
     browser.wait("document.querySelector('#link').dataset.state === 'live' && 'live'")

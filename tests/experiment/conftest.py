@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from benchbus.testing import wait_until
 from benchbus.testing.plugin import service_env
 from benchbus_calibration.service import build as build_calibration
 from benchbus_calibration.settings import CalibrationSettings
@@ -60,11 +61,7 @@ class RigUnderTest:
         return self.emulator.model_time() / 3600.0
 
     def wait_model_h(self, hours: float, timeout: float = 120.0) -> None:
-        deadline = time.monotonic() + timeout
-        while self.model_h() < hours:
-            if time.monotonic() > deadline:
-                raise AssertionError(f"the emulator did not reach {hours} model hours")
-            time.sleep(0.05)
+        wait_until(lambda: self.model_h() >= hours, timeout, f"the emulator reaching {hours} model hours", every=0.05)
 
     def start_sampling(self, every_s: float = 0.02) -> None:
         def run() -> None:

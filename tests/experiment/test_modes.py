@@ -3,6 +3,7 @@ the chemostat dilutes at its rate, growth-rate estimates match the model, no via
 emulator's culture model, sampled in the background; the decisions are the experiment service's own."""
 from __future__ import annotations
 
+import math
 import statistics
 import threading
 
@@ -13,11 +14,22 @@ TURBIDO, CHEMO, GROWTH = range(0, 4), range(4, 8), range(8, 12)
 LOWER, UPPER, RATE = 0.2, 0.4, 0.2
 
 
-def in_band_fraction(samples, vial: int) -> float:
+def in_band_fraction(samples, vial: int, upper: float = UPPER) -> float:
     ods = [vials[vial]["od"] for _, _, vials in samples]
     first = next(i for i, od in enumerate(ods) if od >= LOWER)
     after = ods[first:]
-    return sum(LOWER <= od <= UPPER for od in after) / len(after)
+    return sum(LOWER <= od <= upper for od in after) / len(after)
+
+
+def reachable_upper(samples, broadcasts_model_s: list[float], vial: int) -> float:
+    """The highest OD a turbidostat can be held to: it sees the culture only at broadcasts, so a culture crossing the
+    upper bound just after one grows on until the next shows it, and until the dose that follows runs (two
+    intervals). The interval is the measured one in model time (95th percentile): on a loaded machine a broadcast
+    cycle takes longer in real time, and the time scale (a day in a minute) makes that many model minutes."""
+    gaps_h = sorted((b - a) / 3600 for a, b in zip(broadcasts_model_s, broadcasts_model_s[1:], strict=False))
+    gap_h = gaps_h[int(0.95 * (len(gaps_h) - 1))]
+    fastest_per_h = max(vials[vial]["growth_rate_per_h"] for _, _, vials in samples)
+    return UPPER * math.exp(fastest_per_h * 2 * gap_h)
 
 
 def dilution_rate(samples, vial: int, from_h: float) -> float:
@@ -25,6 +37,29 @@ def dilution_rate(samples, vial: int, from_h: float) -> float:
     end = samples[-1]
     hours = (end[1] - start[1]) / 3600
     return (end[2][vial]["influx_ml"] - start[2][vial]["influx_ml"]) / (25.0 * hours)
+
+
+def timing_error(stamped: list[tuple[float, float]], started_at: float, event: dict) -> float:
+    """How far the broadcasts' timing alone can move a growth-rate estimate (relative). A broadcast is stamped when
+    its cycle ends; its OD was read near the cycle's start, so each point's time is late by up to its cycle's length.
+    A constant lateness cancels in a slope, a varying one does not: a least-squares slope over times x_i late by e_i
+    is off by sum((x_i - mean x)(e_i - mean e)) / sum((x_i - mean x)^2) of itself. On a loaded machine cycles vary by
+    hundreds of ms, and the time scale makes each real millisecond 1.44 model seconds."""
+    points = [((stamp - started_at) * TIME_SCALE / 3600, cycle_s * TIME_SCALE / 3600) for stamp, cycle_s in stamped]
+    inside = [(x, e) for x, e in points if event["start_h"] <= x <= event["end_h"]]
+    mean_x = statistics.mean(x for x, _ in inside)
+    mean_e = statistics.mean(e for _, e in inside)
+    spread = sum((x - mean_x) ** 2 for x, _ in inside)
+    return sum(abs(x - mean_x) * abs(e - mean_e) for x, e in inside) / spread
+
+
+def settled_h(samples, started_at: float, vial: int, setpoint_c: float = 30.0) -> float:
+    """Experiment hours after which the vial's heater holds its setpoint (growth depends on temperature, so an
+    estimate over the warm-up is not compared). The warm-up starts when the experiment's setpoint reaches the board,
+    which a loaded machine delays by model minutes: measured, not assumed (it was "the first hour")."""
+    last_off = max((wall for wall, _, vials in samples if abs(vials[vial]["temp_c"] - setpoint_c) > 0.25),
+                   default=started_at)
+    return max(1.0, (last_off - started_at) * TIME_SCALE / 3600)
 
 
 def model_rate(samples, started_at: float, event: dict) -> float:
@@ -40,6 +75,13 @@ def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_e
     estimates: list[dict] = []
     seen = threading.Lock()
     bus.subscribe(bus.topic("experiment", "event", "growth_rate"), lambda _t, d, _m: estimates.append(d))
+    broadcasts: list[float] = []  # model time of each broadcast
+    stamped: list[tuple[float, float]] = []  # each broadcast's timestamp and how long its cycle took (real s)
+
+    def on_broadcast(_topic, data, _message) -> None:
+        broadcasts.append(rig_emulator.emulator.model_time())
+        stamped.append((data["timestamp"], data["cycle_s"]))
+    bus.subscribe(bus.topic("scheduler", "event", "broadcast"), on_broadcast)
     rig_emulator.set_od(TURBIDO, 0.25)
     start = definition("modes", [turbidostat_group(TURBIDO, LOWER, UPPER), chemostat_group(CHEMO, RATE),
                                  growth_group(GROWTH)], growth_window_h=2.0)
@@ -54,16 +96,20 @@ def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_e
 
     for vial in TURBIDO:
         ods = [vials[vial]["od"] for _, _, vials in samples]
-        assert in_band_fraction(samples, vial) >= 0.95, (vial, min(ods[len(ods) // 3:]), max(ods))
+        upper = reachable_upper(samples, list(broadcasts), vial)
+        assert upper < UPPER * 1.1, f"broadcasts too far apart to judge the turbidostat: it may reach {upper:.3f}"
+        assert in_band_fraction(samples, vial, upper) >= 0.95, (vial, upper, min(ods[len(ods) // 3:]), max(ods))
     for vial in CHEMO:
         measured = dilution_rate(samples, vial, begin_h + 1.0)
         assert abs(measured - RATE) / RATE <= 0.02, (vial, measured)
     checked = 0
     for event in events:
-        if event["mode"] == "chemostat" or event["start_h"] < 1.0:  # the heaters settle in the first hour
+        if event["mode"] == "chemostat" or event["start_h"] < settled_h(samples, status["started_at"], event["vial"]):
             continue
         expected = model_rate(samples, status["started_at"], event)
-        assert abs(event["rate_per_h"] - expected) / expected <= 0.05, (event, expected)
+        tolerance = 0.05 + timing_error(list(stamped), status["started_at"], event)
+        assert tolerance <= 0.15, f"broadcast cycles too uneven to judge a growth rate: {tolerance:.3f}"
+        assert abs(event["rate_per_h"] - expected) / expected <= tolerance, (event, expected, tolerance)
         checked += 1
     assert checked >= 8  # turbidostat curves and growth-curve windows of several vials
     for vial, state in enumerate(rig_emulator.emulator.culture()[:12]):

@@ -3,11 +3,11 @@ experiment runs, naming the vial and the experiment; the other vials keep workin
 commands pass."""
 from __future__ import annotations
 
-import time
 
 import pytest
 
 from benchbus import BusError
+from benchbus.testing import wait_until
 
 from .conftest import definition, turbidostat_group
 
@@ -31,10 +31,8 @@ def temp_for(vial: int, value: str) -> dict:
 def test_a_dpu_command_to_an_owned_vial_is_refused_and_the_others_work(stack, rig_emulator, bus):
     stack()
     bus.call("experiment", "start", {"definition": definition("owner", [turbidostat_group(OWNED)])}, timeout=10)
-    deadline = time.monotonic() + 10
-    while (error := refused(bus, temp_for(9, "2000"))) is None:  # until the scheduler has the retained ownership
-        assert time.monotonic() < deadline, "the scheduler never refused a command to an owned vial"
-        time.sleep(0.05)
+    # until the scheduler has the retained ownership
+    error = wait_until(lambda: refused(bus, temp_for(9, "2000")), 10, "a command to an owned vial refused")
     assert error.code == "conflict"
     assert "vial 9" in error.message and "'owner'" in error.message
     assert error.detail["vials"] == [9] and error.detail["experiments"] == ["owner"]
@@ -48,23 +46,17 @@ def test_a_dpu_command_to_an_owned_vial_is_refused_and_the_others_work(stack, ri
     assert error is not None and "vial 9" in error.message
 
     # the experiment's own setpoints reached the conf; a DPU resending the same stir for every vial passes
-    deadline = time.monotonic() + 10
-    while True:
+    def params_with_setpoints() -> dict | None:  # 30 C through the active temperature fit, sent on the first broadcast
         config = bus.call("scheduler", "get_config", {}, timeout=10)["config"]["experimental_params"]
-        if all(config["temp"]["value"][v] != "4095" for v in OWNED):
-            break  # 30 C through the active temperature fit, sent by the experiment on its first broadcast
-        assert time.monotonic() < deadline, "the experiment's temperature setpoints never reached the conf"
-        time.sleep(0.05)
+        return config if all(config["temp"]["value"][v] != "4095" for v in OWNED) else None
+    config = wait_until(params_with_setpoints, 10, "the experiment's temperature setpoints in the conf")
     assert [config["stir"]["value"][v] for v in OWNED] == ["8"] * 4
     assert refused(bus, {"param": "stir", "value": ["9"] * 8 + ["8"] * 8}) is None
     error = refused(bus, {"param": "stir", "value": ["9"] * 16})
     assert error is not None and error.detail["vials"] == OWNED
 
     bus.call("experiment", "stop", {"name": "owner"}, timeout=10)
-    deadline = time.monotonic() + 10
-    while refused(bus, temp_for(9, "2000")) is not None:  # released
-        assert time.monotonic() < deadline, "the vial stayed owned after stop"
-        time.sleep(0.05)
+    wait_until(lambda: refused(bus, temp_for(9, "2000")) is None, 10, "the vial released after stop")
 
 
 def test_experiment_commands_refuse_bad_input_and_vials_already_owned(stack, bus):
@@ -90,25 +82,18 @@ def test_experiment_commands_refuse_bad_input_and_vials_already_owned(stack, bus
     assert missing.value.code == "not_found"
 
 
-def wait_for(predicate, timeout: float = 15.0, what: str = "the condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        assert time.monotonic() < deadline, f"never saw {what}"
-        time.sleep(0.05)
-
-
 def test_editing_a_chemostat_away_stops_its_programs_and_stop_releases(stack, rig_emulator, bus):
     from .conftest import chemostat_group, growth_group
     stack()
     emulator = rig_emulator.emulator
     bus.call("experiment", "start", {"definition": definition("edits", [chemostat_group([4, 5], 0.3)])}, timeout=10)
-    wait_for(lambda: all(emulator.pump_programs()[p] is not None for p in (4, 5, 20, 21)), what="chemostat programs")
+    wait_until(lambda: all(emulator.pump_programs()[p] is not None for p in (4, 5, 20, 21)), 15, "chemostat programs")
     assert emulator.pump_programs()[4].kind == "chemostat"
     edited = {"definition": definition("edits", [chemostat_group([4], 0.3), growth_group([5])])}
     assert bus.call("experiment", "edit", edited, timeout=10)["version"] == 2
-    wait_for(lambda: emulator.pump_programs()[5] is None and emulator.pump_programs()[21] is None,
-             what="vial 5's programs stopped")
+    wait_until(lambda: emulator.pump_programs()[5] is None and emulator.pump_programs()[21] is None,
+               15, "vial 5's programs stopped")
     assert emulator.pump_programs()[4] is not None  # still a chemostat
     bus.call("experiment", "stop", {"name": "edits"}, timeout=10)
-    wait_for(lambda: emulator.pump_programs()[4] is None and emulator.pump_programs()[20] is None,
-             what="vial 4's programs stopped")
+    wait_until(lambda: emulator.pump_programs()[4] is None and emulator.pump_programs()[20] is None,
+               15, "vial 4's programs stopped")

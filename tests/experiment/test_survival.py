@@ -7,6 +7,8 @@ import json
 import random
 import time
 
+from benchbus.testing import wait_until
+
 from .conftest import chemostat_group, definition, turbidostat_group
 
 TURBIDO, CHEMO = range(0, 6), range(6, 8)
@@ -23,17 +25,17 @@ def test_kill_9_mid_run_never_doses_twice_and_never_forgets(stack, rig_emulator,
         bus.call("experiment", "start", {"definition": definition("survive", groups)}, timeout=10)
         chooser = random.Random(20)
         for _kill in range(4):
-            time.sleep(chooser.uniform(1.5, 4.0))
+            time.sleep(chooser.uniform(1.5, 4.0))  # the point: a kill at a random moment of the run
             service.kill9()
             service.start()
             bus.wait_for(state_topic, lambda _t, d: d.get("state") == "ready" and d.get("pid") == service.process.pid,
                          20)
-        time.sleep(3.0)
+        doses = rig_emulator.emulator.pump_events
+        after_kills = len(doses())
+        wait_until(lambda: len(doses()) >= after_kills + 5, 60, "five pump programs after the last restart")
         bus.call("experiment", "pause", {"name": "survive"}, timeout=10)
-        deadline = time.monotonic() + 20
-        while bus.call("experiment", "status", {"name": "survive"}, timeout=10)["pending_decisions"]:
-            assert time.monotonic() < deadline, "decisions still in doubt"
-            time.sleep(0.2)
+        wait_until(lambda: not bus.call("experiment", "status", {"name": "survive"}, timeout=10)["pending_decisions"],
+                   20, "no decision in doubt", every=0.2)
     finally:
         service.close()
     assert doses_match(stack.data_dir, rig_emulator.emulator, list(TURBIDO) + list(CHEMO)) >= 20
@@ -63,17 +65,21 @@ def test_a_whole_stack_restart_mid_run_resumes_where_it_was(stack, rig_emulator,
         rig_emulator.set_od(TURBIDO, 0.3)
         groups = [turbidostat_group(TURBIDO, 0.2, 0.26), chemostat_group(CHEMO, 0.2)]
         bus.call("experiment", "start", {"definition": definition("stack", groups)}, timeout=10)
-        time.sleep(3.0)
+        doses = rig_emulator.emulator.pump_events
+        wait_until(lambda: len(doses()) >= 5, 60, "five pump programs applied before the kill")
+        before_h = bus.call("experiment", "status", {"name": "stack"}, timeout=10)["elapsed_h"]
         service.kill9()
         stack.stop_rig_services()
         down_h = rig_emulator.model_h()
-        time.sleep(1.0)  # 24 emulated minutes with nothing running but the cultures
+        rig_emulator.wait_model_h(down_h + 0.4, timeout=30)  # with nothing running but the cultures
         stack.start_rig_services()
         restart(service, bus, state_topic)
-        assert rig_emulator.model_h() - down_h > 0.3
+        away_h = rig_emulator.model_h() - down_h
+        assert away_h > 0.3
         status = bus.call("experiment", "status", {"name": "stack"}, timeout=10)
-        assert status["status"] == "running" and status["elapsed_h"] > 1.0  # resumed, its clock kept
-        time.sleep(3.0)
+        assert status["status"] == "running" and status["elapsed_h"] > before_h + away_h  # resumed, its clock kept
+        resumed_with = len(doses())
+        wait_until(lambda: len(doses()) >= resumed_with + 5, 60, "five more pump programs after the restart")
         bus.call("experiment", "pause", {"name": "stack"}, timeout=10)
         wait_settled(bus, "stack")
     finally:
@@ -93,10 +99,7 @@ def test_a_batch_in_doubt_after_a_kill_is_resolved_by_the_scheduler_s_stored_val
         # a wide band: after its first dose the vial needs ~5 emulated hours (13 s) before the next one
         group = turbidostat_group([0], 0.2, 0.8, max_bolus_s=60.0)
         bus.call("experiment", "start", {"definition": definition("doubt", [group])}, timeout=10)
-        deadline = time.monotonic() + 20
-        while not [e for e in rig_emulator.emulator.pump_events() if e.pump == 0]:
-            assert time.monotonic() < deadline, "no first dose"
-            time.sleep(0.02)
+        wait_until(lambda: [e for e in rig_emulator.emulator.pump_events() if e.pump == 0], 20, "the first dose")
         wait_settled(bus, "doubt")
         service.kill9()
         before = len(rig_emulator.emulator.pump_events())
@@ -132,9 +135,7 @@ def restart(service, bus, state_topic: str) -> None:
 
 def wait_settled(bus, name: str, timeout: float = 20.0) -> None:
     """No decision in doubt, and two broadcasts later (an immediate command is applied before a cycle ends)."""
-    deadline = time.monotonic() + timeout
-    while bus.call("experiment", "status", {"name": name}, timeout=10)["pending_decisions"]:
-        assert time.monotonic() < deadline, "decisions still in doubt"
-        time.sleep(0.05)
+    wait_until(lambda: not bus.call("experiment", "status", {"name": name}, timeout=10)["pending_decisions"],
+               timeout, "no decision in doubt")
     for _ in range(2):
         bus.wait_for(bus.topic("scheduler", "event", "broadcast"), timeout=10)

@@ -3,9 +3,10 @@ DPU's eVOLVER.py does, against the whole eVOLVER stack on the emulated SAMD21 bo
 from __future__ import annotations
 
 import logging
-import time
 
 import pytest
+
+from benchbus.testing import wait_until as shared_wait_until
 
 socketIO_client = pytest.importorskip("socketIO_client", reason="socketIO-client 0.7.2 is a test dependency")
 
@@ -33,13 +34,9 @@ class Dpu(socketIO_client.BaseNamespace):
 
 
 def wait_until(socket, predicate, timeout: float = 15.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        socket.wait(seconds=0.2)
-        found = predicate()
-        if found:
-            return found
-    raise AssertionError("the DPU never saw what it waited for")
+    """benchbus.testing.wait_until, letting the DPU's client handle its events between two looks."""
+    return shared_wait_until(lambda: socket.wait(seconds=0.2) or predicate(), timeout, "what the DPU waited for",
+                             every=0)
 
 
 def connect(port: int):

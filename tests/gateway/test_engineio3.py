@@ -11,6 +11,7 @@ from websockets.sync.client import connect as ws_connect
 
 from starlette.datastructures import QueryParams
 
+from benchbus.testing import wait_until
 from benchbus_gateway.engineio3 import ProtocolError, decode_payload, encode_payload, parse_query, utf16_length
 from benchbus_gateway.socketio_v4 import PacketError, decode_packet, encode_packet
 
@@ -161,15 +162,13 @@ def test_websocket_only_client_and_a_garbage_frame(gateway):
 
 
 def test_a_vanished_client_expires_by_the_ping_timeout(gateway):
-    service = gateway(ping_interval_s=0.2, ping_timeout_s=0.3)
+    service = gateway(ping_interval_s=25.0, ping_timeout_s=60.0)  # the reaper looks once a second
     base = service.url
     sids = [handshake(base)[0] for _ in range(5)]
     engine = service.gateway.sio3.engine
-    assert all(sid in engine.sessions for sid in sids)
-    deadline = time.monotonic() + 10
-    while any(sid in engine.sessions for sid in sids) and time.monotonic() < deadline:
-        time.sleep(0.05)
-    assert not any(sid in engine.sessions for sid in sids)
+    assert all(sid in engine.sessions for sid in sids)  # well inside an 85 s window, however loaded the machine
+    engine.ping_interval, engine.ping_timeout = 0.2, 0.3  # now they have been silent for longer than the window
+    wait_until(lambda: not any(sid in engine.sessions for sid in sids), 10, "the silent sessions to expire")
     assert all(not members for members in service.gateway.sio3.members.values())
     gone = httpx.get(f"{base}socket.io/", params={"EIO": "3", "transport": "polling", "sid": sids[0]})
     assert gone.json()["message"] == "Session ID unknown"
@@ -189,3 +188,25 @@ def test_closed_reads_need_the_token_or_a_trusted_address_to_connect(gateway):
                                  b"a=1&a=2&b&c=", b"token=a%2Fb+c&EIO=3", b"", b"&&x=1", b"k=v=w", b"n=%E9t%C3%A9"])
 def test_the_fast_query_parse_reads_what_starlette_reads(raw):
     assert parse_query(raw) == dict(QueryParams(raw.decode("latin-1")))
+
+
+def test_the_ping_window_is_interval_plus_timeout_exactly():
+    """Engine.IO 3: the client pings; a session silent for pingInterval + pingTimeout is gone, and not a moment sooner
+    (a DPU on a slow link pings every pingInterval and may wait pingTimeout for the answer)."""
+    from benchbus_gateway.engineio3 import EngineIO3Server
+
+    closed: list[tuple[str, str]] = []
+    server = EngineIO3Server(on_connect=lambda _s: None, on_message=lambda _s, _m: None,
+                             on_close=lambda session, reason: closed.append((session.sid, reason)),
+                             ping_interval=25.0, ping_timeout=60.0)
+    session = server._open_session({}, binary=False)
+    handshake = json.loads(session.take_all()[0][1:])  # the open packet tells the client the window
+    assert handshake["pingInterval"] == 25000 and handshake["pingTimeout"] == 60000
+    window = 25.0 + 60.0
+    session.last_seen = time.monotonic() - window + 1.0  # silent for 84 s: within the window
+    assert server.reap() == 0 and session.sid in server.sessions
+    server._receive(session, "2")  # a ping resets the window and is answered
+    assert time.monotonic() - session.last_seen < 1.0 and session.take_all() == ["3"]
+    session.last_seen = time.monotonic() - window - 1.0  # silent for 86 s: past it
+    assert server.reap() == 1 and session.sid not in server.sessions
+    assert closed == [(session.sid, "ping timeout")]

@@ -4,23 +4,13 @@ from __future__ import annotations
 
 import csv
 import io
-import time
 import zipfile
 
 import httpx
 
 from benchbus_recorder.service import build as build_recorder
 from benchbus_recorder.settings import RecorderSettings
-
-
-def wait_until(condition, timeout: float = 30.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+from benchbus.testing import wait_until
 
 
 def test_history_and_exports_come_from_the_recorder(stack, serve, make_settings, gateway, tmp_path, bus):
@@ -32,14 +22,14 @@ def test_history_and_exports_come_from_the_recorder(stack, serve, make_settings,
         history = httpx.get(at + "api/history", timeout=10).json()
         return history if history.get("source") == "recorder" and len(history["broadcasts"]) >= n else None
 
-    history = wait_until(lambda: recorded(first_gateway.url, 3), what="3 broadcasts through the gateway")
+    history = wait_until(lambda: recorded(first_gateway.url, 3), what="3 broadcasts through the gateway", timeout=30)
     last = history["broadcasts"][-1]["broadcast"]
     assert set(last["data"]) >= {"od_90", "od_135", "temp"} and len(last["data"]["od_90"]) == 16
     assert last["calibrated"].get("temp") and last["calibration"].get("temp"), "the shipped fits calibrate temp"
 
     # a second gateway (a restart) has an empty ring, and still the same history
     second = gateway()
-    again = wait_until(lambda: recorded(second.url, 3), what="history through a new gateway")
+    again = wait_until(lambda: recorded(second.url, 3), what="history through a new gateway", timeout=30)
     assert again["broadcasts"][0] == history["broadcasts"][0]
 
     with httpx.Client(base_url=second.url, timeout=30) as http:

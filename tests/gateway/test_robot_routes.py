@@ -1,10 +1,10 @@
 """The OT-2 robot server's hardware routes, served through the bus by the real gpio-service (simulated chip)."""
 from __future__ import annotations
 
-import time
-
 import httpx
 import pytest
+
+from benchbus.testing import wait_until
 
 V = {"Opentrons-Version": "*"}
 
@@ -35,17 +35,14 @@ def test_lights_identify_and_door(robot, bus):
     assert httpx.post(base + "robot/lights", json={"on": "yes"}, headers=V).status_code == 422
     assert httpx.post(base + "identify?seconds=1", headers=V).json() == {"message": "identifying"}
     assert httpx.post(base + "identify", headers=V).status_code == 422
-    deadline = time.monotonic() + 5
-    status = httpx.get(base + "robot/door/status", headers=V)
-    while status.status_code != 200 and time.monotonic() < deadline:
-        time.sleep(0.05)
-        status = httpx.get(base + "robot/door/status", headers=V)
+    def door_status() -> httpx.Response | None:
+        response = httpx.get(base + "robot/door/status", headers=V)
+        return response if response.status_code == 200 else None
+    status = wait_until(door_status, 5, "the door status")
     assert status.json() == {"data": {"status": "closed", "doorRequiredClosedForProtocol": False}}
     bus.call("gpio", "sim_set_input", {"input": "door", "active": True})
-    deadline = time.monotonic() + 5
-    while httpx.get(base + "robot/door/status", headers=V).json()["data"]["status"] != "open":
-        assert time.monotonic() < deadline, "the door never showed open"
-        time.sleep(0.05)
+    wait_until(lambda: httpx.get(base + "robot/door/status", headers=V).json()["data"]["status"] == "open", 5,
+               "the door showing open")
 
 
 def test_motion_routes_without_a_smoothie_say_unavailable(robot):

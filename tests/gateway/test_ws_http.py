@@ -9,6 +9,7 @@ import pytest
 from websockets.sync.client import connect as ws_connect
 
 from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.testing import wait_until
 
 from .conftest import TOKEN, UNTRUSTED
 
@@ -90,9 +91,7 @@ def test_http_health_state_and_calls(demo_gateway):
     base = demo_gateway.url
     health = httpx.get(base + "health").json()
     assert health["ok"] is True and health["bus_connected"] is True
-    deadline = time.monotonic() + 5
-    while "demo" not in httpx.get(base + "api/state").json() and time.monotonic() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: "demo" in httpx.get(base + "api/state").json(), 5, "the demo service's state")
     states = httpx.get(base + "api/state").json()
     assert states["demo"]["state"] == "ready" and states["gateway"]["state"] == "ready"
     assert httpx.get(base + "api/state/demo").json()["state"]["counter"] == {"value": 0}
@@ -128,9 +127,7 @@ def test_the_first_start_makes_the_token_in_the_data_folder(gateway, serve, make
 
 def test_history_keeps_recent_broadcasts(stack):
     gateway, _emulator = stack
-    deadline = time.monotonic() + 10
-    while len(httpx.get(gateway.url + "api/history").json()["broadcasts"]) < 2 and time.monotonic() < deadline:
-        time.sleep(0.1)
+    wait_until(lambda: len(httpx.get(gateway.url + "api/history").json()["broadcasts"]) >= 2, 10, "two broadcasts")
     history = httpx.get(gateway.url + "api/history?limit=1").json()
     assert len(history["broadcasts"]) == 1 and "od_90" in history["broadcasts"][0]["broadcast"]["data"]
     assert httpx.get(gateway.url + "api/history?limit=x").status_code == 400

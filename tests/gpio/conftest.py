@@ -90,9 +90,3 @@ def start_gpio(serve, gpio_settings):
         chip.close()
 
 
-def wait_until(condition, timeout=10.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what} never became true")
-        time.sleep(0.01)

@@ -5,6 +5,7 @@ import time
 
 import pytest
 
+from benchbus.testing import wait_until
 from benchbus_gpio.backend import Edge, GpioError, LineBusy
 from benchbus_gpio.debounce import Button, Debouncer
 from benchbus_gpio.driver import Driver
@@ -83,8 +84,7 @@ def test_sim_blip_train_ends_where_it_began():
     chip = SimChip()
     request = chip.request("test", {}, [20])
     assert chip.drive(20, 1, bounces=2, gap_s=0.001) == 4  # already 1: 0 1 0 1
-    while not chip.settled():
-        time.sleep(0.005)
+    wait_until(chip.settled, 5, "the blip train to end")
     edges = request.read_edges()
     assert [e.level for e in edges] == [0, 1, 0, 1] and request.get(20) == 1
     assert chip.drive(20, 1) == 0
@@ -264,13 +264,10 @@ def test_driver_blinks_the_led(chip):
     driver = Driver(chip, LineMap())
     driver.claim()
     driver.show(Look("magenta", "blink", 0.05))
-    deadline = time.monotonic() + 10
-    while len(chip.history(26)) < 6 and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: len(chip.history(26)) >= 6, 10, "three red blinks")
     red = [lvl for _t, lvl in chip.history(26)]
     assert red[:4] == [0, 1, 0, 1] and len(red) >= 6
     assert [lvl for _t, lvl in chip.history(19)] == [0]  # green never lit for magenta
     driver.show(Look("off"))
-    time.sleep(0.1)
-    assert chip.level(26) == 0 and chip.level(13) == 0
+    wait_until(lambda: chip.level(26) == 0 and chip.level(13) == 0, 5, "the LED off")
     driver.close()

@@ -5,7 +5,7 @@ from benchbus import BusError
 
 from benchbus_gpio.sim import SimChip
 
-from .conftest import wait_until
+from benchbus.testing import wait_until
 
 RAIL, BLUE, GREEN, RED, HALT, AUDIO, ISP, RESET = 6, 13, 19, 26, 18, 21, 23, 24
 

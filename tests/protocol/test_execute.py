@@ -8,11 +8,11 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from pathlib import Path
 
 import pytest
 
+from benchbus.testing import wait_until
 from benchbus_ot2 import Robot
 
 from .gcode import intake_strokes
@@ -178,10 +178,10 @@ def test_a_service_hands_its_own_bus_client_in_and_keeps_it(stack, client_named)
 @pytest.mark.parametrize("protocol", ["api_2_0_transfer_mix.py", "api_2_15_engine.py"])
 def test_ctrl_c_halts_the_robot_and_gives_the_lease_back(stack, protocol):
     cli = Cli(stack, HERE / "protocols" / protocol)
-    deadline = time.monotonic() + 60
-    while not intake_strokes(stack.emulator.lines, "B", -14.5):  # running: the first aspirate reached the board
-        assert time.monotonic() < deadline and cli.process.poll() is None, "\n".join(cli.stderr)
-        time.sleep(0.01)
+    def aspirating() -> bool:  # running: the first aspirate reached the board
+        assert cli.process.poll() is None, "\n".join(cli.stderr)
+        return bool(intake_strokes(stack.emulator.lines, "B", -14.5))
+    wait_until(aspirating, 60, "the first aspirate")
     halts: list[dict] = []
     stack.bus.subscribe(stack.bus.topic("smoothie", "event", "halted"), lambda _t, data, _m: halts.append(data))
     cli.process.send_signal(signal.SIGINT)

@@ -14,15 +14,9 @@ from benchbus_ot2 import LeaseLost, Robot
 
 from .gcode import intake_strokes
 from .test_execute import PLUNGER, execute
+from benchbus.testing import wait_until
 
 HERE = Path(__file__).resolve().parent
-
-
-def wait_until(condition, timeout: float = 60.0, what: str = "condition") -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.01)
 
 
 class Background:
@@ -55,9 +49,9 @@ def test_the_door_pauses_the_run_and_closing_it_plus_the_button_continues(stack,
     pauses, resumes = [], []
     run = Background(stack, HERE / "protocols" / protocol, on_pause=pauses.append,
                      on_resume=lambda: resumes.append(True))
-    wait_until(lambda: intake_strokes(stack.emulator.lines, "B", -14.5), what="the first aspirate")
+    wait_until(lambda: intake_strokes(stack.emulator.lines, "B", -14.5), what="the first aspirate", timeout=60)
     stack.door(True)
-    wait_until(lambda: pauses, what="the run to pause")
+    wait_until(lambda: pauses, what="the run to pause", timeout=60)
     assert "door" in pauses[0] and run.thread.is_alive()
     moved_before = motion_lines(stack.emulator.lines)
     stack.door(False)
@@ -75,7 +69,7 @@ def test_the_door_pauses_the_run_and_closing_it_plus_the_button_continues(stack,
 def test_an_alarm_stops_the_run_with_the_protocols_line(stack, protocol):
     path = HERE / "protocols" / protocol
     run = Background(stack, path)
-    wait_until(lambda: intake_strokes(stack.emulator.lines, "B", -14.5), what="the first aspirate")
+    wait_until(lambda: intake_strokes(stack.emulator.lines, "B", -14.5), what="the first aspirate", timeout=60)
     stack.emulator.inject("limit_alarm")
     run.join()
     assert run.error is not None, "the run went on after an alarm"

@@ -16,6 +16,7 @@ import pytest
 import sqlalchemy as sa
 
 from benchbus import BusClient
+from benchbus.testing import wait_until
 from benchbus.testing.broker import MosquittoProcess
 from benchbus.testing.plugin import service_env
 from benchbus_recorder import tables
@@ -74,23 +75,17 @@ class Stream:
             when = self.base + cycle * 20.0
             self.sent.append(self.publisher.publish(broadcast_topic(self.device), broadcast(when, cycle)))
             self.times.append(when)
-            time.sleep(1.0 / self.rate)
+            time.sleep(1.0 / self.rate)  # the point: the DPU-like publishing rate
 
     def start(self) -> None:
         self.thread.start()
 
     def wait_sent(self, n: int, timeout: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout
-        while len(self.sent) < n and time.monotonic() < deadline:
-            time.sleep(0.01)
-        assert len(self.sent) >= n, f"only {len(self.sent)} of {n} published"
+        wait_until(lambda: len(self.sent) >= n, timeout, f"{n} broadcasts published")
 
     def join(self) -> None:
         self.thread.join(120)
-        deadline = time.monotonic() + 60
-        while not self.publisher.all_acked(self.sent) and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert self.publisher.all_acked(self.sent), "the broker did not acknowledge every broadcast"
+        wait_until(lambda: self.publisher.all_acked(self.sent), 60, "the broker acknowledging every broadcast")
 
 
 def wait_for_count(database_url: str, device: str, expected: int, timeout: float = 60.0) -> tuple[int, int]:

@@ -11,16 +11,7 @@ from benchbus_recorder.service import build
 from benchbus_recorder.settings import RecorderSettings
 
 from .conftest import VIALS, audit_record, broadcast, broadcast_topic
-
-
-def wait_until(condition, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"{what} not reached within {timeout} s")
+from benchbus.testing import wait_until
 
 
 @pytest.fixture
@@ -53,7 +44,7 @@ def test_broadcasts_audit_events_and_states_are_recorded(recorder, bus, device, 
         tables = status(bus)["tables"]
         return (tables["broadcasts"]["rows"] == 5 and tables["audit"]["rows"] >= 2
                 and tables["events"]["rows"] >= 1 and tables["service_states"]["rows"] >= 2)
-    wait_until(recorded, what="everything recorded")
+    wait_until(recorded, what="everything recorded", timeout=15)
     # the runtime audits this test's own calls to the recorder too (principal `dev`): leave those aside
     trail = [r for r in bus.call("recorder", "audit", {})["records"] if r["service"] != "recorder"]
     assert sorted(r["principal"] for r in trail) == ["alice", "bob"], "the scheduler's own transacts are skipped"
@@ -84,7 +75,7 @@ def test_http_history_query_export_and_metrics(recorder, bus, device, publisher)
     pub.publish(f"benchbus/{device}/samd/state/bus", {"port": "x", "connected": True, "baudrate": 9600, "params": {
         "od_90": {"requests": 10, "ok": 9, "failed": 1, "attempts": 13, "errors": {"timeout": 3}}}}, retain=True)
     pub.publish(f"benchbus/{device}/smoothie/state/alarm", {"active": True, "message": "limit"}, retain=True)
-    wait_until(lambda: status(bus)["tables"]["broadcasts"]["rows"] == 4, what="4 broadcasts")
+    wait_until(lambda: status(bus)["tables"]["broadcasts"]["rows"] == 4, what="4 broadcasts", timeout=15)
     url = bus.call("recorder", "status", {})["http_url"]
     assert url == recorder.http.url
     with httpx.Client(base_url=url, timeout=10) as http:
@@ -100,7 +91,7 @@ def test_http_history_query_export_and_metrics(recorder, bus, device, publisher)
         def scraped() -> str | None:
             text = http.get("/metrics").text
             return text if "benchbus_serial_retries_total{" in text and 'flag="alarm"' in text else None
-        metrics = wait_until(scraped, what="metrics from retained states")
+        metrics = wait_until(scraped, what="metrics from retained states", timeout=15)
     assert f'benchbus_vial_od{{device="{device}",kind="calibrated",vial="3"}} 0.08' in metrics
     assert f'benchbus_vial_temperature{{device="{device}",kind="calibrated",vial="0"}} 30.0' in metrics
     assert f'benchbus_serial_retries_total{{board="od_90",device="{device}"}} 3.0' in metrics
@@ -114,7 +105,7 @@ def test_export_command_writes_a_file(recorder, bus, device, publisher, tmp_path
     start = time.time() - 100
     for cycle in range(3):
         pub.publish(broadcast_topic(device), broadcast(start + cycle * 20, cycle))
-    wait_until(lambda: status(bus)["tables"]["broadcasts"]["rows"] == 3, what="3 broadcasts")
+    wait_until(lambda: status(bus)["tables"]["broadcasts"]["rows"] == 3, what="3 broadcasts", timeout=15)
     result = bus.call("recorder", "export", {"format": "csv_wide", "start": start - 1, "params": ["od_90", "od"]})
     with open(result["path"]) as exported:
         lines = exported.read().splitlines()
@@ -137,7 +128,8 @@ def test_retention_runs_in_the_service_and_keeps_the_downsampled_past(make_setti
         pub.publish(broadcast_topic(device), broadcast(old + cycle * 20, cycle))
     pub.publish(broadcast_topic(device), broadcast(time.time() - 5, 99))  # and one of now
     wait_until(lambda: status(bus)["tables"]["rollups"]["rows"] > 0
-               and status(bus)["tables"]["broadcasts"]["rows"] == 1, what="old readings rolled up, then deleted")
+               and status(bus)["tables"]["broadcasts"]["rows"] == 1, what="old readings rolled up, then deleted",
+               timeout=15)
     past = bus.call("recorder", "query", {"start": old, "end": old + 3000, "points": 10, "params": ["temp"],
                                           "vials": [4]})
     assert past["source"] == "rollup_300"
@@ -176,7 +168,7 @@ def test_a_lab_recorder_keeps_every_device_apart(make_settings, serve, database_
         pub.publish(broadcast_topic(other), broadcast(start + cycle * 20, cycle + 50))
     pub.publish(f"benchbus/{other}/smoothie/$audit", audit_record("smoothie", "home", "carol"))
     wait_until(lambda: {device, other} <= set(status(bus)["devices"])
-               and status(bus)["tables"]["broadcasts"]["rows"] == 6, what="both devices recorded")
+               and status(bus)["tables"]["broadcasts"]["rows"] == 6, what="both devices recorded", timeout=15)
     mine = bus.call("recorder", "query", {"params": ["od_90"], "vials": [0], "start": start - 1})
     theirs = bus.call("recorder", "query", {"device": other, "params": ["od_90"], "vials": [0], "start": start - 1})
     assert mine["device"] == device and theirs["device"] == other

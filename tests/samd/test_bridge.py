@@ -2,11 +2,11 @@
 from __future__ import annotations
 
 import threading
-import time
 
 import pytest
 
 from benchbus import BusError
+from benchbus.testing import wait_until
 from benchbus_samd.emulator import DEFAULT_PARAMS, FAULT_ERROR_KIND
 
 NEW_VALUES = {
@@ -36,9 +36,7 @@ class Collector:
             return list(self.items)
 
     def wait_count(self, count: int, timeout: float = 5.0) -> list[dict]:
-        deadline = time.monotonic() + timeout
-        while len(self.snapshot()) < count and time.monotonic() < deadline:
-            time.sleep(0.01)
+        wait_until(lambda: len(self.snapshot()) >= count, timeout, f"{count} items")
         return self.snapshot()
 
 

@@ -6,6 +6,7 @@ import time
 import pytest
 import serial
 
+from benchbus.testing import wait_until
 from benchbus_samd.driver import LineSettings, SamdLine, TransactionFailed
 from benchbus_samd.emulator import LineTiming, SamdEmulator
 
@@ -45,16 +46,24 @@ def test_the_documented_od_90_exchange(emu, raw):
     reply = read_reply(raw)
     assert reply.startswith(b"od_90b,") and reply.endswith(b",end") and reply.count(b",") == 17
     assert emu.staged("od_90") == ["500"] and emu.applied("od_90") == ["1000"]  # staged, not yet applied
-    time.sleep(emu.timing.hold_s * 3)  # let the board release the line
+    time.sleep(emu.timing.hold_s * 3)  # the host's side of the turnaround (the protocol's wait, not a condition)
     raw.write(b"od_90a,,_!")
     assert emu.wait_applied("od_90", ["500"])
 
 
-def test_an_a_sent_while_the_board_still_holds_the_line_is_corrupted(emu, raw):
-    raw.write(b"stiri," + b"0," * 16 + b"_!")
-    read_reply(raw)
-    raw.write(b"stira," + b"," * 16 + b"_!")  # at once: the stir board holds the line 5 ms (300 ms on the rig)
-    time.sleep(emu.timing.stir_hold_s * 4)
+def test_an_a_sent_while_the_board_still_holds_the_line_is_corrupted():
+    # The stir board holds the line 1 s after its reply (300 ms on the rig; not the fast timing's 5 ms, which a loaded
+    # machine can let pass between reading the reply and writing the `a`: then the `a` rightly arrives intact).
+    timing = LineTiming(baudrate=230400, reply_delay_s=0.002, hold_s=0.002, stir_hold_s=1.0)
+    with SamdEmulator(timing) as emu:
+        raw = serial.serial_for_url(f"socket://127.0.0.1:{emu.start_tcp(0)}", timeout=5)
+        stage, ack = b"stiri," + b"0," * 16 + b"_!", b"stira," + b"," * 16 + b"_!"
+        raw.write(stage)
+        assert read_reply(raw).endswith(b",end")
+        raw.write(ack)  # at once, well inside the hold
+        wait_until(lambda: sum(len(e.data) for e in emu.wire if e.source == "host") == len(stage) + len(ack), 5,
+                   "the `a` reached the line")
+        raw.close()
     assert emu.applied("stir") == ["8"] * 16  # the collided `a` never reached the board
     assert emu.acks("stir") == 0
     assert any(event.corrupted for event in emu.wire if event.source == "host")

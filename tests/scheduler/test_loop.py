@@ -2,20 +2,13 @@
 from __future__ import annotations
 
 import json
-import time
 
 import pytest
 
 from .conftest import DEFAULT, ODLED_OFF, STIR_PAUSE, fast
+from benchbus.testing import wait_until
 
 LONG = 300  # a broadcast_timing that lets exactly one cycle run during a test
-
-
-def wait_until(check, timeout: float = 10.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "condition not reached"
-        time.sleep(0.002)
 
 
 def sent(emu, since: int = 0) -> list[tuple[str, str, list[str]]]:

@@ -27,9 +27,11 @@ def bridge_settings(make_settings, emulator):
         fields.setdefault("port", emulator.url)
         fields.setdefault("use_gpio", False)
         fields.setdefault("door_safety", fields["use_gpio"])  # no gpio-service: no door state (unknown = open)
-        fields.setdefault("ack_timeout_s", 0.5)
+        # Short enough that silence tests finish quickly, long enough that a loaded machine (the emulator runs in
+        # this process) is never taken for a silent board: 0.5 s was, and the bridge then refused to start.
+        fields.setdefault("ack_timeout_s", 2.0)
         fields.setdefault("retries", 1)
-        fields.setdefault("boot_timeout_s", 0.5)
+        fields.setdefault("boot_timeout_s", 2.0)
         fields.setdefault("recovery_pause_s", 0.0)
         return make_settings(SmoothieSettings, **fields)
     return make

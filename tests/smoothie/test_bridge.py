@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import pytest
 
 from benchbus import BusError
+from benchbus.testing import wait_until
 
 # opentrons-ot2.md 1.13 (b): home all on a "2.1" board, M400s removed
 HOME_ALL = [
@@ -125,9 +125,7 @@ def test_limit_alarm_recovery_then_refused_until_homed(bus, homed, emulator):
                          "G28.2 AZ"] or after[3].endswith("G28.2 AZ")  # then the mounts up, then X home
     assert any(line.endswith("G28.2 X") for line in after)
     assert wait_state(bus, "alarm", lambda d: d["active"])["message"] == "ALARM: Hard limit -X"
-    deadline = time.monotonic() + 5
-    while not alarms and time.monotonic() < deadline:
-        time.sleep(0.01)
+    wait_until(lambda: alarms, 5, "the alarm event")
     assert alarms[0]["axis"] == "X" and alarms[0]["recovered_by_homing"] == ["Z", "A", "X"]
     with pytest.raises(BusError) as err:
         bus.call("smoothie", "move", {"target": {"X": 200}})
@@ -188,9 +186,7 @@ def test_door_open_lets_the_move_finish_then_blocks_until_closed_and_resumed(bus
         outcome["reply"] = mover.call("smoothie", "move", {"target": {"X": 10}, "speed": 1}, timeout=30)
     thread = threading.Thread(target=long_move)
     thread.start()
-    deadline = time.monotonic() + 5
-    while emulator.position["X"] == 418 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: emulator.position["X"] != 418, 5, "the long move under way", every=0.005)
     publish_door(bus, "open")
     wait_state(bus, "paused", lambda d: d["paused"] and d["door"] == "open")
     thread.join(30)
@@ -221,9 +217,7 @@ def test_halt_stops_a_move_and_leaves_the_robot_in_alarm(bus, homed, emulator, c
             outcome["error"] = exc
     thread = threading.Thread(target=long_move)
     thread.start()
-    deadline = time.monotonic() + 5
-    while emulator.position["X"] == 418 and time.monotonic() < deadline:
-        time.sleep(0.005)
+    wait_until(lambda: emulator.position["X"] != 418, 5, "the long move under way", every=0.005)
     halted = bus.call("smoothie", "halt", timeout=30)
     thread.join(30)
     assert outcome["error"].code == "conflict" and "halt" in outcome["error"].message

@@ -9,6 +9,10 @@ import pytest
 from benchbus import BusError
 from benchbus_schemas import topics
 
+# The driver leaves out an axis already within this relative distance of its target (Opentrons' driver does the
+# same: a fraction of one step); five clients' random targets sometimes fall that close to each other.
+NO_OP_REL_TOL = 1e-5
+
 
 def test_silence_is_a_timeout_then_the_bridge_serves_again(bus, homed, emulator):
     emulator.inject("silence", count=100)
@@ -79,7 +83,10 @@ def test_a_thousand_mixed_commands_from_five_clients(bus, homed, emulator, clien
                 if kind == "move":
                     target = {"X": round(rng.uniform(0, 418), 3), "Z": round(rng.uniform(100, 218), 3)}
                     result = client.call("smoothie", "move", {"target": target}, timeout=30)
-                    assert result["X"] == target["X"] and result["Z"] == target["Z"]  # where it really went
+                    # where it really went: exactly the target, or (when another client's move left the axis
+                    # within the driver's no-op tolerance of it, as Opentrons' driver does) where the axis already was
+                    assert result["X"] == pytest.approx(target["X"], rel=NO_OP_REL_TOL)
+                    assert result["Z"] == pytest.approx(target["Z"], rel=NO_OP_REL_TOL)
                 elif kind == "position":
                     assert set(client.call("smoothie", "position", timeout=30)) == set("XYZABC")
                 elif kind == "switches":

@@ -31,6 +31,7 @@ import pytest
 
 from benchbus.errors import BusError, CallTimeout
 from benchbus.testing.broker import MosquittoProcess
+from benchbus.testing import wait_until
 from benchbus_calibration.evolver import parse_calibrations
 from benchbus_scheduler import conf as scheduler_conf
 from benchbus_schemas import topics
@@ -194,15 +195,6 @@ def kill_and_wait_restart(stack: UpStack, segment: str) -> tuple[int, int]:
     return old, state["pid"]
 
 
-def wait_until(condition, timeout: float, every: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            return False
-        time.sleep(every)
-    return True
-
-
 def robot_home_and_move(stack: UpStack, faults: FaultLog) -> dict:
     """Home the left plunger and move it, retrying what the bridge reports failed (a reopened port)."""
     for target in ({"home": {"axes": ["B"]}}, {"move": {"target": {"B": 10.0}}}):
@@ -221,7 +213,7 @@ def robot_home_and_move(stack: UpStack, faults: FaultLog) -> dict:
                     # closed again, an operator resumes. Refused while the door is still unknown, so retry.
                     with contextlib.suppress(BusError, CallTimeout):
                         stack.bus.call("smoothie", "resume", {}, timeout=10)
-                time.sleep(1)
+                time.sleep(1)  # a pause between retries (a caller's backoff), not a condition
     return position
 
 
@@ -249,12 +241,12 @@ def run_faults(stack: UpStack, broker: MosquittoProcess, faults: FaultLog) -> No
     gui = CalibrationStream(stack)
     dpu.start()
     gui.start()
-    time.sleep(3)
+    time.sleep(3)  # the point: traffic flows undisturbed before the first fault
 
     # the broker goes away and comes back: every service reconnects and republishes its retained state
     broker_stopped_at = time.monotonic()
     broker.stop()
-    time.sleep(1.5)
+    time.sleep(1.5)  # the point: the broker stays away a while
     broker.start()
     faults.broker_restarts += 1
     states = stack.wait_all_ready(60)
@@ -269,25 +261,25 @@ def run_faults(stack: UpStack, broker: MosquittoProcess, faults: FaultLog) -> No
         faults.kills += 1
         assert new != old and psutil.Process(new).ppid() == up_pid
         faults.restarts += 1
-        time.sleep(1)
+        time.sleep(1)  # the point: traffic flows between two kills
 
     # each emulator's port closes (a cable pulled) and comes back; the bridges find it again
     http_json(f"{stack.control('samd-emulator')}/drop", {"down_s": 1.0})
     faults.port_drops += 1
     drop_samd_at = time.monotonic()
-    time.sleep(3)
+    time.sleep(3)  # the point: the streams run into the dropped port and through its return
     http_json(f"{stack.control('smoothie-emulator')}/drop", {"down_s": 1.0})
     faults.port_drops += 1
-    time.sleep(1.5)
+    time.sleep(1.5)  # the point: the robot is called while the port may still be away
     position = robot_home_and_move(stack, faults)
     assert position["B"] == pytest.approx(10.0)
     assert http_json(f"{stack.control('smoothie-emulator')}/state")["position"]["B"] == pytest.approx(10.0, abs=0.01)
-    time.sleep(3)
+    time.sleep(3)  # the point: traffic flows after the last fault, before the streams stop
 
     dpu.stop()
     gui.stop()
     wait_until(lambda: not any(time.monotonic() - s.sent_at < RESULT_WAIT_S for s in dpu.unsettled()),
-               RESULT_WAIT_S + 5, every=0.5)
+               RESULT_WAIT_S + 5, "every command's result window to close", every=0.5)
     check_outcomes(stack, dpu, drop_samd_at, faults)
     check_files_and_states(stack, dpu, gui)
     assert stack.err.text().count("exited with -9; restarting it") == len(SERVICES_IN_TURN)

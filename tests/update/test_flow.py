@@ -1,12 +1,12 @@
 """The whole update flow on file-backed slots, over HTTP and on the bus, against the real broker."""
 import threading
-import time
 
 import httpx
 import pytest
 
 from benchbus import BusError, Service, ServiceSettings
 from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.testing import wait_until
 
 
 def collect(bus, device, kind_name):
@@ -14,14 +14,6 @@ def collect(bus, device, kind_name):
     seen = []
     bus.subscribe(f"benchbus/{device}/update/{kind_name}", lambda _t, data, _m: seen.append(data))
     return seen
-
-
-def wait_until(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
 
 
 def retained(bus, device, name, predicate=lambda d: True, timeout=10.0):
@@ -63,7 +55,8 @@ def test_whole_update_flow_then_confirmation(running, bundle_file, rootfs, bus, 
     assert slots["next_boot"] == "b" and slots["good"] == "a" and slots["invalid"] == []
 
     assert running.http.post("/server/restart").json()["message"].startswith("Restarting")
-    wait_until(lambda: running.http.get("/server/update/health").json()["bootId"] != boot_before, what="a new boot id")
+    wait_until(lambda: running.http.get("/server/update/health").json()["bootId"] != boot_before,
+               what="a new boot id", timeout=15)
     trial = retained(bus, device, "slots", lambda d: d["running"] == "b")
     assert trial["trial"] == "b" and trial["good"] == "a" and trial["confirm_deadline"]
 
@@ -71,7 +64,7 @@ def test_whole_update_flow_then_confirmation(running, bundle_file, rootfs, bus, 
     serve(build_demo, make_settings(DemoSettings))
     confirmed = retained(bus, device, "slots", lambda d: d["good"] == "b")
     assert confirmed == {**confirmed, "running": "b", "trial": None, "next_boot": "b"}
-    wait_until(lambda: trials, what="the trial event")
+    wait_until(lambda: trials, what="the trial event", timeout=15)
     assert trials[0]["outcome"] == "confirmed" and trials[0]["slot"] == "b"
 
     # progress: stages in the reference's order, progress never going back within a stage
@@ -115,7 +108,7 @@ def test_boot_script_gives_up_on_a_trial_that_never_reaches_the_agent(start_agen
     assert loader.boot() == "a"  # the next power-on: tries used up, back to the good slot
     trials = collect(bus, device, "event/trial")
     start_agent()
-    wait_until(lambda: trials, what="the rollback report")
+    wait_until(lambda: trials, what="the rollback report", timeout=15)
     assert trials[0]["outcome"] == "rolled_back" and "boot script" in trials[0]["reason"]
     slots = retained(bus, device, "slots", lambda d: d["running"] == "a")
     assert slots["invalid"] == ["b"] and slots["trial"] is None
@@ -195,7 +188,8 @@ def test_cancel_mid_upload(running, bundle_file, tools):
     sender = threading.Thread(target=send)
     sender.start()
     assert halfway.wait(10)
-    wait_until(lambda: any((running.state_dir / "downloads" / token).glob("*")), what="the partial file")
+    wait_until(lambda: any((running.state_dir / "downloads" / token).glob("*")), what="the partial file",
+               timeout=15)
     assert running.http.post("/server/update/cancel").json() == {"message": "Session cancelled"}
     go_on.set()
     sender.join(15)
@@ -218,9 +212,11 @@ def test_interrupted_upload_can_be_sent_again(running, bundle_file, tools):
     with socket.create_connection(("127.0.0.1", port)) as raw:
         raw.sendall(f"POST /server/update/{token}/file HTTP/1.1\r\nHost: x\r\nContent-Length: {total}\r\n"
                     f"Content-Type: multipart/form-data; boundary={boundary}\r\n\r\n".encode() + head + data[:50000])
-        time.sleep(0.2)
+        wait_until(lambda: any((running.state_dir / "downloads" / token).glob("*")), what="the partial file",
+                   timeout=15)  # the upload is under way when its connection dies
     wait_until(lambda: running.http.get(f"/server/update/{token}/status").json()["stage"] == "awaiting-file"
-               and not any((running.state_dir / "downloads" / token).glob("*")), what="the session to wait again")
+               and not any((running.state_dir / "downloads" / token).glob("*")), what="the session to wait again",
+               timeout=15)
     assert tools.upload(running.http, token, bundle_file()).status_code == 201
     assert tools.wait_stage(running.http, token)["stage"] == "done"
 
@@ -247,7 +243,8 @@ def test_the_whole_flow_on_the_bus(running, bundle_file, bus, device, tools):
     token = bus.call("update", "begin", {})["token"]
     state = bus.call("update", "load_file", {"token": token, "path": str(bundle_file())})
     assert state["stage"] == "validating"
-    wait_until(lambda: bus.call("update", "status", {"token": token})["stage"] in ("done", "error"), what="done")
+    wait_until(lambda: bus.call("update", "status", {"token": token})["stage"] in ("done", "error"), what="done",
+               timeout=15)
     assert bus.call("update", "status", {"token": token})["stage"] == "done"
     assert bus.call("update", "commit", {"token": token})["stage"] == "ready-for-restart"
     with pytest.raises(BusError) as caught:

@@ -4,20 +4,12 @@ from __future__ import annotations
 import json
 import select
 import socket
-import time
 from pathlib import Path
 
 import pytest
 
 from benchbus import BusError
-
-
-def wait_until(predicate, timeout=15.0, what="condition"):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
+from benchbus.testing import wait_until
 
 
 @pytest.fixture
@@ -65,7 +57,7 @@ def test_versions_on_the_bus_and_force(running_v3, bundle_file, rootfs, rsa_key,
     path = bundle_of(bundle_file, rootfs, rsa_key, tools, version, "candidate.zip")
     token = bus.call("update", "begin", {})["token"]
     bus.call("update", "load_file", {"token": token, "path": str(path)})
-    wait_until(lambda: bus.call("update", "status", {"token": token})["stage"] in ("done", "error"))
+    wait_until(lambda: bus.call("update", "status", {"token": token})["stage"] in ("done", "error"), timeout=15)
     result = bus.call("update", "status", {"token": token})
     assert result["stage"] == stage, result
     if stage == "error":
@@ -73,7 +65,7 @@ def test_versions_on_the_bus_and_force(running_v3, bundle_file, rootfs, rsa_key,
         bus.call("update", "cancel", {})
         forced = bus.call("update", "begin", {"force": True})["token"]  # the admin's explicit decision
         bus.call("update", "load_file", {"token": forced, "path": str(path)})
-        wait_until(lambda: bus.call("update", "status", {"token": forced})["stage"] in ("done", "error"))
+        wait_until(lambda: bus.call("update", "status", {"token": forced})["stage"] in ("done", "error"), timeout=15)
         assert bus.call("update", "status", {"token": forced})["stage"] == "done"
 
 

@@ -259,19 +259,24 @@ class SamdLine:
             self._applied.clear()  # that `a` may have been lost too
 
     def _read_reply(self, port: serial.SerialBase, deadline: float) -> tuple[bytes, float]:
-        """Read until the terminator; stop at the deadline, or when a started reply goes quiet without it."""
+        """Read until the terminator; stop at the deadline, or when a started reply goes quiet without it.
+
+        The line counts as quiet only from what a read saw, never from the clock alone: a reader descheduled for
+        longer than the reply gap (a loaded machine) finds the rest of the reply waiting, and must read it before
+        judging the reply unfinished or late."""
         received = bytearray()
         last_byte_at = time.monotonic()
         while TERMINATOR not in received:
-            now = time.monotonic()
-            if now >= deadline:
-                break
-            if received and now - last_byte_at >= self.settings.reply_gap_s:
-                break
+            looked_at = time.monotonic()  # an empty read proves the line was quiet at least until here
             chunk = port.read(max(1, port.in_waiting))  # type: ignore[attr-defined]  # as above
             if chunk:
                 received += chunk
                 last_byte_at = time.monotonic()
+                continue
+            if looked_at >= deadline:
+                break
+            if received and looked_at - last_byte_at >= self.settings.reply_gap_s:
+                break
         return bytes(received), last_byte_at
 
     def _acknowledge(self, port: serial.SerialBase, param: str, fields_out: int, last_byte_at: float,
