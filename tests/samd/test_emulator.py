@@ -112,6 +112,8 @@ def test_temperature_follows_the_setpoint_first_order(emu, line):
     board = emu.boards["temp"]
     board.tau_s = 10.0
     line.transact("temp", "r", ["1000"] * 16, 17, 17)
+    # the board applies at the `a`, which the emulator's thread takes in a moment after transact returns
+    wait_until(lambda: board.applied[0] == "1000", 5, "the setpoint applied")
     now = time.monotonic()
     start = board.readings(now)
     one_tau = board.readings(now + 10.0)
