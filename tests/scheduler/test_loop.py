@@ -73,7 +73,8 @@ def test_immediate_command_waits_for_the_group_boundary_then_runs_first(rig, eve
     emu, start = rig
     broadcasts = events("broadcast")
     results = events("command_result")
-    start(fast(STIR_PAUSE.read_text(), LONG).replace("value: 0.2\n", "value: 0.6\n"))
+    # a 3 s wait inside the od_90 group: long enough that the command lands inside it on a loaded machine too
+    start(fast(STIR_PAUSE.read_text(), LONG).replace("value: 0.2\n", "value: 3.0\n"))
     wait_until(lambda: sent(emu))  # the group has begun: the stir is stopped and the wait runs
     reply = bus.call("scheduler", "command", {"param": "temp", "value": ["3000"] * 16, "immediate": True})
     assert reply["applies"] == "next_boundary"
