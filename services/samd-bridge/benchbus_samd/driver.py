@@ -290,12 +290,11 @@ class SamdLine:
     def _still_there(self, port: serial.SerialBase) -> None:
         """Raise (SerialException/OSError) if the port vanished around the `a`: a write into a socket whose peer has
         just closed still succeeds, so without this look an `a` that no board received would be reported applied.
-        The board sends nothing after an `a`; anything read here is stray and dropped (the next transaction would)."""
-        port.timeout = 0  # look, do not wait
-        try:
-            port.read(256)
-        finally:
-            port.timeout = self.settings.read_tick_s
+        The board sends nothing after an `a`; anything read here is stray and dropped (the next transaction would).
+        Only what is waiting is read, without touching the port's timeout (on a tty that would mean a tcsetattr)."""
+        waiting = port.in_waiting  # a socket whose peer closed reads as ready: the read then raises
+        if waiting:
+            port.read(waiting)
 
     def _wait_quiet(self, port: serial.SerialBase, param: str) -> None:
         """After a failed reply, let the board finish and release the line before anyone sends again."""
