@@ -169,9 +169,12 @@ class CalibrationStream:
             self._stop.wait(CALIBRATION_EVERY_S)
 
 
-def applied_history(stack: UpStack, param: str) -> set[tuple[str, ...]]:
+def board_frames(stack: UpStack, param: str) -> list[dict]:
+    return http_json(f"{stack.control('samd-emulator')}/frames?param={param}")["frames"]
+
+
+def applied_history(frames: list[dict]) -> set[tuple[str, ...]]:
     """Every value list the board applied: the values staged by its last `r`/`i` frame when an `a` came."""
-    frames = http_json(f"{stack.control('samd-emulator')}/frames?param={param}")["frames"]
     staged: list[str] | None = None
     applied: set[tuple[str, ...]] = set()
     for frame in frames:
@@ -286,7 +289,8 @@ def run_faults(stack: UpStack, broker: MosquittoProcess, faults: FaultLog) -> No
 
 
 def check_outcomes(stack: UpStack, dpu: DpuStream, drop_samd_at: float, faults: FaultLog) -> None:
-    applied = {param: applied_history(stack, param) for param in ("stir", "temp")}
+    frames = {param: board_frames(stack, param) for param in ("stir", "temp")}
+    applied = {param: applied_history(frames[param]) for param in ("stir", "temp")}
     tally = {"sent": len(dpu.sent), "applied": 0, "failed_reported": 0, "failed_but_applied": 0,
              "unconfirmed_timeout": 0}
     claimed_but_not_applied = []
@@ -311,14 +315,24 @@ def check_outcomes(stack: UpStack, dpu: DpuStream, drop_samd_at: float, faults: 
     t0 = dpu.sent[0].sent_at
     print("unconfirmed (accepted at, s): "
           + ", ".join(f"#{s.seq} {s.param} {s.accepted_at - t0:.1f}" for s in unconfirmed))
-    print("fault windows (s): " + ", ".join(f"{a - t0:.1f}..{b - t0:.1f}" for a, b in faults.lossy_windows))
+    print("fault windows (s): " + ", ".join(f"{a - t0:.1f}..{b - t0:.1f}" for a, b in faults.lossy_windows)
+          + f"; samd port dropped at {drop_samd_at - t0:.1f}")
     assert claimed_but_not_applied == [], "reported applied, never applied by the board: " + \
-        ", ".join(f"#{s.seq} {s.param}" for s in claimed_but_not_applied)
+        ", ".join(f"#{s.seq} {s.param}" for s in claimed_but_not_applied) + "\n" + \
+        "\n".join(what_the_board_saw(s, frames[s.param], t0) for s in claimed_but_not_applied) + \
+        f"\nemulator: {http_json(stack.control('samd-emulator') + '/state')}"
     assert unexplained == [], "accepted, then silently lost: " + ", ".join(f"#{s.seq} {s.param}" for s in unexplained)
     assert tally["applied"] + tally["failed_reported"] + tally["unconfirmed_timeout"] == tally["sent"]
     assert tally["applied"] > tally["sent"] // 2, tally  # the faults are brief: most commands get through
     after_drop = [s for s in dpu.sent if s.sent_at > drop_samd_at + 3]
     assert any(tuple(s.values) in applied[s.param] for s in after_drop), "nothing applied after the samd port drop"
+
+
+def what_the_board_saw(sent: Sent, frames: list[dict], t0: float) -> str:
+    """The results its sender heard and the board's frames around them, to tell a lost `a` from a lost frame."""
+    near = [f for f in frames if sent.sent_at - 2 <= f["t"] <= sent.sent_at + 10]
+    return (f"#{sent.seq} {sent.param} {sent.values[:2]} sent {sent.sent_at - t0:.3f}: results {sent.results}\n"
+            + "\n".join(f"  {f['t'] - t0:.3f} {f['type']} {f['values'][:2]}" for f in near))
 
 
 def check_files_and_states(stack: UpStack, dpu: DpuStream, gui: CalibrationStream) -> None:

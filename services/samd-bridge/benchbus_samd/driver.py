@@ -290,7 +290,17 @@ class SamdLine:
         port.flush()
         # The board applies when the `a` has been received: return only once it is on the wire.
         _sleep_until(written + len(ack) * s.char_s + s.guard_s)
+        self._still_there(port)
         self._last_ack_unmargined_at = time.monotonic() if margin_s < s.release_margin_s else None
+
+    def _still_there(self, port: serial.SerialBase) -> None:
+        """Raise (SerialException/OSError) if the port vanished around the `a`: a write into a socket whose peer has
+        just closed still succeeds, so without this look an `a` that no board received would be reported applied.
+        The board sends nothing after an `a`; anything read here is stray and dropped (the next transaction would).
+        Only what is waiting is read, without touching the port's timeout (on a tty that would mean a tcsetattr)."""
+        waiting = port.in_waiting  # a socket whose peer closed reads as ready: the read then raises
+        if waiting:
+            port.read(waiting)
 
     def _wait_quiet(self, port: serial.SerialBase, param: str) -> None:
         """After a failed reply, let the board finish and release the line before anyone sends again."""
