@@ -298,7 +298,8 @@ class SamdLine:
         just closed still succeeds, so without this look an `a` that no board received would be reported applied.
         The board sends nothing after an `a`; anything read here is stray and dropped (the next transaction would).
         Only what is waiting is read, without touching the port's timeout (on a tty that would mean a tcsetattr)."""
-        waiting = port.in_waiting  # a socket whose peer closed reads as ready: the read then raises
+        # a socket whose peer closed reads as ready: the read then raises (in_waiting: pyserial's stub lacks it)
+        waiting = port.in_waiting  # type: ignore[attr-defined]
         if waiting:
             port.read(waiting)
 
