@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import Field
+from pydantic import ConfigDict, Field
 
 from .envelope import Empty, Payload
 from .registry import command, event, state
@@ -30,6 +30,9 @@ class LabwareFile(Payload):
 
 
 class UploadRequest(Payload):
+    model_config = ConfigDict(json_schema_extra={"examples": [{
+        "file_name": "protocol.py",
+        "source": "metadata = {'apiLevel': '2.13'}\n\ndef run(protocol):\n    protocol.comment('hello')\n"}]})
     file_name: str = Field(..., pattern=r"^[A-Za-z0-9_. -]{1,128}\.py$", description="the protocol's file name")
     source: str = Field(..., min_length=1, max_length=MAX_PROTOCOL_BYTES, description="the protocol (Python)")
     labware: list[LabwareFile] = Field(default_factory=list, max_length=MAX_LABWARE_FILES)

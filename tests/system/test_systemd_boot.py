@@ -162,9 +162,9 @@ def base_root() -> Path:
 
 
 def package_folders() -> list[Path]:
-    """bus-schemas, the runtime, shared-data, and the service folder of every unit (benchbus-<folder>.service)."""
-    services = [REPO / "services" / name.removeprefix("benchbus-").removesuffix(".service")
-                for name in benchbus_services()]
+    """bus-schemas, the runtime, shared-data, and every package folder under services/ (each unit's service, and
+    the libraries units depend on, such as benchbus_ot2 for the protocol-runner)."""
+    services = [p.parent for p in sorted(REPO.glob("services/*/pyproject.toml")) if p.parent.name != "common"]
     shared = [REPO / "shared-data"] if (REPO / "shared-data/pyproject.toml").exists() else []
     return [REPO / "bus-schemas", REPO / "services/common", *shared, *services]
 
