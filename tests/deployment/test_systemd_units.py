@@ -60,8 +60,8 @@ def test_one_unit_per_service_with_the_promised_properties(services):
 
 def test_every_unit_user_is_made_by_sysusers():
     """A unit whose User= no sysusers.d line makes dies with 217/USER at boot (the real boot found two)."""
-    made = {line.split()[1] for line in (REPO / "buildroot-overlay/usr/lib/sysusers.d/benchbus.conf").read_text().splitlines()
-            if line.startswith("u ")}
+    sysusers = REPO / "buildroot-overlay/usr/lib/sysusers.d/benchbus.conf"
+    made = {line.split()[1] for line in sysusers.read_text().splitlines() if line.startswith("u ")}
     wanted = {line.split("=", 1)[1].strip() for unit in UNITS.glob("benchbus-*.service")
               for line in unit.read_text().splitlines() if line.startswith("User=")}
     assert wanted and wanted <= made, f"no sysusers.d line for {sorted(wanted - made)}"
