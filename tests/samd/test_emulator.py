@@ -93,8 +93,9 @@ def test_pumps_run_as_programmed(line, emu):
     programs[32] = "10|3|2"  # IN2 of vial 0: IPP 3, solenoid 2 at 10 Hz
     reply = line.transact("pump", "i", programs, 49, 49)
     assert reply.kind == "echo" and reply.values == programs
+    # the programs start at the `a`, which the emulator's thread takes in a moment after transact returns
+    wait_until(lambda: emu.pumps_running(time.monotonic()) == [0, 16, 32], 5, "the programs applied")
     now = time.monotonic()
-    assert emu.pumps_running(now) == [0, 16, 32]
     assert emu.pumps_running(now + 5) == [0, 32]  # the chemostat pump is in its off phase
     assert emu.pumps_running(now + 31) == [16, 32]  # the one-off run ended; the chemostat's next period
 
@@ -103,6 +104,7 @@ def test_pumps_run_as_programmed(line, emu):
     again[16] = "2.5|10"  # the DPU re-sends its chemostat every cycle: the firmware keeps the phase
     again[0] = "0"  # and stops the influx
     line.transact("pump", "r", again, 49, 49)
+    wait_until(lambda: emu.pump_programs()[0] is None, 5, "the influx stopped")
     assert emu.pump_programs()[16].start == started
     assert emu.pump_programs()[0] is None
     assert emu.pump_programs()[32].spec == "10|3|2"  # `--` left it alone
