@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 import socket
 from pathlib import Path
@@ -25,6 +24,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from benchbus.files import load_or_create_token
+
 from .runs import Refused, now_iso
 
 if TYPE_CHECKING:
@@ -34,7 +35,6 @@ API_VERSION = 4
 MIN_VERSION = 2
 STATUS_OF = {"invalid_request": 422, "not_found": 404, "conflict": 409, "busy": 409, "unauthorized": 401,
              "hardware_error": 500, "unavailable": 503, "timeout": 504, "internal": 500}
-TOKEN_FILE = "token"
 
 
 class HttpError(Exception):
@@ -44,22 +44,6 @@ class HttpError(Exception):
 
 
 # -- who may write (the gateway's rule: the token, or a trusted address) ------------------------------------------
-
-def load_or_create_token(folder: Path) -> tuple[str, Path]:
-    path = Path(folder) / TOKEN_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-    if path.stat().st_mode & 0o077:
-        path.chmod(0o600)
-    return path.read_text().strip(), path
-
 
 class Access:
     def __init__(self, runner: Runner):

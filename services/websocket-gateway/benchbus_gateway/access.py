@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-import os
 import secrets
 from dataclasses import dataclass
-from pathlib import Path
+
+from benchbus.files import load_or_create_token
 
 from .settings import GatewaySettings
 
 log = logging.getLogger("benchbus.gateway.access")
 
 TOKEN_FILE = "token"
-MIN_TOKEN_LENGTH = 16
 
 
 class Refused(Exception):
@@ -55,28 +54,6 @@ class Caller:
         return f"{self.channel}:{who} ({how})"
 
 
-def load_or_create_token(folder: Path) -> tuple[str, Path]:
-    """The token of `<folder>/token`, made (mode 0600, written whole or not at all) when the file is missing."""
-    path = Path(folder) / TOKEN_FILE
-    if not path.exists():
-        path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{TOKEN_FILE}.{os.getpid()}.tmp")
-        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(descriptor, "w") as handle:
-            handle.write(secrets.token_urlsafe(32) + "\n")
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, path)
-        log.info("made the write token in %s", path)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        log.warning("%s was readable by others (mode %o); setting it to 0600", path, mode)
-        path.chmod(0o600)
-    token = path.read_text().strip()
-    if len(token) < MIN_TOKEN_LENGTH:
-        raise ValueError(f"{path} holds a token of {len(token)} characters; at least {MIN_TOKEN_LENGTH} are needed "
-                         "(delete the file and a new token is made at the next start)")
-    return token, path
 
 
 class Access:
