@@ -17,33 +17,25 @@ from datetime import datetime
 from collections.abc import Iterator
 from typing import Any, NamedTuple
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import ConfigDict, ValidationError
 
-from benchbus_schemas import ServiceState, topics
+from benchbus_schemas import AuditBatch, AuditRecord, ServiceState, topics
 from benchbus_schemas.scheduler import Broadcast
 
 
-class AuditIn(BaseModel):
-    """The runtime's audit record (`benchbus/<device>/<service>/$audit`, issue 15); unknown keys tolerated so a
-    newer runtime's extra fields do not cost the record."""
+class AuditIn(AuditRecord):
+    """The contract's audit record (issue 15), read tolerantly: a newer runtime's extra fields (here or in `error`)
+    do not cost the record."""
 
     model_config = ConfigDict(extra="ignore")
-    time: str | float
-    service: str
-    command: str
-    principal: str
-    on_behalf_of: str | None = None
-    ok: bool
-    error: dict[str, Any] | None = None
-    request: Any = None
-    duration_ms: float | None = None
+    error: dict[str, Any] | None = None  # type: ignore[assignment]  # any error shape a newer runtime sends
 
 
-class AuditBatchIn(BaseModel):
+class AuditBatchIn(AuditBatch):
     """`$audit`'s payload: the records of one short window."""
 
     model_config = ConfigDict(extra="ignore")
-    records: list[AuditIn]
+    records: list[AuditIn]  # type: ignore[assignment]  # the tolerant record in place of the strict one
 
 
 class Reading(NamedTuple):
