@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.demo import DemoService, DemoSettings
 
 from .conftest import TOKEN, UNTRUSTED
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def demo(serve, make_settings):
-    return serve(build_demo, make_settings(DemoSettings))
+    return serve(DemoService, make_settings(DemoSettings))
 
 
 # -- HTTP writes ------------------------------------------------------------------------------------------------------

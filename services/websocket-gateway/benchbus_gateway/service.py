@@ -86,7 +86,7 @@ class GatewayService(Service):
         return f"http://localhost:{self.port}/"
 
     def start_web(self, timeout: float = 15.0) -> None:
-        settings: GatewaySettings = self.settings  # type: ignore[assignment]
+        settings: GatewaySettings = self.settings
         # proxy_headers off: access.py trusts the TCP peer only, and uvicorn would otherwise take X-Forwarded-For
         # from a loopback peer as the client's address (it is also one middleware less on every poll)
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
@@ -118,7 +118,7 @@ class GatewayService(Service):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(deliver, message.topic, message.payload)
 
-        who = "+" if self.settings.lab else self.device  # type: ignore[attr-defined]  # a lab's: every device
+        who = "+" if self.settings.lab else self.device  # a lab's: every device
         self._followed = [f"benchbus/{who}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
         for topic_filter in self._followed:
             self.connection.subscribe(topic_filter, forward)
