@@ -41,7 +41,7 @@ from benchbus_calibration.service import build as build_calibration
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_samd.culture import CultureParams, Rig, RigCalibration
 from benchbus_samd.emulator import LineTiming, SamdEmulator
-from benchbus_samd.service import build as build_samd
+from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 from benchbus_scheduler.service import build as build_scheduler
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
@@ -90,7 +90,8 @@ class Stack:
         conf.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.05"))
         self.services = []
         builds: list[Callable[[], tuple[Service, Callable[[], object] | None]]] = [
-            lambda: build_samd(SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
+            lambda: (SamdService(SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
+                     None),
             lambda: build_calibration(CalibrationSettings(data_dir=folder / "calibration", seed_example=True,
                                                           **common)),
             lambda: build_scheduler(SchedulerSettings(conf_path=conf, **common)),

@@ -141,7 +141,7 @@ def stack(tmp_path, rig_emulator, robot_emulator, make_settings, serve, bus):
     from benchbus_gateway.settings import GatewaySettings
     from benchbus_gpio.service import build as gpio_build
     from benchbus_gpio.settings import GpioSettings
-    from benchbus_samd.service import build as samd_build
+    from benchbus_samd.service import SamdService
     from benchbus_samd.settings import SamdSettings
     from benchbus_scheduler.service import build as scheduler_build
     from benchbus_scheduler.settings import SHARED, SchedulerSettings
@@ -150,7 +150,7 @@ def stack(tmp_path, rig_emulator, robot_emulator, make_settings, serve, bus):
 
     serve(calibration_build, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
     serve(gpio_build, make_settings(GpioSettings, backend="sim", debounce_ms=5.0))
-    serve(samd_build, make_settings(SamdSettings, port=rig_emulator.url, hold_overrides={"stir": 0.004}, retries=0,
+    serve(SamdService, make_settings(SamdSettings, port=rig_emulator.url, hold_overrides={"stir": 0.004}, retries=0,
                                     **FAST_LINE))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()

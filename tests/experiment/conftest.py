@@ -22,7 +22,7 @@ from benchbus_experiment.service import build as build_experiment
 from benchbus_experiment.settings import ExperimentSettings
 from benchbus_samd.culture import CultureParams, Noise, Rig, RigCalibration
 from benchbus_samd.emulator import LineTiming, SamdEmulator
-from benchbus_samd.service import build as build_samd
+from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 from benchbus_scheduler.service import build as build_scheduler
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
@@ -100,7 +100,7 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
 
     def start_rig_services() -> None:
         rig_services[:] = [
-            serve(build_samd, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
+            serve(SamdService, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
                                             timeout_margin_s=0.1, **FAST)),
             serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration",
                                                    seed_example=True)),

@@ -44,7 +44,7 @@ def stack(request, tmp_path, make_settings, serve, gateway):
 
     emulator = emulator_module.SamdEmulator(emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE))
     emulator.start_tcp(0)
-    serve(samd.build, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
+    serve(samd.SamdService, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
                                     **FAST_LINE))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()

@@ -9,6 +9,7 @@ from benchbus.settings import ServiceSettings
 from benchbus_schemas import specs
 
 SERVICES = [
+    "benchbus_samd.service:SamdService",
     "benchbus.demo:DemoService",
 ]
 
