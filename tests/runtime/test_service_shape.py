@@ -9,6 +9,15 @@ from benchbus.settings import ServiceSettings
 from benchbus_schemas import specs
 
 SERVICES = [
+    "benchbus_experiment.service:ExperimentService",
+    "benchbus_gpio.service:GpioService",
+    "benchbus_recorder.service:RecorderService",
+    "benchbus_smoothie.service:SmoothieService",
+    "benchbus_runner.service:Runner",
+    "benchbus_update.service:UpdateService",
+    "benchbus_gateway.service:GatewayService",
+    "benchbus_calibration.service:CalibrationService",
+    "benchbus_scheduler.service:SchedulerService",
     "benchbus_samd.service:SamdService",
     "benchbus.demo:DemoService",
 ]
@@ -28,6 +37,11 @@ def test_every_declared_command_has_exactly_one_handler_method(path):
     for command, method in handled.items():  # a method, not something attached from outside
         assert callable(getattr(cls, method)), command
     assert issubclass(cls.settings_model, ServiceSettings)
+
+
+def test_handlers_are_declared_on_the_class_only():
+    """No registration from outside: a made service offers no way to add or swap a handler."""
+    assert not any(hasattr(Service, name) for name in ("handles", "register", "add_handler"))
 
 
 def test_a_handler_of_an_undeclared_command_fails_when_the_class_is_defined():

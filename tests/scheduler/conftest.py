@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchbus_scheduler.service import build
+from benchbus_scheduler.service import SchedulerService
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 DEFAULT = SHARED / "conf.yml"
@@ -50,7 +50,7 @@ def start_scheduler(make_settings, serve, conf_dir):
             shutil.copyfile(DEFAULT, conf_path)
         fields.setdefault("transact_timeout_s", 5.0)
         settings = make_settings(SchedulerSettings, conf_path=conf_path, **fields)
-        return serve(build, settings), conf_path
+        return serve(SchedulerService, settings), conf_path
     return start
 
 

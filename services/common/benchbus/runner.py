@@ -12,11 +12,8 @@ from .settings import default_path, load_settings
 from .yamlfile import FileError
 
 
-def run_service(service_class: type[Service[Any]] | str, *legacy: Any) -> int:
+def run_service(service_class: type[Service[Any]], argv: list[str] | None = None) -> int:
     """Load the class's settings model for its segment, make the service and run it until SIGTERM/SIGINT."""
-    if isinstance(service_class, str):  # TRANSITION: run_service(segment, settings_model, build, argv)
-        return _run_legacy(service_class, *legacy)
-    argv = legacy[0] if legacy else None
     segment = service_class.segment
     parser = argparse.ArgumentParser(prog=f"benchbus-{segment}", description=f"benchbus {segment} service")
     parser.add_argument("--config", type=Path, default=None,
@@ -30,16 +27,3 @@ def run_service(service_class: type[Service[Any]] | str, *legacy: Any) -> int:
     logs.setup(settings.log_level, settings.log_json)
     return service_class(settings).run()
 
-
-def _run_legacy(segment: str, settings_model: Any, build: Any, argv: Any = None) -> int:  # TRANSITION
-    parser = argparse.ArgumentParser(prog=f"benchbus-{segment}", description=f"benchbus {segment} service")
-    parser.add_argument("--config", type=Path, default=None)
-    args = parser.parse_args(argv)
-    try:
-        settings = load_settings(settings_model, segment, args.config)
-    except FileError as error:
-        print(f"benchbus-{segment}: refusing to start, bad settings:\n{error}", file=sys.stderr)
-        return 2
-    logs.setup(settings.log_level, settings.log_json)
-    service, setup = build(settings)
-    return int(service.run(setup))

@@ -3,15 +3,7 @@
     class SamdService(Service[SamdSettings]):
         segment = "samd"
 
-        def handles(self, command: str) -> Callable[[Any], Any]:  # TRANSITION
-        lookup(self.segment, "cmd", command)
-
-        def register(fn: Any) -> Any:
-            self._handlers[command] = fn
-            return fn
-        return register
-
-    def on_start(self) -> None:          # once, after start(), before `ready`
+        def on_start(self) -> None:          # once, after start(), before `ready`
             self.open_port()
 
         @handler("transact")
@@ -121,12 +113,7 @@ class Service(Generic[SettingsT]):
         """Each command this service handles, with the name of its handler method."""
         return dict(cls._handlers)
 
-    def __init__(self, settings: SettingsT | str, version: SettingsT | str | None = None):
-        if isinstance(settings, str):  # TRANSITION: Service(segment, settings) until every service is converted
-            self.segment = settings  # type: ignore[misc]
-            settings, version = version, None  # type: ignore[assignment]
-            self._handlers = dict(self._handlers)  # type: ignore[misc]
-        assert not isinstance(settings, str) and not isinstance(version, ServiceSettings)  # TRANSITION
+    def __init__(self, settings: SettingsT, version: str | None = None):
         segment = self.segment
         self.settings = settings
         self.device = settings.device
@@ -154,14 +141,6 @@ class Service(Generic[SettingsT]):
         self.refused: dict[str, int] = {"retained": 0, "foreign_response_topic": 0}  # requests never executed
 
     # -- declaring -------------------------------------------------------------------------------------------------
-
-    def handles(self, command: str) -> Callable[[Any], Any]:  # TRANSITION
-        lookup(self.segment, "cmd", command)
-
-        def register(fn: Any) -> Any:
-            self._handlers[command] = fn
-            return fn
-        return register
 
     def on_start(self) -> None:
         """Run once after the service started serving and before it says ready (it stays degraded if this says so).
@@ -270,27 +249,25 @@ class Service(Generic[SettingsT]):
         if connect_timeout is not None:
             self.connection.wait_connected(connect_timeout)
 
-    def run(self, setup: Any = None) -> int:
+    def run(self) -> int:
         """Start, run on_start, become ready (unless on_start chose degraded), serve until SIGTERM/SIGINT."""
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         self.start()
-        self._start_up(setup)
+        self._start_up()
         self._main_loop()
         self.stop()
         return 0
 
-    def serve_in_background(self, setup: Any = None, connect_timeout: float = 10.0) -> threading.Thread:
+    def serve_in_background(self, connect_timeout: float = 10.0) -> threading.Thread:
         """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
         self.start(connect_timeout)
-        self._start_up(setup)
+        self._start_up()
         thread = threading.Thread(target=self._main_loop, name=f"{self.segment}-main", daemon=True)
         thread.start()
         return thread
 
-    def _start_up(self, setup: Any = None) -> None:
-        if setup is not None:  # TRANSITION
-            setup()
+    def _start_up(self) -> None:
         self.on_start()
         if self.state == "starting":
             self.ready()
@@ -404,7 +381,7 @@ class Service(Generic[SettingsT]):
             raise BusError("invalid_request", message, {"errors": problems}) from None
         if spec.result is None:  # bus-schemas' command() always sets one
             raise BusError("internal", f"{context.command} declares no result model")
-        result = (getattr(self, method) if isinstance(method, str) else method)(request, context)  # TRANSITION
+        result = getattr(self, method)(request, context)
         if isinstance(result, spec.result):
             return result
         if result is None:

@@ -80,8 +80,7 @@ def serve() -> Iterator[Callable[[Callable[[Any], Any], ServiceSettings], Any]]:
     def start(make: Callable[[Any], Any], settings: ServiceSettings) -> Any:
         """`make` is a Service class (or a partial of one carrying extra arguments, such as a test's GPIO chip)."""
         service = make(settings)
-        service, setup = service if isinstance(service, tuple) else (service, None)  # TRANSITION
-        service.serve_in_background(setup)
+        service.serve_in_background()
         running.append(service)
         return service
 
