@@ -65,6 +65,15 @@ def test_two_handlers_of_one_command_fail_when_the_class_is_defined():
             def second(self, _request, _ctx: RequestContext) -> None: ...
 
 
+def test_a_handler_may_not_replace_the_runtime():
+    with pytest.raises(TypeError, match="would replace the runtime's own 'stop'"):
+        class Shadowing(Service[ServiceSettings]):
+            segment = "demo"
+
+            @handler("echo")
+            def stop(self, _request, _ctx: RequestContext) -> None: ...
+
+
 def test_the_settings_model_comes_from_the_generic_parameter():
     class Mine(ServiceSettings):
         extra: int = 1

@@ -84,6 +84,7 @@ def describe_validation_error(error: ValidationError) -> tuple[str, list[dict[st
     return f"field '{first['field']}': {first['message']}{more}", problems
 
 
+_RUNTIME_ATTRIBUTES = {"segment", "settings", "device", "version", "log", "connection", "bus", "refused"}
 _COMMAND_MARK = "__benchbus_command__"  # set by @handler on the function it decorates, read by __init_subclass__
 
 
@@ -484,6 +485,9 @@ def _declared_handlers(cls: type[Service[Any]]) -> dict[str, str]:
             raise TypeError(f"{cls.__qualname__}.{name}: {error.args[0]}") from None
         if command in found:
             raise TypeError(f"{cls.__qualname__}: {command!r} is handled by both {found[command]} and {name}")
+        if hasattr(Service, name) or name in _RUNTIME_ATTRIBUTES:
+            raise TypeError(f"{cls.__qualname__}.{name} (handler of {command!r}) would replace the runtime's own "
+                            f"{name!r}: name it after what it does to the service's things (e.g. {command}_run)")
         found[command] = name
     return found
 
