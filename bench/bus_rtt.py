@@ -18,7 +18,7 @@ import paho.mqtt.client as mqtt
 
 from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient
-from benchbus.demo import DemoSettings, build
+from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing.broker import MosquittoProcess
 
 
@@ -49,7 +49,7 @@ def bare_echo(broker, calls: int) -> list[float]:
 
 
 def runtime_calls(broker, calls: int) -> list[float]:
-    service, _ = build(DemoSettings(device="bench", broker=broker.settings(), handler_threads=4))
+    service = DemoService(DemoSettings(device="bench", broker=broker.settings(), handler_threads=4))
     service.serve_in_background()
     samples = []
     with BusClient("bench", broker.settings(), name="bench-runtime") as client:

@@ -18,7 +18,7 @@ import sys
 import time
 from pathlib import Path
 
-from benchbus.demo import DemoSettings, build
+from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing.bench import bare_client
 from benchbus.testing.broker import MosquittoProcess
 
@@ -83,7 +83,7 @@ def main() -> int:
 
     broker = MosquittoProcess()
     broker.start()
-    service, _ = build(DemoSettings(device=DEVICE, broker=broker.settings()))
+    service = DemoService(DemoSettings(device=DEVICE, broker=broker.settings()))
     service.serve_in_background()
     try:
         publish_other_states(broker)

@@ -107,7 +107,7 @@ def load_browser_module():
 def page(texts: list[str]) -> dict:
     from benchbus import BusClient
     from benchbus.testing.broker import MosquittoProcess
-    from benchbus_gateway.service import build
+    from benchbus_gateway.service import GatewayService
     from benchbus_gateway.settings import GatewaySettings
 
     browser_module = load_browser_module()
@@ -119,9 +119,9 @@ def page(texts: list[str]) -> dict:
     broker.start()
     device = "benchdash"
     data_dir = tempfile.mkdtemp(prefix="bench-gateway-")  # the gateway makes its token here
-    gateway, _setup = build(GatewaySettings(device=device, broker=broker.settings(), host="127.0.0.1", port=0,
-                                            data_dir=data_dir))
-    gateway.serve_in_background(_setup)
+    gateway = GatewayService(GatewaySettings(device=device, broker=broker.settings(), host="127.0.0.1", port=0,
+                                             data_dir=data_dir))
+    gateway.serve_in_background()
     try:
         with BusClient(device, broker.settings(), name="bench-publisher") as client:
             topic = f"benchbus/{device}/scheduler/event/broadcast"

@@ -37,13 +37,13 @@ import psutil
 from benchbus import BusClient, Service
 from benchbus.testing.bench import percentile
 from benchbus.testing.broker import MosquittoProcess
-from benchbus_calibration.service import build as build_calibration
+from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_samd.culture import CultureParams, Rig, RigCalibration
 from benchbus_samd.emulator import LineTiming, SamdEmulator
-from benchbus_samd.service import build as build_samd
+from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
-from benchbus_scheduler.service import build as build_scheduler
+from benchbus_scheduler.service import SchedulerService
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 TIME_SCALE = 1440.0
@@ -89,15 +89,15 @@ class Stack:
         conf = folder / "conf.yml"
         conf.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.05"))
         self.services = []
-        builds: list[Callable[[], tuple[Service, Callable[[], object] | None]]] = [
-            lambda: build_samd(SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
-            lambda: build_calibration(CalibrationSettings(data_dir=folder / "calibration", seed_example=True,
-                                                          **common)),
-            lambda: build_scheduler(SchedulerSettings(conf_path=conf, **common)),
+        makers: list[Callable[[], Service[Any]]] = [
+            lambda: SamdService(SamdSettings(port=self.emu.url, hold_overrides={"stir": 0.004}, **FAST, **common)),
+            lambda: CalibrationService(CalibrationSettings(data_dir=folder / "calibration", seed_example=True,
+                                                           **common)),
+            lambda: SchedulerService(SchedulerSettings(conf_path=conf, **common)),
         ]
-        for build in builds:
-            service, setup = build()
-            service.serve_in_background(setup)
+        for make in makers:
+            service = make()
+            service.serve_in_background()
             self.services.append(service)
         env = dict(os.environ, BENCHBUS_DEVICE=self.device, BENCHBUS_BROKER_HOST=self.broker.host,
                    BENCHBUS_BROKER_PORT=str(self.broker.port), BENCHBUS_LOG_LEVEL="warning",

@@ -19,7 +19,7 @@ import time
 from benchbus.testing.bench import bare_client, percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess
-from benchbus_gpio.service import build
+from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
 from benchbus_gpio.sim import SimChip
 
@@ -49,8 +49,8 @@ def floor_notifications(broker, count: int) -> list[float]:
 def door_events(broker, count: int, debounce_ms: float) -> list[float]:
     chip = SimChip()
     settings = GpioSettings(device="bench", broker=broker.settings(), backend="sim", debounce_ms=debounce_ms)
-    service, setup = build(settings, chip=chip)
-    service.serve_in_background(setup)
+    service = GpioService(settings, chip=chip)
+    service.serve_in_background()
     arrived = threading.Event()
     arrival = [0]
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from benchbus import BusError
-from benchbus_calibration.service import build
+from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_schemas import topics
 
@@ -18,7 +18,7 @@ RIG_FILE = Path(__file__).parent / "data" / "rig-calibrations.json"
 def start(make_settings, serve, tmp_path):
     def start_service(**fields):
         fields.setdefault("data_dir", tmp_path / "calibration")
-        return serve(build, make_settings(CalibrationSettings, **fields))
+        return serve(CalibrationService, make_settings(CalibrationSettings, **fields))
     return start_service
 
 

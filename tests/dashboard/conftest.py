@@ -135,32 +135,32 @@ def robot_emulator():
 @pytest.fixture
 def stack(tmp_path, rig_emulator, robot_emulator, make_settings, serve, bus):
     """The whole system on emulated hardware (the emulators outlive the services: they are set up first)."""
-    from benchbus_calibration.service import build as calibration_build
+    from benchbus_calibration.service import CalibrationService
     from benchbus_calibration.settings import CalibrationSettings
-    from benchbus_gateway.service import build as gateway_build
+    from benchbus_gateway.service import GatewayService
     from benchbus_gateway.settings import GatewaySettings
-    from benchbus_gpio.service import build as gpio_build
+    from benchbus_gpio.service import GpioService
     from benchbus_gpio.settings import GpioSettings
-    from benchbus_samd.service import build as samd_build
+    from benchbus_samd.service import SamdService
     from benchbus_samd.settings import SamdSettings
-    from benchbus_scheduler.service import build as scheduler_build
+    from benchbus_scheduler.service import SchedulerService
     from benchbus_scheduler.settings import SHARED, SchedulerSettings
-    from benchbus_smoothie.service import build as smoothie_build
+    from benchbus_smoothie.service import SmoothieService
     from benchbus_smoothie.settings import SmoothieSettings
 
-    serve(calibration_build, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
-    serve(gpio_build, make_settings(GpioSettings, backend="sim", debounce_ms=5.0))
-    serve(samd_build, make_settings(SamdSettings, port=rig_emulator.url, hold_overrides={"stir": 0.004}, retries=0,
+    serve(CalibrationService, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
+    serve(GpioService, make_settings(GpioSettings, backend="sim", debounce_ms=5.0))
+    serve(SamdService, make_settings(SamdSettings, port=rig_emulator.url, hold_overrides={"stir": 0.004}, retries=0,
                                     **FAST_LINE))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()
     conf_text = (SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.5")
     conf_path.write_text(conf_text)
-    serve(scheduler_build, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
-    serve(smoothie_build, make_settings(SmoothieSettings, port=robot_emulator.url, ack_timeout_s=1.0,
+    serve(SchedulerService, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
+    serve(SmoothieService, make_settings(SmoothieSettings, port=robot_emulator.url, ack_timeout_s=1.0,
                                         boot_timeout_s=1.0, recovery_pause_s=0.0))
     # loopback is trusted by default; the page's token flow is what this test looks at, so nothing is trusted here
-    gateway = serve(gateway_build, make_settings(GatewaySettings, host="127.0.0.1", port=0, token=TOKEN,
+    gateway = serve(GatewayService, make_settings(GatewaySettings, host="127.0.0.1", port=0, token=TOKEN,
                                                  trusted_networks=[], data_dir=tmp_path / "gateway"))
     return type("Stack", (), {"gateway": gateway, "url": gateway.url, "rig": rig_emulator, "robot": robot_emulator,
                              "token": TOKEN,

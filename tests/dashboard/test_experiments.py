@@ -9,7 +9,7 @@ import json
 import pytest
 
 from benchbus.testing import wait_until
-from benchbus_experiment.service import build as build_experiment
+from benchbus_experiment.service import ExperimentService
 from benchbus_experiment.settings import ExperimentSettings
 
 from .conftest import missing
@@ -31,7 +31,7 @@ def status_is(browser, status: str) -> str:
 
 @pytest.mark.slow
 def test_experiments_from_the_dashboard(stack, browser, serve, make_settings, tmp_path, bus):
-    serve(build_experiment, make_settings(ExperimentSettings, data_dir=tmp_path / "experiment"))
+    serve(ExperimentService, make_settings(ExperimentSettings, data_dir=tmp_path / "experiment"))
     assert browser.open(stack.url, 1024, 768)["status"] == 200
     assert browser.eval("document.querySelector('#experiment-start').disabled") is True  # read-only
     browser.fill("#token", stack.token)

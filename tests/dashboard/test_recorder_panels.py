@@ -9,7 +9,7 @@ import paho.mqtt.client as mqtt
 import pytest
 
 from benchbus.testing import wait_until
-from benchbus_recorder.service import build as recorder_build
+from benchbus_recorder.service import RecorderService
 from benchbus_recorder.settings import RecorderSettings
 
 
@@ -24,7 +24,7 @@ def audit(service: str, command: str, principal: str, ok: bool, on_behalf_of: st
 
 @pytest.mark.slow
 def test_history_range_export_and_audit_trail(stack, browser, bus, serve, make_settings, tmp_path, broker, device):
-    recorder = serve(recorder_build, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", http_port=0,
+    recorder = serve(RecorderService, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", http_port=0,
                                                    commit_interval_s=0.05,
                                                    ingest_client_id=f"rec-{tmp_path.name[-16:]}"))
     publisher = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv5)

@@ -10,13 +10,13 @@ from benchbus_gateway.history import BroadcastHistory
 
 
 def test_the_gateway_serves_the_dashboard_and_uplot_by_default(make_settings, serve, tmp_path):
-    from benchbus_gateway.service import build
+    from benchbus_gateway.service import GatewayService
     from benchbus_gateway.settings import GatewaySettings
     from benchbus_gateway.dashboard import BUNDLED, UPLOT_DIST
     if not (BUNDLED / UPLOT_DIST).is_dir():
         pytest.skip(f"uPlot is not installed: npm ci in {BUNDLED} (./dev does it)")
-    base = serve(build, make_settings(GatewaySettings, host="127.0.0.1", port=0, token="t" * 16,
-                                      data_dir=tmp_path / "gateway")).url
+    base = serve(GatewayService, make_settings(GatewaySettings, host="127.0.0.1", port=0, token="t" * 16,
+                                               data_dir=tmp_path / "gateway")).url
     page = httpx.get(base)
     assert page.status_code == 200 and "<title>benchbus dashboard</title>" in page.text
     for asset in ("main.js", "rig.js", "bus.js", "panels.js", "style.css", "vendor/uplot/uPlot.iife.min.js",
@@ -26,10 +26,10 @@ def test_the_gateway_serves_the_dashboard_and_uplot_by_default(make_settings, se
 
 
 def test_the_dashboard_can_be_switched_off(make_settings, serve, tmp_path):
-    from benchbus_gateway.service import build
+    from benchbus_gateway.service import GatewayService
     from benchbus_gateway.settings import GatewaySettings
-    base = serve(build, make_settings(GatewaySettings, host="127.0.0.1", port=0, dashboard=False,
-                                      data_dir=tmp_path / "gateway")).url
+    base = serve(GatewayService, make_settings(GatewaySettings, host="127.0.0.1", port=0, dashboard=False,
+                                               data_dir=tmp_path / "gateway")).url
     assert httpx.get(base).status_code == 404
     assert httpx.get(base + "health").status_code == 200
 

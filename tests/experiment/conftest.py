@@ -16,15 +16,15 @@ import pytest
 
 from benchbus.testing import wait_until
 from benchbus.testing.plugin import service_env
-from benchbus_calibration.service import build as build_calibration
+from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
-from benchbus_experiment.service import build as build_experiment
+from benchbus_experiment.service import ExperimentService
 from benchbus_experiment.settings import ExperimentSettings
 from benchbus_samd.culture import CultureParams, Noise, Rig, RigCalibration
 from benchbus_samd.emulator import LineTiming, SamdEmulator
-from benchbus_samd.service import build as build_samd
+from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
-from benchbus_scheduler.service import build as build_scheduler
+from benchbus_scheduler.service import SchedulerService
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 FAST = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
@@ -100,11 +100,11 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
 
     def start_rig_services() -> None:
         rig_services[:] = [
-            serve(build_samd, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
+            serve(SamdService, make_settings(SamdSettings, port=emu.url, hold_overrides={"stir": 0.004}, retries=2,
                                             timeout_margin_s=0.1, **FAST)),
-            serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration",
+            serve(CalibrationService, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration",
                                                    seed_example=True)),
-            serve(build_scheduler, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0)),
+            serve(SchedulerService, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0)),
         ]
 
     def stop_rig_services() -> None:
@@ -117,7 +117,7 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
 
     def start_experiment(process: bool = False):
         if not process:
-            return serve(build_experiment, make_settings(ExperimentSettings, data_dir=data_dir,
+            return serve(ExperimentService, make_settings(ExperimentSettings, data_dir=data_dir,
                                                          time_scale=TIME_SCALE, persist_interval_s=1.0))
         return ExperimentProcess(make_settings, data_dir)
     start_experiment.data_dir = data_dir

@@ -13,7 +13,7 @@ import time
 import pytest
 
 from benchbus_experiment import controller
-from benchbus_gateway.service import build as build_gateway
+from benchbus_gateway.service import GatewayService
 from benchbus_gateway.settings import GatewaySettings
 from benchbus_schemas.experiment import Safety, Turbidostat
 
@@ -64,7 +64,7 @@ class Dpu(socketIO_client.BaseNamespace):
 
 def test_an_unmodified_dpu_and_an_on_device_experiment_side_by_side(stack, rig_emulator, serve, make_settings, bus):
     stack()
-    gateway = serve(build_gateway, make_settings(GatewaySettings, host="127.0.0.1", port=0, token="t" * 20))
+    gateway = serve(GatewayService, make_settings(GatewaySettings, host="127.0.0.1", port=0, token="t" * 20))
     bus.call("experiment", "start", {"definition": definition("device", [turbidostat_group(DEVICE_VIALS)])},
              timeout=10)
     active = bus.call("calibration", "get_active", {}, timeout=10)["activecalibrations"]  # what getactivecal gives

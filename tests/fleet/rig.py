@@ -11,9 +11,29 @@ import sys
 import time
 from pathlib import Path
 
-from benchbus.service import RequestContext, Service
+from benchbus.service import RequestContext, Service, handler
 from benchbus.settings import BrokerSettings, ServiceSettings
 from benchbus_schemas.scheduler import GetConfigResult, PauseResult
+
+
+class RigScheduler(Service[ServiceSettings]):
+    segment = "scheduler"
+    paused = False
+
+    @handler("pause")
+    def pause(self, _request, ctx: RequestContext) -> PauseResult:
+        self.paused = True
+        print(f"pause by {ctx.principal}, reply to {ctx.response_topic}", flush=True)
+        return PauseResult(paused=True)
+
+    @handler("resume")
+    def resume(self, _request, _ctx: RequestContext) -> PauseResult:
+        self.paused = False
+        return PauseResult(paused=False)
+
+    @handler("get_config")
+    def get_config(self, _request, _ctx: RequestContext) -> GetConfigResult:
+        return GetConfigResult(config={}, source="rig", path="-", paused=self.paused)
 
 
 def main() -> int:
@@ -26,26 +46,7 @@ def main() -> int:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ServiceSettings(device=args.device, broker=BrokerSettings(
         host="127.0.0.1", port=1883, username="benchbus-scheduler", password=args.password))
-    service = Service("scheduler", settings)
-    paused = False
-
-    @service.handles("pause")
-    def pause(_request, ctx: RequestContext) -> PauseResult:
-        nonlocal paused
-        paused = True
-        print(f"pause by {ctx.principal}, reply to {ctx.response_topic}", flush=True)
-        return PauseResult(paused=True)
-
-    @service.handles("resume")
-    def resume(_request, _ctx: RequestContext) -> PauseResult:
-        nonlocal paused
-        paused = False
-        return PauseResult(paused=False)
-
-    @service.handles("get_config")
-    def get_config(_request, _ctx: RequestContext) -> GetConfigResult:
-        return GetConfigResult(config={}, source="rig", path="-", paused=paused)
-
+    service = RigScheduler(settings)
     cycle = 0
 
     def broadcast() -> None:

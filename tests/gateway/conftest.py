@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchbus_gateway.service import build
+from benchbus_gateway.service import GatewayService
 from benchbus_gateway.settings import GatewaySettings
 
 TOKEN = "test-token-0123456789"
@@ -20,7 +20,7 @@ def gateway(serve, make_settings, tmp_path):
         fields.setdefault("port", 0)
         fields.setdefault("token", TOKEN)
         fields.setdefault("data_dir", tmp_path / "gateway")
-        return serve(build, make_settings(GatewaySettings, **fields))
+        return serve(GatewayService, make_settings(GatewaySettings, **fields))
     return start
 
 
@@ -44,15 +44,16 @@ def stack(request, tmp_path, make_settings, serve, gateway):
 
     emulator = emulator_module.SamdEmulator(emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE))
     emulator.start_tcp(0)
-    serve(samd.build, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
+    serve(samd.SamdService, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
                                     **FAST_LINE))
     conf_path = tmp_path / "scheduler" / "conf.yml"
     conf_path.parent.mkdir()
     conf_path.write_text((SHARED / "conf.yml").read_text().replace("broadcast_timing: 20", "broadcast_timing: 0.5"))
-    serve(scheduler.build, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
-    serve(calibration.build, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
+    serve(scheduler.SchedulerService, make_settings(SchedulerSettings, conf_path=conf_path, transact_timeout_s=5.0))
+    serve(calibration.CalibrationService,
+          make_settings(CalibrationSettings, data_dir=tmp_path / "calibration", seed_example=True))
     update_dir = tmp_path / "update"
-    serve(update.build, make_settings(UpdateSettings, http_port=0, state_dir=update_dir / "state",
+    serve(update.UpdateService, make_settings(UpdateSettings, http_port=0, state_dir=update_dir / "state",
                                       slot_dir=update_dir / "slots", restart_command=None,
                                       authorized_keys=update_dir / "authorized_keys", serial_file=update_dir / "serial",
                                       default_name="evolver-test", signature_required=False))

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.demo import DemoService, DemoSettings
 
 from .conftest import TOKEN, UNTRUSTED
 
@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 @pytest.fixture
 def demo(serve, make_settings):
-    return serve(build_demo, make_settings(DemoSettings))
+    return serve(DemoService, make_settings(DemoSettings))
 
 
 # -- HTTP writes ------------------------------------------------------------------------------------------------------
@@ -58,10 +58,10 @@ def test_trusted_network_is_a_cidr_of_the_peer_address(gateway):
 
 
 def test_api_call_401_and_a_bus_refusal_is_403(gateway, demo, serve, make_settings, tmp_path):
-    from benchbus_update.service import build as build_update
+    from benchbus_update.service import UpdateService
     from benchbus_update.settings import UpdateSettings
     update = tmp_path / "update"
-    serve(build_update, make_settings(UpdateSettings, http_port=0, state_dir=update / "state",
+    serve(UpdateService, make_settings(UpdateSettings, http_port=0, state_dir=update / "state",
                                       slot_dir=update / "slots", restart_command=None, authorized_keys=update / "keys",
                                       serial_file=update / "serial", signature_required=False,
                                       version_file=update / "VERSION.json"))

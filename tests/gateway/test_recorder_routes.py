@@ -8,14 +8,14 @@ import zipfile
 
 import httpx
 
-from benchbus_recorder.service import build as build_recorder
+from benchbus_recorder.service import RecorderService
 from benchbus_recorder.settings import RecorderSettings
 from benchbus.testing import wait_until
 
 
 def test_history_and_exports_come_from_the_recorder(stack, serve, make_settings, gateway, tmp_path, bus):
     first_gateway, _emulator = stack
-    serve(build_recorder, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", http_port=0,
+    serve(RecorderService, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", http_port=0,
                                         commit_interval_s=0.05, ingest_client_id=f"rec-{tmp_path.name[-16:]}"))
 
     def recorded(at: str, n: int):

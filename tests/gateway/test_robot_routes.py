@@ -13,7 +13,7 @@ V = {"Opentrons-Version": "*"}
 def robot(gateway, serve, make_settings):
     gpio = pytest.importorskip("benchbus_gpio.service", reason="the gpio-service package is not installed")
     from benchbus_gpio.settings import GpioSettings
-    serve(gpio.build, make_settings(GpioSettings, backend="sim", claim_retry_s=0.2, status_blink_period_s=0.1))
+    serve(gpio.GpioService, make_settings(GpioSettings, backend="sim", claim_retry_s=0.2, status_blink_period_s=0.1))
     return gateway()
 
 

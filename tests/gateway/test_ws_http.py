@@ -8,7 +8,7 @@ import httpx
 import pytest
 from websockets.sync.client import connect as ws_connect
 
-from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing import wait_until
 
 from .conftest import TOKEN, UNTRUSTED
@@ -31,7 +31,7 @@ def recv_json(socket, until, timeout: float = 10.0) -> dict:
 
 @pytest.fixture
 def demo_gateway(gateway, serve, make_settings):
-    serve(build_demo, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     return gateway(**UNTRUSTED)
 
 
@@ -74,7 +74,7 @@ def test_ws_refuses_filters_outside_the_device(demo_gateway, topic_filter, code)
 
 
 def test_ws_token_in_header_and_closed_reads(gateway, serve, make_settings):
-    serve(build_demo, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     service = gateway(read_requires_token=True, **UNTRUSTED)
     url = service.url.replace("http", "ws") + "ws"
     with ws_connect(url) as socket:
@@ -108,7 +108,7 @@ def test_http_health_state_and_calls(demo_gateway):
 
 
 def test_the_first_start_makes_the_token_in_the_data_folder(gateway, serve, make_settings, tmp_path):
-    serve(build_demo, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     base = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED).url
     token_file = tmp_path / "data" / "token"
     assert token_file.stat().st_mode & 0o777 == 0o600

@@ -4,7 +4,7 @@ from functools import partial
 
 import pytest
 
-from benchbus_gpio.service import build
+from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
 from benchbus_gpio.sim import SimChip
 
@@ -82,7 +82,7 @@ def start_gpio(serve, gpio_settings):
     def start(chip=None, **fields):
         chip = chip or SimChip()
         chips.append(chip)
-        service = serve(partial(build, chip=chip), gpio_settings(**fields))
+        service = serve(partial(GpioService, chip=chip), gpio_settings(**fields))
         return service, chip
 
     yield start

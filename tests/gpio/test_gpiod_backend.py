@@ -143,14 +143,14 @@ def test_the_driver_debounces_kernel_edges(kernel_chip):
 
 
 def test_the_service_on_the_kernel_chip(kernel_chip, serve, make_settings, bus, device):
-    from benchbus_gpio.service import build
+    from benchbus_gpio.service import GpioService
     from benchbus_gpio.settings import GpioSettings
 
     holder = gpiod.request_lines(kernel_chip.path, consumer="ot-blinkenlights",
                                  config={13: gpiod.LineSettings(direction=gpiod.line.Direction.OUTPUT)})
     settings = make_settings(GpioSettings, backend="gpiod", chip=kernel_chip.path, claim_retry_s=0.2,
                              revision_bits_marker="/nonexistent")
-    serve(build, settings)
+    serve(GpioService, settings)
     state = bus.wait_for(f"benchbus/{device}/gpio/$state", lambda _t, d: d["state"] == "degraded")[1]
     assert "blue_button (line 13)" in state["reason"] and "ot-blinkenlights" in state["reason"]
     holder.release()

@@ -11,12 +11,12 @@ import pytest
 
 from benchbus import BusClient
 
-from benchbus_calibration.service import build as build_calibration
+from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
-from benchbus_gpio.service import build as build_gpio
+from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
 from benchbus_smoothie.emulator import SmoothieEmulator
-from benchbus_smoothie.service import build as build_bridge
+from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 
 FAST = 400.0  # emulated motion runs this much faster than the robot (tests never measure time)
@@ -76,9 +76,9 @@ def emulator():
 @pytest.fixture
 def start_stack(broker, device, bus, make_settings, serve, emulator, tmp_path):
     def start() -> Stack:
-        serve(build_gpio, make_settings(GpioSettings, backend="sim", debounce_ms=2.0, long_press_s=5.0))
-        serve(build_calibration, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration"))
-        serve(build_bridge, make_settings(SmoothieSettings, port=emulator.url, ack_timeout_s=2.0, retries=1,
+        serve(GpioService, make_settings(GpioSettings, backend="sim", debounce_ms=2.0, long_press_s=5.0))
+        serve(CalibrationService, make_settings(CalibrationSettings, data_dir=tmp_path / "calibration"))
+        serve(SmoothieService, make_settings(SmoothieSettings, port=emulator.url, ack_timeout_s=2.0, retries=1,
                                           boot_timeout_s=1.0, recovery_pause_s=0.0))
         for segment in ("gpio", "smoothie"):
             bus.wait_for(f"benchbus/{device}/{segment}/$state", lambda _t, d: (d or {}).get("state") == "ready")

@@ -168,7 +168,7 @@ def test_a_database_outage_costs_retries_never_a_broadcast(broker, device, publi
                                                            tmp_path):
     """PostgreSQL stopped under a running recorder: it says degraded, acknowledges nothing, and when the server is
     back every broadcast is there once."""
-    from benchbus_recorder.service import build
+    from benchbus_recorder.service import RecorderService
     from benchbus_recorder.settings import RecorderSettings
 
     from .postgres import PostgresServer
@@ -179,8 +179,9 @@ def test_a_database_outage_costs_retries_never_a_broadcast(broker, device, publi
     server.start()
     try:
         url = server.new_database()
-        serve(build, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=url, http_port=0,
-                                   commit_interval_s=0.05, ingest_client_id=f"rec-{uuid.uuid4().hex[:8]}"))
+        serve(RecorderService, make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=url,
+                                             http_port=0, commit_interval_s=0.05,
+                                             ingest_client_id=f"rec-{uuid.uuid4().hex[:8]}"))
         stream = Stream(publisher(), device, total=200, rate=100)
         stream.start()
         stream.wait_sent(50)

@@ -7,7 +7,7 @@ import httpx
 import pytest
 
 from benchbus import BusError
-from benchbus_recorder.service import build
+from benchbus_recorder.service import RecorderService
 from benchbus_recorder.settings import RecorderSettings
 
 from .conftest import VIALS, audit_record, broadcast, broadcast_topic
@@ -18,7 +18,7 @@ from benchbus.testing import wait_until
 def recorder(make_settings, serve, database_url, tmp_path):
     settings = make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=database_url,
                              http_port=0, commit_interval_s=0.05, ingest_client_id=f"rec-{tmp_path.name[-20:]}")
-    service = serve(build, settings)
+    service = serve(RecorderService, settings)
     assert service.ingest.subscribed.wait(10)
     return service
 
@@ -119,7 +119,7 @@ def test_retention_runs_in_the_service_and_keeps_the_downsampled_past(make_setti
     settings = make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=database_url,
                              http_port=0, commit_interval_s=0.05, maintenance_interval_s=0.2, raw_retention_days=5,
                              ingest_client_id=f"rec-{tmp_path.name[-20:]}")
-    service = serve(build, settings)
+    service = serve(RecorderService, settings)
     assert service.ingest.subscribed.wait(10)
     pub = publisher()
     old = time.time() - 10 * 86400
@@ -158,7 +158,7 @@ def test_a_lab_recorder_keeps_every_device_apart(make_settings, serve, database_
     settings = make_settings(RecorderSettings, data_dir=tmp_path / "recorder", database_url=database_url,
                              http_port=0, commit_interval_s=0.05, all_devices=True,
                              ingest_client_id=f"rec-{tmp_path.name[-20:]}")
-    service = serve(build, settings)
+    service = serve(RecorderService, settings)
     assert service.ingest.subscribed.wait(10)
     pub = publisher()
     other = f"{device}-rig2"

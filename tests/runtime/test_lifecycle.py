@@ -7,7 +7,7 @@ import time
 import pytest
 
 from benchbus import CallTimeout
-from benchbus.demo import DemoSettings, build
+from benchbus.demo import DemoService, DemoSettings
 
 
 def lifecycle(bus, device, predicate, timeout=15):
@@ -16,7 +16,7 @@ def lifecycle(bus, device, predicate, timeout=15):
 
 
 def test_broker_restart_restores_state_and_service(make_settings, serve, bus, broker, device):
-    serve(build, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     assert bus.call("demo", "increment")["value"] == 1
     broker.stop()
     with pytest.raises(CallTimeout):
@@ -31,7 +31,7 @@ def test_broker_restart_restores_state_and_service(make_settings, serve, bus, br
 
 
 def test_request_sent_while_broker_down_times_out_not_hangs(make_settings, serve, bus, broker):
-    serve(build, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     broker.stop()
     started = time.monotonic()
     with pytest.raises(CallTimeout) as caught:
@@ -68,7 +68,7 @@ def test_sigterm_finishes_inflight_then_offline(spawn, bus, device):
 
 def test_stale_last_will_is_corrected(make_settings, serve, bus, device):
     """A last will from an earlier connection arriving while the service runs must not leave it 'offline'."""
-    serve(build, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     lifecycle(bus, device, lambda d: d["state"] == "ready")
     bus.connection.publish(f"benchbus/{device}/demo/$state", b'{"state": "offline"}', kind="state", retain=True)
     assert lifecycle(bus, device, lambda d: d["state"] == "ready")["state"] == "ready"

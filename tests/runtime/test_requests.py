@@ -9,12 +9,12 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from benchbus import BusClient, BusError
-from benchbus.demo import DemoSettings, build
+from benchbus.demo import DemoService, DemoSettings
 
 
 @pytest.fixture
 def demo(make_settings, serve):
-    return serve(build, make_settings(DemoSettings))
+    return serve(DemoService, make_settings(DemoSettings))
 
 
 def raw_request(broker, device, command, payload: bytes, timeout=5.0):

@@ -12,13 +12,13 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
-from benchbus.demo import DemoSettings, build
+from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing import wait_until
 
 
 @pytest.fixture
 def demo(make_settings, serve):
-    return serve(build, make_settings(DemoSettings))
+    return serve(DemoService, make_settings(DemoSettings))
 
 
 class Raw:
@@ -97,7 +97,7 @@ def test_a_reply_aimed_outside_the_callers_namespace_is_never_published(demo, ra
 
 def test_a_retained_command_never_runs_again(make_settings, serve, raw, device, bus):
     raw.send(f"benchbus/{device}/demo/cmd/increment/dev", b"{}", retain=True)
-    service = serve(build, make_settings(DemoSettings))  # subscribes after: the broker hands it the retained copy
+    service = serve(DemoService, make_settings(DemoSettings))  # subscribes after: the broker hands it the retained copy
     wait_until(lambda: service.refused["retained"] == 1, what="the retained command refused")
     assert bus.call("demo", "increment")["value"] == 1  # the retained one never counted
     wait_until(lambda: [a for a in raw.audits() if not a["ok"]], what="the refusal's audit record")

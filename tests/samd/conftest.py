@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 
 from benchbus_samd.emulator import DEFAULT_PARAMS, LineTiming, SamdEmulator
-from benchbus_samd.service import build
+from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 
 FAST = LineTiming.fast()
@@ -55,5 +55,5 @@ def tcp_emulator(tmp_path):
 @pytest.fixture
 def start_bridge(make_settings, serve):
     def start(emu: SamdEmulator, **extra):
-        return serve(build, make_settings(SamdSettings, **bridge_fields(emu.url_for_bridge, **extra)))
+        return serve(SamdService, make_settings(SamdSettings, **bridge_fields(emu.url_for_bridge, **extra)))
     return start

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchbus_scheduler.service import build
+from benchbus_scheduler.service import SchedulerService
 from benchbus_scheduler.settings import SHARED, SchedulerSettings
 
 DEFAULT = SHARED / "conf.yml"
@@ -50,7 +50,7 @@ def start_scheduler(make_settings, serve, conf_dir):
             shutil.copyfile(DEFAULT, conf_path)
         fields.setdefault("transact_timeout_s", 5.0)
         settings = make_settings(SchedulerSettings, conf_path=conf_path, **fields)
-        return serve(build, settings), conf_path
+        return serve(SchedulerService, settings), conf_path
     return start
 
 
@@ -75,7 +75,7 @@ def rig(emulator, make_settings, serve, start_scheduler):
     from benchbus_samd.settings import SamdSettings
     # No retries (the tests read the exact frames), so no spurious failure either: the emulator is a thread of this
     # (maybe loaded) process and can pause mid-reply, where a board's UART never does; the margins outlast that.
-    serve(samd_service.build, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004},
+    serve(samd_service.SamdService, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004},
                                             retries=0, timeout_margin_s=1.0, reply_gap_s=0.5, **FAST_LINE))
     return emulator, start_scheduler
 

@@ -7,7 +7,7 @@ import pytest
 
 from benchbus import BusClient
 from benchbus_smoothie.emulator import SmoothieEmulator
-from benchbus_smoothie.service import build
+from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 
 FAST = 400.0  # motion runs this many times faster than on the robot (tests never measure time)
@@ -40,7 +40,7 @@ def bridge_settings(make_settings, emulator):
 @pytest.fixture
 def start_bridge(serve, bridge_settings):
     def start(**fields):
-        return serve(build, bridge_settings(**fields))
+        return serve(SmoothieService, bridge_settings(**fields))
     return start
 
 

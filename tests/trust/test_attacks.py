@@ -8,10 +8,10 @@ import threading
 import pytest
 
 from benchbus import BusError
-from benchbus_gpio.service import build as build_gpio
+from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
 from benchbus_smoothie.emulator import SmoothieEmulator
-from benchbus_smoothie.service import build as build_smoothie
+from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 
 from .conftest import NOT_AUTHORIZED
@@ -22,8 +22,8 @@ def robot(pi_broker, serve, make_settings):
     """gpio-service (simulated chip) and the smoothie-bridge on its emulator, each as its own broker user."""
     emulator = SmoothieEmulator(speedup=400.0, baud=None)
     emulator.start_tcp()
-    serve(build_gpio, make_settings(GpioSettings, backend="sim", broker=pi_broker.settings("benchbus-gpio")))
-    serve(build_smoothie, make_settings(SmoothieSettings, port=emulator.url, use_gpio=True, ack_timeout_s=0.5,
+    serve(GpioService, make_settings(GpioSettings, backend="sim", broker=pi_broker.settings("benchbus-gpio")))
+    serve(SmoothieService, make_settings(SmoothieSettings, port=emulator.url, use_gpio=True, ack_timeout_s=0.5,
                                         retries=1, boot_timeout_s=0.5, recovery_pause_s=0.0,
                                         broker=pi_broker.settings("benchbus-smoothie")))
     yield emulator

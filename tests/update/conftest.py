@@ -14,7 +14,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
 from cryptography.hazmat.primitives import hashes
 
-from benchbus_update.service import build
+from benchbus_update.service import UpdateService
 from benchbus_update.settings import UpdateSettings
 
 ROBOT = "OT-2 Standard"
@@ -122,7 +122,7 @@ def start_agent(serve, agent_settings):
 
     def start(**fields) -> Running:
         settings = agent_settings(**fields)
-        service = serve(build, settings)
+        service = serve(UpdateService, settings)
         url = f"http://127.0.0.1:{service.http.port}"
         client = httpx.Client(base_url=url, timeout=30)
         clients.append(client)

@@ -5,7 +5,7 @@ import httpx
 import pytest
 
 from benchbus import BusError, Service, ServiceSettings
-from benchbus.demo import DemoSettings, build as build_demo
+from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing import wait_until
 
 
@@ -61,7 +61,7 @@ def test_whole_update_flow_then_confirmation(running, bundle_file, rootfs, bus, 
     assert trial["trial"] == "b" and trial["good"] == "a" and trial["confirm_deadline"]
 
     # every service (here: one, started after the boot) becomes ready -> the new slot is confirmed
-    serve(build_demo, make_settings(DemoSettings))
+    serve(DemoService, make_settings(DemoSettings))
     confirmed = retained(bus, device, "slots", lambda d: d["good"] == "b")
     assert confirmed == {**confirmed, "running": "b", "trial": None, "next_boot": "b"}
     wait_until(lambda: trials, what="the trial event", timeout=15)
@@ -76,6 +76,11 @@ def test_whole_update_flow_then_confirmation(running, bundle_file, rootfs, bus, 
         assert values == sorted(values) and values[-1] == 1.0 and len(values) > 3
 
 
+class StuckService(Service[ServiceSettings]):
+    """Connects, says `starting`, never ready."""
+    segment = "stuckservice"
+
+
 def test_rollback_when_a_service_never_becomes_ready(start_agent, bundle_file, bus, device, make_settings, tools):
     running = start_agent(confirm_timeout_s=1.5)
     trials = collect(bus, device, "event/trial")
@@ -84,7 +89,7 @@ def test_rollback_when_a_service_never_becomes_ready(start_agent, bundle_file, b
     running.http.post("/server/restart")
     retained(bus, device, "slots", lambda d: d["running"] == "b" and d["trial"] == "b")
 
-    stuck = Service("stuckservice", make_settings(ServiceSettings))  # connects, says `starting`, never ready
+    stuck = StuckService(make_settings(ServiceSettings))
     stuck.start(connect_timeout=10)
     try:
         wait_until(lambda: trials, timeout=15, what="the rollback")

@@ -15,6 +15,7 @@ from typing import Any
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus.yamlfile import FileError
 from benchbus_schemas.scheduler import (
     SERVICE,
@@ -31,6 +32,7 @@ from benchbus_schemas.scheduler import (
     StepError,
     StepReport,
 )
+from benchbus_schemas.envelope import Empty
 
 from . import calibration, ownership
 from . import conf as conffile
@@ -63,24 +65,20 @@ def step_error(outcome: Outcome) -> StepError | None:
     return StepError(code=outcome.error_code or "internal", kind=outcome.status, message=outcome.message)
 
 
-class SchedulerService(Service):
-    """A Service whose stop() first ends the broadcast loop, so no step is sent on a closing connection."""
-
-    loop: BroadcastLoop | None = None
-    scheduler: Scheduler | None = None
-
-    def stop(self) -> None:
-        if self.loop is not None:
-            self.loop.stop()
-        super().stop()
-
-
-class Scheduler:
+class SchedulerService(Service[SchedulerSettings]):
     """The conf this service owns, the loop, and what they publish."""
 
-    def __init__(self, service: SchedulerService, settings: SchedulerSettings, conf: conffile.Conf):
-        self.svc = service
-        self.settings = settings
+    segment = SERVICE
+
+    def __init__(self, settings: SchedulerSettings):
+        try:
+            conf = load_own_conf(settings)
+        except FileError as error:
+            print(f"benchbus-{SERVICE}: refusing to start, bad conf:\n{error}", file=sys.stderr)
+            raise SystemExit(2) from None
+        super().__init__(settings)
+        for warning in conf.warnings:
+            self.log.warning("%s", warning)
         self.path = settings.conf_path
         self.current = conf  # swapped whole, never edited, so the loop reads it without a lock
         self.write_lock = threading.Lock()  # one change of conf.yml at a time
@@ -89,6 +87,19 @@ class Scheduler:
         self.owners: dict | None = None  # experiment/state/ownership: vials an on-device experiment controls
         self.loop = BroadcastLoop(lambda: self.current, self.transact, on_cycle=self.cycle_done,
                                   on_immediate=self.immediate_done, on_pending=self.pending_done)
+        self.watch(self.topic("state", "active", settings.calibration_service), self.on_calibration)
+        self.watch(self.topic("state", "ownership", settings.experiment_service), self.on_ownership)
+
+    def on_start(self) -> None:
+        if self.settings.start_paused:
+            self.loop.pause()
+        self.publish_config()
+        self.loop.start()
+
+    def stop(self) -> None:
+        """The broadcast loop ends first, so no step is sent on a closing connection."""
+        self.loop.stop()
+        super().stop()
 
     # -- steps -----------------------------------------------------------------------------------------------------
 
@@ -96,7 +107,7 @@ class Scheduler:
         request = {"param": step.param, "type": step.type, "values": list(step.values),
                    "fields_out": step.fields_out, "fields_in": step.fields_in}
         try:
-            reply = self.svc.call(self.settings.samd_service, "transact", request, self.settings.transact_timeout_s)
+            reply = self.call(self.settings.samd_service, "transact", request, self.settings.transact_timeout_s)
         except CallTimeout as error:
             kind = NO_REPLY if error.detail and "command" in error.detail else "timeout"
             return Outcome(step, False, 0.0, error_code="timeout", error_kind=kind, message=error.message)
@@ -114,10 +125,10 @@ class Scheduler:
         if report.overrun_s > 0:
             steps = [step_report(o) for o in report.outcomes]
             slowest = sorted(steps, key=lambda s: s.duration_s, reverse=True)[:SLOWEST_SHOWN]
-            self.svc.emit("overrun", Overrun(cycle=report.cycle, cycle_s=round(report.duration_s, 4),
+            self.emit("overrun", Overrun(cycle=report.cycle, cycle_s=round(report.duration_s, 4),
                                              broadcast_timing=report.broadcast_timing,
                                              overrun_s=round(report.overrun_s, 4), steps=steps, slowest=slowest))
-        self.svc.emit("broadcast", self.broadcast(report))
+        self.emit("broadcast", self.broadcast(report))
         self.track_health(report.outcomes)
 
     def broadcast(self, report: CycleReport) -> Broadcast:
@@ -147,12 +158,12 @@ class Scheduler:
     def track_health(self, outcomes: list[Outcome]) -> None:
         sent = [o for o in outcomes if o.step.param != conffile.WAIT]
         if sent and all(o.status == NO_REPLY for o in sent):
-            self.svc.degraded(f"{self.settings.samd_service} does not answer transact")
-        elif sent and self.svc.state == "degraded":
-            self.svc.ready()
+            self.degraded(f"{self.settings.samd_service} does not answer transact")
+        elif sent and self.state == "degraded":
+            self.ready()
 
     def immediate_done(self, command: Immediate, outcome: Outcome) -> None:
-        self.svc.emit("command_result", self.result(command.command_id, command.param, command.client, outcome,
+        self.emit("command_result", self.result(command.command_id, command.param, command.client, outcome,
                                                     list(command.values)))
 
     def pending_done(self, pending: Pending, outcome: Outcome | None) -> None:
@@ -161,7 +172,7 @@ class Scheduler:
                                    outcome="stored")
         else:
             result = self.result(pending.command_id, pending.param, pending.client, outcome, list(outcome.step.values))
-        self.svc.emit("command_result", result)
+        self.emit("command_result", result)
 
     @staticmethod
     def result(command_id: str, param: str, client: str | None, outcome: Outcome, values: list[str]) -> CommandResult:
@@ -174,7 +185,7 @@ class Scheduler:
 
     def publish_config(self) -> None:
         conf = self.current
-        self.svc.set_state("config", ConfigState(experimental_params=conf.experimental_params_json(),
+        self.set_state("config", ConfigState(experimental_params=conf.experimental_params_json(),
                                                  broadcast_timing=conf.model.broadcast_timing,
                                                  num_sleeves=conf.model.num_sleeves, source=conf.source,
                                                  paused=self.loop.paused))
@@ -184,21 +195,11 @@ class Scheduler:
         conffile.save_atomic(self.path, text)
         self.current = new
 
+    @handler("command")
     def command(self, request: CommandRequest, ctx: RequestContext) -> CommandAccepted:
-        given = request.model_fields_set
         command_id = uuid.uuid4().hex[:12]
         with self.write_lock:
-            current = self.current.params.get(request.param)
-            refused = ownership.refusal(self.owners, ctx.client, request.param, request.value,
-                                        current.value if current is not None else None)
-            if refused is not None:
-                raise BusError("conflict", refused[0], refused[1])
-            try:
-                new = conffile.apply_command(self.current, request.param, request.value, request.recurring,
-                                             request.fields_expected_outgoing, request.fields_expected_incoming,
-                                             value_given="value" in given, max_pump_s=self.settings.max_pump_s)
-            except conffile.CommandRefused as refusal:
-                raise BusError(refusal.code, refusal.message, {"field": refusal.field}) from None
+            new = self.merged(request, ctx)
             entry = new.params[request.param]
             if request.immediate:
                 # queued before the fsync (~10 ms here, more on an SD card) so the board hears it at once;
@@ -223,7 +224,23 @@ class Scheduler:
         return CommandAccepted(command_id=command_id, param=request.param, value=entry.value,
                                immediate=bool(request.immediate), applies=applies)
 
-    def get_config(self, _request, _ctx: RequestContext) -> GetConfigResult:
+    def merged(self, request: CommandRequest, ctx: RequestContext) -> conffile.Conf:
+        """The conf with the command merged in, or the refusal (an experiment owns the vial, a bad value)."""
+        current = self.current.params.get(request.param)
+        refused = ownership.refusal(self.owners, ctx.client, request.param, request.value,
+                                    current.value if current is not None else None)
+        if refused is not None:
+            raise BusError("conflict", refused[0], refused[1])
+        try:
+            return conffile.apply_command(self.current, request.param, request.value, request.recurring,
+                                          request.fields_expected_outgoing, request.fields_expected_incoming,
+                                          value_given="value" in request.model_fields_set,
+                                          max_pump_s=self.settings.max_pump_s)
+        except conffile.CommandRefused as refusal:
+            raise BusError(refusal.code, refusal.message, {"field": refusal.field}) from None
+
+    @handler("get_config")
+    def get_config(self, _request: Empty, _ctx: RequestContext) -> GetConfigResult:
         conf = self.current
         shown = dict(conf.data)
         shown["experimental_params"] = conf.experimental_params_json()
@@ -236,6 +253,7 @@ class Scheduler:
         folder = self.settings.alternates_dir
         return sorted(p.stem for p in folder.glob("*.yml")) if folder.is_dir() else []
 
+    @handler("load_conf")
     def load_conf(self, request: LoadConfRequest, _ctx: RequestContext) -> LoadConfResult:
         if request.alternate is not None:
             if request.alternate not in self.alternates():
@@ -254,20 +272,22 @@ class Scheduler:
         with self.write_lock:
             self.store(new, text)  # the user's text as given: comments and layout kept
         for pending in self.loop.drop_pending():
-            self.svc.emit("command_result", CommandResult(command_id=pending.command_id, param=pending.param,
+            self.emit("command_result", CommandResult(command_id=pending.command_id, param=pending.param,
                                                           client=pending.client, outcome="dropped"))
         self.publish_config()
         self.loop.restart_timing()
-        self.svc.log.info("conf replaced from %s", source)
+        self.log.info("conf replaced from %s", source)
         return LoadConfResult(source=source, recurring=[n for n, p in new.params.items() if p.recurring],
                               broadcast_timing=new.model.broadcast_timing, warnings=list(new.warnings))
 
-    def pause(self, _request, _ctx: RequestContext) -> PauseResult:
+    @handler("pause")
+    def pause(self, _request: Empty, _ctx: RequestContext) -> PauseResult:
         self.loop.pause()
         self.publish_config()
         return PauseResult(paused=True)
 
-    def resume(self, _request, _ctx: RequestContext) -> PauseResult:
+    @handler("resume")
+    def resume(self, _request: Empty, _ctx: RequestContext) -> PauseResult:
         self.loop.resume()
         self.publish_config()
         return PauseResult(paused=False)
@@ -292,36 +312,8 @@ def load_own_conf(settings: SchedulerSettings) -> conffile.Conf:
     return conffile.load(path, settings.max_pump_s)
 
 
-def build(settings: SchedulerSettings) -> tuple[SchedulerService, Any]:
-    try:
-        conf = load_own_conf(settings)
-    except FileError as error:
-        print(f"benchbus-{SERVICE}: refusing to start, bad conf:\n{error}", file=sys.stderr)
-        raise SystemExit(2) from None
-    svc = SchedulerService(SERVICE, settings)
-    scheduler = Scheduler(svc, settings, conf)
-    svc.loop = scheduler.loop
-    svc.scheduler = scheduler
-    for warning in conf.warnings:
-        svc.log.warning("%s", warning)
-    svc.handles("command")(scheduler.command)
-    svc.handles("get_config")(scheduler.get_config)
-    svc.handles("load_conf")(scheduler.load_conf)
-    svc.handles("pause")(scheduler.pause)
-    svc.handles("resume")(scheduler.resume)
-    svc.watch(svc.topic("state", "active", settings.calibration_service), scheduler.on_calibration)
-    svc.watch(svc.topic("state", "ownership", settings.experiment_service), scheduler.on_ownership)
-
-    def setup() -> None:
-        if settings.start_paused:
-            scheduler.loop.pause()
-        scheduler.publish_config()
-        scheduler.loop.start()
-    return svc, setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SERVICE, SchedulerSettings, build, argv)
+    return run_service(SchedulerService, argv)
 
 
 if __name__ == "__main__":

@@ -10,13 +10,14 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from .client import BusClient
     from .errors import BusError, CallTimeout
-    from .service import RequestContext, Service
+    from .service import RequestContext, Service, handler
     from .settings import ServiceSettings, load_settings
 
 _HOMES = {"BusClient": "client", "BusError": "errors", "CallTimeout": "errors", "RequestContext": "service",
-          "Service": "service", "ServiceSettings": "settings", "load_settings": "settings"}
+          "Service": "service", "handler": "service", "ServiceSettings": "settings", "load_settings": "settings"}
 
-__all__ = ["BusClient", "BusError", "CallTimeout", "RequestContext", "Service", "ServiceSettings", "load_settings"]
+__all__ = ["BusClient", "BusError", "CallTimeout", "RequestContext", "Service", "ServiceSettings", "handler",
+           "load_settings"]
 
 
 def __getattr__(name: str) -> Any:

@@ -9,49 +9,47 @@ from benchbus_schemas.demo import Counter, EchoRequest, EchoResult, FailRequest,
 from benchbus_schemas.envelope import Empty
 
 from .runner import run_service
-from .service import RequestContext, Service
+from .service import RequestContext, Service, handler
 from .settings import ServiceSettings
-
-SEGMENT = "demo"
 
 
 class DemoSettings(ServiceSettings):
     start_value: int = 0
 
 
-def build(settings: DemoSettings) -> tuple[Service, None]:
-    service = Service(SEGMENT, settings)
-    counter = Counter(value=settings.start_value)
-    lock = threading.Lock()
+class DemoService(Service[DemoSettings]):
+    segment = "demo"
 
-    @service.handles("echo")
-    def echo(request: EchoRequest, _ctx: RequestContext) -> EchoResult:
+    def __init__(self, settings: DemoSettings):
+        super().__init__(settings)
+        self.counter = Counter(value=settings.start_value)
+        self._lock = threading.Lock()
+        self.set_state("counter", self.counter)
+
+    @handler("echo")
+    def echo(self, request: EchoRequest, _ctx: RequestContext) -> EchoResult:
         return EchoResult(text=request.text, count=request.count)
 
-    @service.handles("fail")
-    def fail(request: FailRequest, _ctx: RequestContext) -> None:
+    @handler("fail")
+    def fail(self, request: FailRequest, _ctx: RequestContext) -> None:
         raise RuntimeError(request.message)
 
-    @service.handles("sleep")
-    def sleep(request: SleepRequest, _ctx: RequestContext) -> None:
-        service.emit("sleeping", request)
+    @handler("sleep")
+    def sleep(self, request: SleepRequest, _ctx: RequestContext) -> None:
+        self.emit("sleeping", request)
         time.sleep(request.seconds)
 
-    @service.handles("increment")
-    def increment(_request: Empty, _ctx: RequestContext) -> Counter:
-        nonlocal counter
-        with lock:
-            counter = Counter(value=counter.value + 1)
-            service.set_state("counter", counter)
-            service.emit("ticked", {"value": counter.value})
-        return counter
-
-    service.set_state("counter", counter)
-    return service, None
+    @handler("increment")
+    def increment(self, _request: Empty, _ctx: RequestContext) -> Counter:
+        with self._lock:
+            self.counter = Counter(value=self.counter.value + 1)
+            self.set_state("counter", self.counter)
+            self.emit("ticked", {"value": self.counter.value})
+        return self.counter
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, DemoSettings, build, argv)
+    return run_service(DemoService, argv)
 
 
 if __name__ == "__main__":

@@ -1,14 +1,19 @@
 """A benchbus service: lifecycle, command handlers, retained state, events, watchdog, clean shutdown.
 
-    svc = Service("samd", settings)
+    class SamdService(Service[SamdSettings]):
+        segment = "samd"
 
-    @svc.handles("transact")
-    def transact(request: TransactRequest, ctx: RequestContext) -> TransactResult: ...
+        def on_start(self) -> None:          # once, after start(), before `ready`
+            self.open_port()
 
-    svc.run(setup=open_port)   # blocks until SIGTERM/SIGINT
+        @handler("transact")
+        def transact(self, request: TransactRequest, ctx: RequestContext) -> TransactResult: ...
 
-Every name used here must be declared in bus-schemas; payloads are validated against the declared models both
-ways, so nothing leaves the service that its model did not produce.
+    run_service(SamdService, argv)            # settings, logging, run until SIGTERM/SIGINT
+
+Every name used here must be declared in bus-schemas (a handler for an undeclared command fails when its class is
+defined); payloads are validated against the declared models both ways, so nothing leaves the service that its
+model did not produce.
 """
 from __future__ import annotations
 
@@ -23,7 +28,7 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
 from importlib import metadata
-from typing import Any
+from typing import Any, ClassVar, Generic, TypeVar, get_args, get_origin
 
 import paho.mqtt.client as mqtt
 from pydantic import BaseModel, ValidationError
@@ -36,7 +41,8 @@ from .connection import Connection, reply_properties, user_property
 from .errors import BusError
 from .settings import ServiceSettings
 
-Handler = Callable[[Any, "RequestContext"], Any]
+SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
+MethodT = TypeVar("MethodT", bound=Callable[..., Any])
 Raw = bytes | bytearray  # a payload as paho hands it over
 WatchItem = tuple[Callable[[str, Any], None], mqtt.MQTTMessage]
 
@@ -78,14 +84,42 @@ def describe_validation_error(error: ValidationError) -> tuple[str, list[dict[st
     return f"field '{first['field']}': {first['message']}{more}", problems
 
 
-class Service:
-    def __init__(self, segment: str, settings: ServiceSettings, version: str | None = None):
-        self.segment = segment
+_RUNTIME_ATTRIBUTES = {"segment", "settings", "device", "version", "log", "connection", "bus", "refused"}
+_COMMAND_MARK = "__benchbus_command__"  # set by @handler on the function it decorates, read by __init_subclass__
+
+
+def handler(command: str) -> Callable[[MethodT], MethodT]:
+    """Declare a method as the handler of `cmd/<command>`: `def name(self, request, ctx) -> result`, the request and
+    result models being the command's in bus-schemas."""
+    def mark(method: MethodT) -> MethodT:
+        setattr(method, _COMMAND_MARK, command)
+        return method
+    return mark
+
+
+class Service(Generic[SettingsT]):
+    segment: ClassVar[str]  # the service's topic segment, as bus-schemas declares it
+    settings_model: ClassVar[type[ServiceSettings]]  # taken from Service[Model] unless the class sets it
+    _handlers: ClassVar[dict[str, str]] = {}  # command -> name of the method handling it
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        model = _settings_model_of(cls)
+        if model is not None and "settings_model" not in cls.__dict__:
+            cls.settings_model = model
+        cls._handlers = {**cls._handlers, **_declared_handlers(cls)}
+
+    @classmethod
+    def handled_commands(cls) -> dict[str, str]:
+        """Each command this service handles, with the name of its handler method."""
+        return dict(cls._handlers)
+
+    def __init__(self, settings: SettingsT, version: str | None = None):
+        segment = self.segment
         self.settings = settings
         self.device = settings.device
         self.version = version or _version_of(segment)
         self.log = logging.getLogger(f"benchbus.{segment}")
-        self._handlers: dict[str, Handler] = {}
         self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
         self._audit_topic = topics.audit_topic(self.device, segment)
         self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
@@ -109,14 +143,9 @@ class Service:
 
     # -- declaring -------------------------------------------------------------------------------------------------
 
-    def handles(self, command: str) -> Callable[[Handler], Handler]:
-        """Register the handler of `cmd/<command>`; request and result models come from bus-schemas."""
-        lookup(self.segment, "cmd", command)
-
-        def register(fn: Handler) -> Handler:
-            self._handlers[command] = fn
-            return fn
-        return register
+    def on_start(self) -> None:
+        """Run once after the service started serving and before it says ready (it stays degraded if this says so).
+        A subclass opens its device or starts its threads here."""
 
     def every(self, seconds: float, fn: Callable[[], None]) -> None:
         """Run `fn` on the service's main loop every `seconds` (the loop that feeds the systemd watchdog)."""
@@ -221,30 +250,28 @@ class Service:
         if connect_timeout is not None:
             self.connection.wait_connected(connect_timeout)
 
-    def run(self, setup: Callable[[], object] | None = None) -> int:
-        """Start, run `setup`, become ready (unless setup chose degraded), serve until SIGTERM/SIGINT."""
+    def run(self) -> int:
+        """Start, run on_start, become ready (unless on_start chose degraded), serve until SIGTERM/SIGINT."""
         signal.signal(signal.SIGTERM, lambda *_: self._stopping.set())
         signal.signal(signal.SIGINT, lambda *_: self._stopping.set())
         self.start()
-        if setup is not None:
-            setup()
-        if self.state == "starting":
-            self.ready()
+        self._start_up()
         self._main_loop()
         self.stop()
         return 0
 
-    def serve_in_background(self, setup: Callable[[], object] | None = None,
-                            connect_timeout: float = 10.0) -> threading.Thread:
+    def serve_in_background(self, connect_timeout: float = 10.0) -> threading.Thread:
         """What run() does, without signal handlers and on a thread of its own (tests, embedding); stop() ends it."""
         self.start(connect_timeout)
-        if setup is not None:
-            setup()
-        if self.state == "starting":
-            self.ready()
+        self._start_up()
         thread = threading.Thread(target=self._main_loop, name=f"{self.segment}-main", daemon=True)
         thread.start()
         return thread
+
+    def _start_up(self) -> None:
+        self.on_start()
+        if self.state == "starting":
+            self.ready()
 
     def _main_loop(self) -> None:
         watchdog = sdnotify.watchdog_interval()
@@ -339,8 +366,8 @@ class Service:
                 self._inflight_done.notify_all()
 
     def _dispatch(self, context: RequestContext, raw: Raw) -> Any:
-        handler = self._handlers.get(context.command)
-        if handler is None:
+        method = self._handlers.get(context.command)
+        if method is None:
             known = ", ".join(sorted(self._handlers)) or "none"
             raise BusError("not_found", f"unknown command '{context.command}' of {self.segment}; known: {known}")
         spec = lookup(self.segment, "cmd", context.command)
@@ -355,7 +382,7 @@ class Service:
             raise BusError("invalid_request", message, {"errors": problems}) from None
         if spec.result is None:  # bus-schemas' command() always sets one
             raise BusError("internal", f"{context.command} declares no result model")
-        result = handler(request, context)
+        result = getattr(self, method)(request, context)
         if isinstance(result, spec.result):
             return result
         if result is None:
@@ -428,6 +455,41 @@ class Service:
                 callback(message.topic, data)
             except Exception:
                 self.log.exception("watch callback for %s failed", message.topic)
+
+
+def _settings_model_of(cls: type) -> type[ServiceSettings] | None:
+    """`Model` from `class X(Service[Model])`, None when the class does not name one (it inherits its parent's)."""
+    for base in cls.__dict__.get("__orig_bases__", ()):
+        origin = get_origin(base)
+        if isinstance(origin, type) and issubclass(origin, Service):
+            (model,) = get_args(base)
+            if isinstance(model, type) and issubclass(model, ServiceSettings):
+                return model
+    return None
+
+
+def _declared_handlers(cls: type[Service[Any]]) -> dict[str, str]:
+    """The @handler methods defined in `cls` itself, each checked against the service's declarations in bus-schemas:
+    a handler of an undeclared command, or two handlers of one command, is an error when the class is defined."""
+    found: dict[str, str] = {}
+    for name, member in cls.__dict__.items():
+        command = getattr(member, _COMMAND_MARK, None)
+        if command is None:
+            continue
+        segment = getattr(cls, "segment", None)
+        if segment is None:
+            raise TypeError(f"{cls.__qualname__}.{name} handles {command!r} but the class names no `segment`")
+        try:
+            lookup(segment, "cmd", command)
+        except KeyError as error:
+            raise TypeError(f"{cls.__qualname__}.{name}: {error.args[0]}") from None
+        if command in found:
+            raise TypeError(f"{cls.__qualname__}: {command!r} is handled by both {found[command]} and {name}")
+        if hasattr(Service, name) or name in _RUNTIME_ATTRIBUTES:
+            raise TypeError(f"{cls.__qualname__}.{name} (handler of {command!r}) would replace the runtime's own "
+                            f"{name!r}: name it after what it does to the service's things (e.g. {command}_run)")
+        found[command] = name
+    return found
 
 
 def _audited_request(raw: Raw) -> Any:

@@ -20,7 +20,9 @@ from typing import Any
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus_schemas.calibration_math import temperature_setpoint
+from benchbus_schemas.envelope import Empty
 from benchbus_schemas.experiment import (
     SERVICE,
     Chemostat,
@@ -54,14 +56,16 @@ EARLY_RESULTS_KEPT = 64
 RESULT_WAIT_S = 10.0  # a pump command's result not seen by then is taken as applied (for freshness only)
 
 
-class Experiments:
+class ExperimentService(Service[ExperimentSettings]):
     """Every experiment, its vials' controllers and the batches in flight; one lock around all of it."""
 
-    def __init__(self, svc: Service, settings: ExperimentSettings):
-        self.svc = svc
+    segment = SERVICE
+
+    def __init__(self, settings: ExperimentSettings):
+        settings.data_dir.mkdir(parents=True, exist_ok=True)
+        super().__init__(settings)
         # who the scheduler will see calling (RequestContext.client): only we may change the vials we own
-        self._caller = f"{svc.bus.principal}/{svc.bus.name}"
-        self.settings = settings
+        self._caller = f"{self.bus.principal}/{self.bus.name}"
         self.path = settings.data_dir / STATE_FILE
         self.lock = threading.RLock()
         self.calibration: dict[str, Any] = {}
@@ -74,6 +78,15 @@ class Experiments:
         self.last_saved = 0.0
         loaded = store.load(self.path)
         self.data: dict[str, Any] = loaded or {"schema": 1, "experiments": {}, "batches": [], "seq": 0, "log": []}
+        scheduler = settings.scheduler_service
+        self.watch(self.topic("state", "active", settings.calibration_service), self.on_calibration)
+        self.watch(self.topic("state", "config", scheduler), self.on_scheduler_config)
+        self.watch(self.topic("event", "command_result", scheduler), self.on_command_result)
+        self.watch(self.topic("event", "broadcast", scheduler), self.on_broadcast)
+
+    def on_start(self) -> None:
+        with self.lock:
+            self.publish()
 
     # -- persistence -----------------------------------------------------------------------------------------------
 
@@ -125,9 +138,9 @@ class Experiments:
                 for vial in definition.vials():
                     owners[str(vial)] = VialOwner(experiment=name, version=definition.version,
                                                   status=record["status"])
-        self.svc.set_state("ownership", Ownership(vials=owners, principal=self._caller))
+        self.set_state("ownership", Ownership(vials=owners, principal=self._caller))
         statuses = [self.status(name) for name in self.data["experiments"]]
-        self.svc.set_state("experiments", ExperimentsState(experiments=statuses))
+        self.set_state("experiments", ExperimentsState(experiments=statuses))
 
     # -- commands ------------------------------------------------------------------------------------------------
 
@@ -144,7 +157,8 @@ class Experiments:
                 raise BusError("conflict", f"vial {vial} is run by experiment '{owner}'",
                                {"field": "definition.groups", "vial": vial, "experiment": owner})
 
-    def start(self, request: StartRequest, _ctx: RequestContext) -> Status:
+    @handler("start")
+    def start_experiment(self, request: StartRequest, _ctx: RequestContext) -> Status:
         definition = request.definition
         with self.lock:
             existing = self.data["experiments"].get(definition.name)
@@ -176,7 +190,8 @@ class Experiments:
             raise BusError("not_found", f"no experiment '{name}'", {"field": "name"})
         return record
 
-    def pause(self, request: NameRequest, _ctx: RequestContext) -> Status:
+    @handler("pause")
+    def pause_experiment(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.name)
             self._require_no_doubt()
@@ -187,7 +202,8 @@ class Experiments:
             self._stop_pumps(request.name, "paused")
             return self.status(request.name)
 
-    def resume(self, request: NameRequest, _ctx: RequestContext) -> Status:
+    @handler("resume")
+    def resume_experiment(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.name)
             if record["status"] != "paused":
@@ -201,7 +217,8 @@ class Experiments:
             self.publish()
             return self.status(request.name)
 
-    def stop(self, request: NameRequest, _ctx: RequestContext) -> Status:
+    @handler("stop")
+    def stop_experiment(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.name)
             self._require_no_doubt()
@@ -213,7 +230,8 @@ class Experiments:
             self._stop_pumps(request.name, "stopped")
             return self.status(request.name)
 
-    def edit(self, request: EditRequest, _ctx: RequestContext) -> Status:
+    @handler("edit")
+    def edit_experiment(self, request: EditRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             record = self._record(request.definition.name)
             self._require_no_doubt()
@@ -237,12 +255,14 @@ class Experiments:
             self.publish()
             return self.status(definition.name)
 
+    @handler("status")
     def get_status(self, request: NameRequest, _ctx: RequestContext) -> Status:
         with self.lock:
             self._record(request.name)
             return self.status(request.name)
 
-    def list_experiments(self, _request: Any, _ctx: RequestContext) -> ListResult:
+    @handler("list")
+    def list_experiments(self, _request: Empty, _ctx: RequestContext) -> ListResult:
         with self.lock:
             return ListResult(experiments=[self.status(n) for n in self.data["experiments"]])
 
@@ -296,7 +316,7 @@ class Experiments:
             self.dosing[decision["vial"]] = (sent_at, time.time())
         for decision in batch["decisions"]:
             self._log_outcome(decision, outcome)
-            self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
+            self.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
                                               vial=decision["vial"], outcome=outcome,
                                               command_id=batch.get("command_id"), message=message))
         self._trim_batches()
@@ -332,7 +352,7 @@ class Experiments:
                 self.save_if_due()
             for decision in decisions:
                 if decision["influx"] is None:
-                    self.svc.emit("decision", self._decision_event(decision))
+                    self.emit("decision", self._decision_event(decision))
 
     def _advance_status(self, name: str, record: dict, now: float) -> bool:
         if record["status"] == "scheduled" and now >= record["begins_at"]:
@@ -374,7 +394,7 @@ class Experiments:
                 actions, growth = self._control(group, state, float(od), elapsed, definition, vial)
                 record["vials"][str(vial)] = state.to_json()
                 if growth is not None:
-                    self.svc.emit("growth_rate", GrowthRate(experiment=name, vial=vial, mode=group.control.mode,
+                    self.emit("growth_rate", GrowthRate(experiment=name, vial=vial, mode=group.control.mode,
                                                             rate_per_h=round(growth.rate_per_h, 6),
                                                             start_h=growth.start_h, end_h=growth.end_h,
                                                             points=growth.points))
@@ -451,15 +471,15 @@ class Experiments:
 
     def _send_setpoints(self, name: str, version: int, param: str, values: list[str], vials: list[int]) -> bool:
         try:
-            self.svc.call(self.settings.scheduler_service, "command", {"param": param, "value": values},
+            self.call(self.settings.scheduler_service, "command", {"param": param, "value": values},
                           self.settings.command_timeout_s)
         except (BusError, CallTimeout) as error:
-            self.svc.log.warning("%s setpoints of %s not taken: %s", param, name, error)
+            self.log.warning("%s setpoints of %s not taken: %s", param, name, error)
             return False
         for vial in vials:
             decision = self._decision(name, version, vial, "setpoints",
                                       controller.Action("setpoints", f"{param} set to {values[vial]}"), None)
-            self.svc.emit("decision", self._decision_event(decision))
+            self.emit("decision", self._decision_event(decision))
         return True
 
     # -- batches: the pump commands and their survival -------------------------------------------------------------
@@ -481,7 +501,7 @@ class Experiments:
         self.data["log"] = self.data["log"][-self.settings.log_size:]
         self.save()
         for decision in decisions:
-            self.svc.emit("decision", self._decision_event(decision))
+            self.emit("decision", self._decision_event(decision))
         self._publish_batch(batch)
         self.publish()
 
@@ -503,9 +523,9 @@ class Experiments:
             self.dosing[decision["vial"]] = (time.time(), None)
         request = {"param": "pump", "value": batch["pump"], "immediate": True, "recurring": False}
         try:
-            reply = self.svc.call(self.settings.scheduler_service, "command", request, self.settings.command_timeout_s)
+            reply = self.call(self.settings.scheduler_service, "command", request, self.settings.command_timeout_s)
         except CallTimeout as error:
-            self.svc.log.warning("pump batch %s: %s; in doubt until the scheduler's config tells", batch["batch_id"],
+            self.log.warning("pump batch %s: %s; in doubt until the scheduler's config tells", batch["batch_id"],
                                  error)
             return
         except BusError as error:
@@ -513,7 +533,7 @@ class Experiments:
             for decision in batch["decisions"]:
                 self.dosing.pop(decision["vial"], None)  # nothing was sent: the next reading is fresh
                 self._log_outcome(decision, "refused")
-                self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"],
+                self.emit("dose", DoseOutcome(decision_id=decision["decision_id"],
                                                   experiment=decision["experiment"], vial=decision["vial"],
                                                   outcome="refused", message=error.message))
             self.save()
@@ -528,7 +548,7 @@ class Experiments:
     def _mark_sent(self, batch: dict, outcome: str) -> None:
         for decision in batch["decisions"]:
             self._log_outcome(decision, outcome)
-            self.svc.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
+            self.emit("dose", DoseOutcome(decision_id=decision["decision_id"], experiment=decision["experiment"],
                                               vial=decision["vial"], outcome=outcome,
                                               command_id=batch.get("command_id")))
         self._trim_batches()
@@ -568,32 +588,8 @@ def _mode_of(definition: ExperimentDefinition, vial: int) -> str | None:
     return next((g.control.mode for g in definition.groups if vial in g.vials), None)
 
 
-def build(settings: ExperimentSettings) -> tuple[Service, Any]:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
-    svc = Service(SERVICE, settings)
-    experiments = Experiments(svc, settings)
-    svc.experiments = experiments  # type: ignore[attr-defined]
-    svc.handles("start")(experiments.start)
-    svc.handles("pause")(experiments.pause)
-    svc.handles("resume")(experiments.resume)
-    svc.handles("stop")(experiments.stop)
-    svc.handles("edit")(experiments.edit)
-    svc.handles("status")(experiments.get_status)
-    svc.handles("list")(experiments.list_experiments)
-    scheduler = settings.scheduler_service
-    svc.watch(svc.topic("state", "active", settings.calibration_service), experiments.on_calibration)
-    svc.watch(svc.topic("state", "config", scheduler), experiments.on_scheduler_config)
-    svc.watch(svc.topic("event", "command_result", scheduler), experiments.on_command_result)
-    svc.watch(svc.topic("event", "broadcast", scheduler), experiments.on_broadcast)
-
-    def setup() -> None:
-        with experiments.lock:
-            experiments.publish()
-    return svc, setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SERVICE, ExperimentSettings, build, argv)
+    return run_service(ExperimentService, argv)
 
 
 if __name__ == "__main__":

@@ -8,12 +8,13 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
 from datetime import datetime, UTC
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus_schemas import topics
+from benchbus_schemas.envelope import Empty
 from benchbus_schemas.gpio import (
     Audio, AudioResult, Board, ButtonEvent, ButtonLight, DoorEvent, DoorState, Identify, IdentifyResult, Lights,
     Pulse, PulseResult, SetButtonLight, SetRailLights, SimSetInput, SimSetInputResult,
@@ -27,7 +28,6 @@ from .settings import GpioSettings
 from .sim import SimChip
 from .status_light import OFF, ButtonLightLayers, Health, Look, alarm_active
 
-SEGMENT = "gpio"
 SIM_INPUTS = {"button": "button_input", "door": "door_sw_filt", "window": "window_sw_filt"}
 
 
@@ -48,10 +48,11 @@ def make_chip(settings: GpioSettings) -> Chip:
     return GpiodChip(settings.chip, settings.revision_bits_marker)
 
 
-class GpioService(Service):
+class GpioService(Service[GpioSettings]):
+    segment = "gpio"
+
     def __init__(self, settings: GpioSettings, chip: Chip | None = None):
-        super().__init__(SEGMENT, settings)
-        self.settings: GpioSettings = settings
+        super().__init__(settings)
         self.chip = chip
         self._own_chip = chip is None
         self.driver: Driver | None = None
@@ -63,6 +64,12 @@ class GpioService(Service):
         self._door_since = iso_at()
         self._not_held_reason = "the GPIO lines are not claimed yet"
         self._claim_lock = threading.Lock()
+        self.watch(f"{topics.ROOT}/{settings.device}/+/$state", self.on_service_state)
+        self.watch(topics.topic(settings.device, settings.smoothie_segment, "state", "alarm"), self.on_smoothie_alarm)
+        self.every(settings.claim_retry_s, self.retry_claim)
+
+    def on_start(self) -> None:
+        self.claim()
 
     # -- claiming the lines ----------------------------------------------------------------------------------------
 
@@ -193,6 +200,76 @@ class GpioService(Service):
         self.health.alarm = active
         self.refresh_light()
 
+    # -- commands --------------------------------------------------------------------------------------------------
+
+    @handler("get_lights")
+    def get_lights(self, _request: Empty, _ctx: RequestContext) -> Lights:
+        return self.lights()
+
+    @handler("set_rail_lights")
+    def set_rail_lights(self, request: SetRailLights, _ctx: RequestContext) -> Lights:
+        self.held_driver().set_line("frame_leds", 1 if request.on else 0)
+        return self._publish_lights()
+
+    @handler("set_button_light")
+    def set_button_light(self, request: SetButtonLight, _ctx: RequestContext) -> Lights:
+        self.held_driver()
+        color = None if request.auto else request.color  # SetButtonLight: a color exactly when not auto
+        self.layers.set_manual(None if color is None else Look(color, request.pattern, request.period_s))
+        self.refresh_light()
+        return self._publish_lights()
+
+    @handler("identify")
+    def identify(self, request: Identify, _ctx: RequestContext) -> IdentifyResult:
+        self.held_driver()
+        until = time.monotonic() + request.seconds
+        self.layers.start_identify(Look(request.color, "blink", request.period_s), until)
+        self.refresh_light()
+        timer = threading.Timer(request.seconds + 0.002, self.refresh_light)  # then back to what the layers say
+        timer.daemon = True
+        timer.start()
+        return IdentifyResult(seconds=request.seconds, until=iso_at(time.monotonic_ns() + int(request.seconds * 1e9)))
+
+    def _pulse(self, names: list[str], request: Pulse) -> PulseResult:
+        driver = self.held_driver()
+        try:
+            driver.pulse_low(names, request.pulse_s, request.settle_s)
+        except GpioError as error:
+            raise BusError("hardware_error", f"pulsing {', '.join(names)} failed: {error}") from None
+        return PulseResult(lines=names, pulse_s=request.pulse_s, settle_s=request.settle_s)
+
+    @handler("smoothie_reset")
+    def smoothie_reset(self, request: Pulse, _ctx: RequestContext) -> PulseResult:
+        return self._pulse(["reset"], request)
+
+    @handler("smoothie_halt")
+    def smoothie_halt(self, request: Pulse, _ctx: RequestContext) -> PulseResult:
+        return self._pulse(["halt"], request)
+
+    @handler("enter_bootloader")
+    def enter_bootloader(self, request: Pulse, _ctx: RequestContext) -> PulseResult:
+        # reset and ISP low together; reset released first, so the board starts in its bootloader; then ISP
+        return self._pulse(["reset", "isp"], request)
+
+    @handler("audio")
+    def audio(self, request: Audio, _ctx: RequestContext) -> AudioResult:
+        self.held_driver().set_line("audio_enable", 1 if request.enabled else 0)
+        self._publish_board()
+        return AudioResult(enabled=request.enabled)
+
+    @handler("sim_set_input")
+    def sim_set_input(self, request: SimSetInput, _ctx: RequestContext) -> SimSetInputResult:
+        driver = self.held_driver()
+        chip, lines = driver.chip, driver.held_lines()
+        if not isinstance(chip, SimChip):
+            raise BusError("unavailable", f"sim_set_input works only with the simulated backend; this service "
+                                          f"holds the real chip {chip.name}")
+        name = SIM_INPUTS[request.input]
+        offset = lines.offsets[name]
+        level = 0 if request.active else 1  # pressed / open pull the line low
+        edges = chip.drive(offset, level, request.bounces, request.bounce_gap_ms / 1000)
+        return SimSetInputResult(line=lines.name_of(offset), offset=offset, level=level, edges=edges)
+
     # -- stopping --------------------------------------------------------------------------------------------------
 
     def stop(self) -> None:
@@ -216,85 +293,8 @@ class GpioService(Service):
             self.chip.close()
 
 
-def build(settings: GpioSettings, chip: Chip | None = None) -> tuple[GpioService, Callable[[], bool]]:
-    svc = GpioService(settings, chip)
-    svc.watch(f"{topics.ROOT}/{settings.device}/+/$state", svc.on_service_state)
-    svc.watch(topics.topic(settings.device, settings.smoothie_segment, "state", "alarm"), svc.on_smoothie_alarm)
-
-    @svc.handles("get_lights")
-    def get_lights(_request, _ctx: RequestContext) -> Lights:
-        return svc.lights()
-
-    @svc.handles("set_rail_lights")
-    def set_rail_lights(request: SetRailLights, _ctx: RequestContext) -> Lights:
-        svc.held_driver().set_line("frame_leds", 1 if request.on else 0)
-        return svc._publish_lights()
-
-    @svc.handles("set_button_light")
-    def set_button_light(request: SetButtonLight, _ctx: RequestContext) -> Lights:
-        svc.held_driver()
-        color = None if request.auto else request.color  # SetButtonLight: a color exactly when not auto
-        svc.layers.set_manual(None if color is None else Look(color, request.pattern, request.period_s))
-        svc.refresh_light()
-        return svc._publish_lights()
-
-    @svc.handles("identify")
-    def identify(request: Identify, _ctx: RequestContext) -> IdentifyResult:
-        svc.held_driver()
-        until = time.monotonic() + request.seconds
-        svc.layers.start_identify(Look(request.color, "blink", request.period_s), until)
-        svc.refresh_light()
-        timer = threading.Timer(request.seconds + 0.002, svc.refresh_light)  # then back to what the layers say
-        timer.daemon = True
-        timer.start()
-        return IdentifyResult(seconds=request.seconds, until=iso_at(time.monotonic_ns() + int(request.seconds * 1e9)))
-
-    def pulse(names: list[str], request: Pulse) -> PulseResult:
-        driver = svc.held_driver()
-        try:
-            driver.pulse_low(names, request.pulse_s, request.settle_s)
-        except GpioError as error:
-            raise BusError("hardware_error", f"pulsing {', '.join(names)} failed: {error}") from None
-        return PulseResult(lines=names, pulse_s=request.pulse_s, settle_s=request.settle_s)
-
-    @svc.handles("smoothie_reset")
-    def smoothie_reset(request: Pulse, _ctx: RequestContext) -> PulseResult:
-        return pulse(["reset"], request)
-
-    @svc.handles("smoothie_halt")
-    def smoothie_halt(request: Pulse, _ctx: RequestContext) -> PulseResult:
-        return pulse(["halt"], request)
-
-    @svc.handles("enter_bootloader")
-    def enter_bootloader(request: Pulse, _ctx: RequestContext) -> PulseResult:
-        # reset and ISP low together; reset released first, so the board starts in its bootloader; then ISP
-        return pulse(["reset", "isp"], request)
-
-    @svc.handles("audio")
-    def audio(request: Audio, _ctx: RequestContext) -> AudioResult:
-        svc.held_driver().set_line("audio_enable", 1 if request.enabled else 0)
-        svc._publish_board()
-        return AudioResult(enabled=request.enabled)
-
-    @svc.handles("sim_set_input")
-    def sim_set_input(request: SimSetInput, _ctx: RequestContext) -> SimSetInputResult:
-        driver = svc.held_driver()
-        chip, lines = driver.chip, driver.held_lines()
-        if not isinstance(chip, SimChip):
-            raise BusError("unavailable", f"sim_set_input works only with the simulated backend; this service "
-                                          f"holds the real chip {chip.name}")
-        name = SIM_INPUTS[request.input]
-        offset = lines.offsets[name]
-        level = 0 if request.active else 1  # pressed / open pull the line low
-        edges = chip.drive(offset, level, request.bounces, request.bounce_gap_ms / 1000)
-        return SimSetInputResult(line=lines.name_of(offset), offset=offset, level=level, edges=edges)
-
-    svc.every(settings.claim_retry_s, svc.retry_claim)
-    return svc, svc.claim
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, GpioSettings, build, argv)
+    return run_service(GpioService, argv)
 
 
 if __name__ == "__main__":

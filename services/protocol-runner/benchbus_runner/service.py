@@ -8,33 +8,54 @@ motion commands, pause, resume, halt), calibration (robot_list, robot_set), gpio
 """
 from __future__ import annotations
 
+import functools
 import logging
 import sys
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import uvicorn
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
-from benchbus_schemas.runner import (Analysis, ProtocolInfo, ProtocolList, RunState)
+from benchbus.service import handler
+from benchbus_schemas.envelope import Empty
+from benchbus_schemas.runner import (Analysis, CreateRunRequest, ProtocolIdRequest, ProtocolInfo, ProtocolList,
+                                     RunIdRequest, RunState, UploadRequest)
 
 from .runs import Refused, RunManager
 from .settings import RunnerSettings
 
-SEGMENT = "runner"
 log = logging.getLogger("benchbus.runner")
 
 
-class Runner(Service):
+def refusals_as_bus_errors(method: Callable[..., Any]) -> Callable[..., Any]:
+    """A handler whose RunManager refusals (runs.py knows nothing of the bus) reach the caller as bus errors."""
+    @functools.wraps(method)
+    def wrapped(*args: Any) -> Any:
+        try:
+            return method(*args)
+        except Refused as error:
+            raise BusError(error.code, error.message, error.detail) from None
+    return wrapped
+
+
+class Runner(Service[RunnerSettings]):
+    segment = "runner"
+
     def __init__(self, settings: RunnerSettings):
-        super().__init__(SEGMENT, settings)
-        self.settings: RunnerSettings = settings
+        super().__init__(settings)
         self.manager = RunManager(settings, settings.broker, self.device, self.bus, self._publish)
         self.web: uvicorn.Server | None = None
         self._web_thread: threading.Thread | None = None
         self.port: int | None = None
+
+    def on_start(self) -> None:
+        self.manager.recover()
+        if self.settings.http:
+            self.start_web()
 
     def _publish(self, kind: str, name: str, payload: dict[str, Any]) -> None:
         if kind == "state":
@@ -82,6 +103,50 @@ class Runner(Service):
             raise Refused("conflict" if error.code == "conflict" else "hardware_error",
                           f"smoothie home: {error.message}") from None
 
+    # -- commands --------------------------------------------------------------------------------------------------
+
+    @handler("upload")
+    @refusals_as_bus_errors
+    def upload(self, request: UploadRequest, _ctx: RequestContext) -> ProtocolInfo:
+        files = [(f.name, f.content) for f in request.labware]
+        return ProtocolInfo.model_validate(self.manager.upload(request.file_name, request.source, files))
+
+    @handler("analyse")
+    @refusals_as_bus_errors
+    def analyse(self, request: ProtocolIdRequest, _ctx: RequestContext) -> Analysis:
+        return Analysis.model_validate(self.manager.protocol(request.protocol_id)["analysis"])
+
+    @handler("create_run")
+    @refusals_as_bus_errors
+    def create_run(self, request: CreateRunRequest, _ctx: RequestContext) -> RunState:
+        return RunState.model_validate(self.manager.public(self.manager.create_run(request.protocol_id)))
+
+    @handler("play")
+    @refusals_as_bus_errors
+    def play_run(self, request: RunIdRequest, _ctx: RequestContext) -> RunState:
+        return RunState.model_validate(self.manager.public(self.manager.play(request.run_id)))
+
+    @handler("pause")
+    @refusals_as_bus_errors
+    def pause_run(self, request: RunIdRequest, _ctx: RequestContext) -> RunState:
+        return RunState.model_validate(self.manager.public(self.manager.pause(request.run_id)))
+
+    @handler("resume")
+    @refusals_as_bus_errors
+    def resume_run(self, request: RunIdRequest, _ctx: RequestContext) -> RunState:
+        return RunState.model_validate(self.manager.public(self.manager.resume(request.run_id)))
+
+    @handler("stop")
+    @refusals_as_bus_errors
+    def stop_run(self, request: RunIdRequest, _ctx: RequestContext) -> RunState:
+        return RunState.model_validate(self.manager.public(self.manager.stop(request.run_id)))
+
+    @handler("list")
+    def list_all(self, _request: Empty, _ctx: RequestContext) -> ProtocolList:
+        manager = self.manager
+        return ProtocolList.model_validate({"protocols": manager.protocols(),
+                                            "runs": [manager.public(r) for r in list(manager.runs.values())]})
+
     # -- web server ------------------------------------------------------------------------------------------------
 
     def start_web(self, timeout: float = 15.0) -> None:
@@ -120,63 +185,8 @@ def pipette_name(model: str | None) -> str | None:
     return f"{base}_gen2" if version.startswith("2") else base
 
 
-def refused(error: Refused) -> BusError:
-    return BusError(error.code, error.message, error.detail)
-
-
-def build(settings: RunnerSettings) -> tuple[Runner, Any]:
-    runner = Runner(settings)
-    manager = runner.manager
-
-    def bus_errors(fn: Any) -> Any:
-        def wrapped(request: Any, ctx: RequestContext) -> Any:
-            try:
-                return fn(request, ctx)
-            except Refused as error:
-                raise refused(error) from None
-        return wrapped
-
-    @runner.handles("upload")
-    @bus_errors
-    def upload(request, _ctx: RequestContext) -> ProtocolInfo:
-        info = manager.upload(request.file_name, request.source, [(f.name, f.content) for f in request.labware])
-        return ProtocolInfo.model_validate(info)
-
-    @runner.handles("analyse")
-    @bus_errors
-    def analyse(request, _ctx: RequestContext) -> Analysis:
-        return Analysis.model_validate(manager.protocol(request.protocol_id)["analysis"])
-
-    @runner.handles("create_run")
-    @bus_errors
-    def create_run(request, _ctx: RequestContext) -> RunState:
-        return RunState.model_validate(manager.public(manager.create_run(request.protocol_id)))
-
-    def verb(name: str) -> None:
-        @runner.handles(name)
-        @bus_errors
-        def handler(request, _ctx: RequestContext) -> RunState:
-            run = getattr(manager, name)(request.run_id)
-            return RunState.model_validate(manager.public(run))
-
-    for name in ("play", "pause", "resume", "stop"):
-        verb(name)
-
-    @runner.handles("list")
-    def list_all(_request, _ctx: RequestContext) -> ProtocolList:
-        return ProtocolList.model_validate({"protocols": manager.protocols(),
-                                            "runs": [manager.public(r) for r in list(manager.runs.values())]})
-
-    def setup() -> None:
-        manager.recover()
-        if settings.http:
-            runner.start_web()
-
-    return runner, setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, RunnerSettings, build, argv)
+    return run_service(Runner, argv)
 
 
 if __name__ == "__main__":

@@ -16,7 +16,9 @@ import sqlalchemy.exc
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus_schemas import topics
+from benchbus_schemas.envelope import Empty
 from benchbus_schemas.recorder import AuditQuery, EventQuery, ExportRequest, HttpState, QueryRequest
 
 from .api import RecorderApi
@@ -29,26 +31,6 @@ from .store import DAY, Store
 
 SERVICE = "recorder"
 log = logging.getLogger("benchbus.recorder")
-
-
-class RecorderService(Service):
-    """A Service whose stop() first commits and acknowledges what the ingest holds, then closes the database."""
-
-    ingest: Ingest | None = None
-    http: HttpEndpoint | None = None
-    store: Store | None = None
-    maintenance: Maintenance | None = None
-
-    def stop(self) -> None:
-        if self.maintenance is not None:
-            self.maintenance.stop()
-        if self.ingest is not None:
-            self.ingest.stop()
-        if self.http is not None:
-            self.http.stop()
-        super().stop()
-        if self.store is not None:
-            self.store.close()
 
 
 class Maintenance:
@@ -164,60 +146,71 @@ def after_commit(instruments: Instruments):
     return update
 
 
-def build(settings: RecorderSettings) -> tuple[RecorderService, Any]:
-    svc = RecorderService(SERVICE, settings)
-    store = Store(settings.sqlalchemy_url())
-    store.load_rollup_marks(settings.rollup_levels_s)
-    instruments = Instruments()
-    ingest = Ingest(store, settings.broker, settings.ingest_client_id or f"benchbus-{settings.device}-recorder-ingest",
-                    None if settings.all_devices else settings.device, settings.session_expiry_s,
-                    settings.commit_interval_s, settings.batch_max, settings.receive_maximum,
-                    set(settings.skip_internal_audit), set(settings.service_principals), after_commit(instruments),
-                    lambda reason: svc.ready() if reason is None else svc.degraded(reason))
-    instruments.ingest_stats = ingest
-    api = RecorderApi(store, settings.device, settings.exports(), ingest)
-    http = HttpEndpoint(api, registry_for(instruments), settings.http_host, settings.http_port)
-    svc.store, svc.ingest, svc.http = store, ingest, http
-    maintenance = Maintenance(store, settings)
-    svc.maintenance = maintenance
-    watch_metrics(svc, instruments, "+" if settings.all_devices else settings.device)
+class RecorderService(Service[RecorderSettings]):
+    """The store, the ingest session, the HTTP endpoint and the maintenance thread, and the commands over them."""
 
-    @svc.handles("query")
-    def query(request: QueryRequest, _ctx: RequestContext) -> dict:
-        return api.query(request)
+    segment = SERVICE
 
-    @svc.handles("export")
-    def export(request: ExportRequest, _ctx: RequestContext) -> dict:
-        return api.export_to_file(request)
+    def __init__(self, settings: RecorderSettings):
+        super().__init__(settings)
+        self.store = Store(settings.sqlalchemy_url())
+        self.store.load_rollup_marks(settings.rollup_levels_s)
+        instruments = Instruments()
+        self.ingest = Ingest(
+            self.store, settings.broker, settings.ingest_client_id or f"benchbus-{settings.device}-recorder-ingest",
+            None if settings.all_devices else settings.device, settings.session_expiry_s, settings.commit_interval_s,
+            settings.batch_max, settings.receive_maximum, set(settings.skip_internal_audit),
+            set(settings.service_principals), after_commit(instruments),
+            lambda reason: self.ready() if reason is None else self.degraded(reason))
+        instruments.ingest_stats = self.ingest
+        self.api = RecorderApi(self.store, settings.device, settings.exports(), self.ingest)
+        self.http = HttpEndpoint(self.api, registry_for(instruments), settings.http_host, settings.http_port)
+        self.maintenance = Maintenance(self.store, settings)
+        watch_metrics(self, instruments, "+" if settings.all_devices else settings.device)
 
-    @svc.handles("audit")
-    def audit(request: AuditQuery, _ctx: RequestContext) -> dict:
-        return api.audit(request)
+    def on_start(self) -> None:
+        self.http.start()
+        self.api.http_url = self.settings.http_url or self.http.url
+        self.set_state("http", HttpState(url=self.api.http_url))
+        self.ingest.start()
+        self.maintenance.start()
+        if not self.ingest.subscribed.wait(10.0):  # ready means recording: the persistent session exists
+            self.log.warning("the ingest session is not subscribed yet; it keeps trying")
+        log.info("recording to %s (schema %s); HTTP on %s", self.store.describe(), self.store.revision(),
+                 self.http.url)
 
-    @svc.handles("events")
-    def events(request: EventQuery, _ctx: RequestContext) -> dict:
-        return api.events(request)
+    def stop(self) -> None:
+        """First commit and acknowledge what the ingest holds, then the service stops, then the database closes."""
+        self.maintenance.stop()
+        self.ingest.stop()
+        self.http.stop()
+        super().stop()
+        self.store.close()
 
-    @svc.handles("status")
-    def status(_request: Any, _ctx: RequestContext) -> dict:
-        return api.status()
+    @handler("query")
+    def query(self, request: QueryRequest, _ctx: RequestContext) -> dict:
+        return self.api.query(request)
 
-    def setup() -> None:
-        http.start()
-        api.http_url = settings.http_url or http.url
-        svc.set_state("http", HttpState(url=api.http_url))
-        ingest.start()
-        maintenance.start()
-        if not ingest.subscribed.wait(10.0):  # ready means recording: the persistent session exists
-            svc.log.warning("the ingest session is not subscribed yet; it keeps trying")
-        log.info("recording to %s (schema %s); HTTP on %s", store.describe(), store.revision(), http.url)
+    @handler("export")
+    def export(self, request: ExportRequest, _ctx: RequestContext) -> dict:
+        return self.api.export_to_file(request)
 
-    return svc, setup
+    @handler("audit")
+    def audit(self, request: AuditQuery, _ctx: RequestContext) -> dict:
+        return self.api.audit(request)
+
+    @handler("events")
+    def events(self, request: EventQuery, _ctx: RequestContext) -> dict:
+        return self.api.events(request)
+
+    @handler("status")
+    def status(self, _request: Empty, _ctx: RequestContext) -> dict:
+        return self.api.status()
 
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        return run_service(SERVICE, RecorderSettings, build, argv)
+        return run_service(RecorderService, argv)
     except (BusError, sqlalchemy.exc.OperationalError) as error:
         # e.g. the lab's PostgreSQL is unreachable at start: say so in one line; systemd starts us again
         print(f"benchbus-{SERVICE}: cannot open the database: {str(error).splitlines()[0]}", file=sys.stderr)

@@ -8,19 +8,15 @@ from __future__ import annotations
 import sys
 import threading
 import time
-from collections.abc import Callable
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
-from benchbus.service import now_iso
+from benchbus.service import handler, now_iso
 from benchbus_schemas.samd import KNOWN_BOARDS, BusState, LastError, ParamCounters, TransactError, \
     TransactRequest, TransactResult, value_text
 
 from .driver import LineSettings, PortLost, SamdLine, TransactionFailed, escape
 from .settings import SamdSettings
-
-SEGMENT = "samd"
-
 
 def line_settings(settings: SamdSettings) -> LineSettings:
     return LineSettings(url=settings.port, baudrate=settings.baudrate, reply_delay_s=settings.reply_delay_s,
@@ -82,18 +78,21 @@ class Counters:
             return self.state.model_copy(deep=True)
 
 
-class Bridge:
-    def __init__(self, service: Service, settings: SamdSettings, line: SamdLine | None = None):
-        self.service = service
-        self.settings = settings
+class SamdService(Service[SamdSettings]):
+    segment = "samd"
+
+    def __init__(self, settings: SamdSettings, line: SamdLine | None = None):
+        super().__init__(settings)
         self.line = line or SamdLine(line_settings(settings))
         self.counters = Counters(settings)
         self._reopening = threading.Lock()
         self._reopen_thread: threading.Thread | None = None
+        self.every(settings.probe_interval_s, self.probe)
+        self.every(settings.state_interval_s, self.publish_state)
 
     # -- the port ------------------------------------------------------------------------------------------------
 
-    def setup(self) -> None:
+    def on_start(self) -> None:
         try:
             self.line.open()
         except PortLost as exc:
@@ -104,7 +103,7 @@ class Bridge:
 
     def _port_lost(self, reason: str) -> None:
         self.counters.connected(False)
-        self.service.degraded(f"serial port unavailable: {reason}")
+        self.degraded(f"serial port unavailable: {reason}")
         self.publish_state()
         with self._reopening:
             if self._reopen_thread is None or not self._reopen_thread.is_alive():
@@ -113,17 +112,17 @@ class Bridge:
 
     def _reopen_loop(self) -> None:
         delay = self.settings.reopen_min_s
-        while self.service.state not in ("stopping", "offline"):
+        while self.state not in ("stopping", "offline"):
             time.sleep(delay)
             try:
                 self.line.open()
             except PortLost as exc:
-                self.service.log.debug("reopen failed: %s", exc)
+                self.log.debug("reopen failed: %s", exc)
                 delay = min(delay * 2, self.settings.reopen_max_s)
                 continue
-            self.service.log.info("serial port %s is back", self.settings.port)
+            self.log.info("serial port %s is back", self.settings.port)
             self.counters.connected(True, reopened=True)
-            self.service.ready()
+            self.ready()
             self.publish_state()
             return
 
@@ -134,10 +133,11 @@ class Bridge:
     def publish_state(self) -> None:
         state = self.counters.take()
         if state is not None:
-            self.service.set_state("bus", state)
+            self.set_state("bus", state)
 
     # -- transactions --------------------------------------------------------------------------------------------
 
+    @handler("transact")
     def transact(self, request: TransactRequest, _ctx: RequestContext) -> TransactResult:
         param = request.param
         if param not in KNOWN_BOARDS and param not in self.settings.extra_boards:
@@ -175,22 +175,13 @@ class Bridge:
 
     def _report(self, request: TransactRequest, failure: TransactionFailed, attempt: int, final: bool) -> None:
         self.counters.attempt_failed(request.param, failure.kind, failure.message)
-        self.service.emit("error", TransactError(
+        self.emit("error", TransactError(
             param=request.param, type=request.type, kind=failure.kind, message=failure.message,
             sent=escape(failure.sent), raw=escape(failure.raw), attempt=attempt, final=final, at=now_iso()))
 
 
-def build(settings: SamdSettings) -> tuple[Service, Callable[[], None]]:
-    service = Service(SEGMENT, settings)
-    bridge = Bridge(service, settings)
-    service.handles("transact")(bridge.transact)
-    service.every(settings.probe_interval_s, bridge.probe)
-    service.every(settings.state_interval_s, bridge.publish_state)
-    return service, bridge.setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, SamdSettings, build, argv)
+    return run_service(SamdService, argv)
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ from collections.abc import Callable
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus_schemas import topics
 from benchbus_schemas.gpio import DoorState
 from benchbus_schemas.limits import AXIS_SPEED_MAX_MM_S, MOTOR_CURRENT_MAX_A
@@ -27,7 +28,6 @@ from .driver import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_
 from .safety import MotionGate, MotionLease
 from .settings import SmoothieSettings, by_name
 
-SEGMENT = "smoothie"
 log = logging.getLogger("benchbus.smoothie")
 
 
@@ -42,10 +42,11 @@ def door_from(data: Any) -> tuple[str, str]:
     return "closed", "gpio"
 
 
-class Bridge:
-    def __init__(self, service: Service, settings: SmoothieSettings):
-        self.svc = service
-        self.settings = settings
+class SmoothieService(Service[SmoothieSettings]):
+    segment = "smoothie"
+
+    def __init__(self, settings: SmoothieSettings):
+        super().__init__(settings)
         config = DriverConfig(ack_timeout_s=settings.ack_timeout_s, retries=settings.retries,
                               execute_timeout_s=settings.execute_timeout_s, boot_timeout_s=settings.boot_timeout_s,
                               probe_timeout_s=settings.probe_timeout_s, current_table=settings.current_table,
@@ -65,27 +66,12 @@ class Bridge:
         self._halt_lock = threading.Lock()
         self._published: dict[str, Any] = {}  # state name -> the value last published (retained at the broker)
         self._publish_lock = threading.Lock()
+        if settings.use_gpio:
+            self.watch(topics.lifecycle_topic(self.device, "gpio"), self._on_gpio_lifecycle)
+            self.watch(self.topic("state", "door", service="gpio"), self._on_door)
+        self.every(1.0, self._housekeeping)
 
-    # -- wiring ------------------------------------------------------------------------------------------------------
-
-    def register(self) -> None:
-        s = self.svc
-        handlers: dict[str, Callable] = {
-            "home": self.home, "move": self.move, "move_relative": self.move_relative, "position": self.position,
-            "switches": self.switches, "homed": self.homed, "engaged": self.engaged, "set_current": self.set_current,
-            "set_max_speed": self.set_max_speed, "disengage": self.disengage, "dwell": self.dwell,
-            "probe": self.probe, "read_pipette": self.read_pipette, "halt": self.halt, "pause": self.pause,
-            "resume": self.resume, "configure_pipette": self.configure_pipette, "gcode": self.gcode,
-            "acquire_motion": self.acquire_motion, "release_motion": self.release_motion,
-        }
-        for name, handler in handlers.items():
-            s.handles(name)(handler)
-        if self.settings.use_gpio:
-            s.watch(topics.lifecycle_topic(s.device, "gpio"), self._on_gpio_lifecycle)
-            s.watch(s.topic("state", "door", service="gpio"), self._on_door)
-        s.every(1.0, self._housekeeping)
-
-    def setup(self) -> None:
+    def on_start(self) -> None:
         """Boot the board; when it does not answer, stay degraded and keep trying (the bus stays served)."""
         self.publish_all()
         self._try_boot()
@@ -97,7 +83,7 @@ class Bridge:
         except SmoothieError as exc:
             self.booted = False
             self.driver.link.close()
-            self.svc.degraded(f"Smoothieboard at {self.settings.port} not ready: {exc.message}")
+            self.degraded(f"Smoothieboard at {self.settings.port} not ready: {exc.message}")
 
     def _boot(self) -> None:
         self._reset_board("boot")
@@ -111,26 +97,26 @@ class Bridge:
         self.driver.setup()
         self._reapply_mount_config()
         log.info("Smoothieboard firmware %s", self.driver.firmware_version)
-        self.set_state("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
+        self.publish_if_changed("firmware", {"version": self.driver.firmware_version, "raw": self.driver.firmware_raw})
         if self.settings.read_pipettes_at_boot:
             self._read_pipettes(["left", "right"], quiet_motors=True)
         self.booted = True
         self.publish_all()
-        if self.svc.state != "starting":
-            self.svc.ready()
+        if self.state != "starting":
+            self.ready()
 
     def _reset_board(self, why: str) -> None:
         if not (self.settings.use_gpio and self.gpio_ready):
             log.info("reset pulse skipped (%s): gpio-service is not running", why)
             return
         try:
-            self.svc.call("gpio", "smoothie_reset", {}, timeout=self.settings.gpio_timeout_s)
+            self.call("gpio", "smoothie_reset", {}, timeout=self.settings.gpio_timeout_s)
         except BusError as exc:
             log.warning("reset pulse through gpio-service failed (%s): %s", why, exc)
 
     def _housekeeping(self) -> None:
         if self.lease.expire():
-            self.set_state("lease", self.lease.info())
+            self.publish_if_changed("lease", self.lease.info())
         if not self.booted and self.driver.lock.acquire(blocking=False):
             try:
                 self._try_boot()
@@ -148,12 +134,12 @@ class Bridge:
     def _door_is(self, door: str, why: str) -> None:
         log.info("door %s (%s)", door, why)
         for name, payload in self.gate.door_changed(door):
-            self.svc.emit(name, payload)
-        self.set_state("paused", self.gate.pause_info())
+            self.emit(name, payload)
+        self.publish_if_changed("paused", self.gate.pause_info())
 
     # -- publishing --------------------------------------------------------------------------------------------------
 
-    def set_state(self, name: str, value: Any) -> None:
+    def publish_if_changed(self, name: str, value: Any) -> None:
         """Publish retained `state/<name>` unless the broker already holds this very value.
 
         Every motion republished position, homed, engaged and alarm before its reply; on a plain move only the
@@ -162,22 +148,22 @@ class Bridge:
         with self._publish_lock:
             if name in self._published and self._published[name] == value:
                 return
-            self.svc.set_state(name, value)
+            self.set_state(name, value)
             self._published[name] = copy.deepcopy(value)
 
     def publish_motion_state(self) -> None:
         d = self.driver
-        self.set_state("position", d.position)
-        self.set_state("homed", d.homed)
-        self.set_state("engaged", d.engaged)
-        self.set_state("alarm", self.gate.alarm_info())
+        self.publish_if_changed("position", d.position)
+        self.publish_if_changed("homed", d.homed)
+        self.publish_if_changed("engaged", d.engaged)
+        self.publish_if_changed("alarm", self.gate.alarm_info())
 
     def publish_all(self) -> None:
         self.publish_motion_state()
-        self.set_state("paused", self.gate.pause_info())
-        self.set_state("lease", self.lease.info())
-        self.set_state("pipettes", self.pipettes)
-        self.set_state("mount_config", self.mount_config)
+        self.publish_if_changed("paused", self.gate.pause_info())
+        self.publish_if_changed("lease", self.lease.info())
+        self.publish_if_changed("pipettes", self.pipettes)
+        self.publish_if_changed("mount_config", self.mount_config)
 
     # -- the two paths every command takes ---------------------------------------------------------------------------
 
@@ -214,7 +200,7 @@ class Bridge:
             result = fn()
         except MotionAlarm as alarm:
             self._enter_alarm(alarm.message)
-            self.svc.emit("alarm", {"message": alarm.message, "axis": alarm.axis, "command": ctx.command,
+            self.emit("alarm", {"message": alarm.message, "axis": alarm.axis, "command": ctx.command,
                                     "recovered_by_homing": alarm.homed_axes})
             raise BusError("hardware_error", f"{ctx.command} failed: {alarm.message}; the robot is in alarm until "
                            "homed", {"raw": alarm.raw, "axis": alarm.axis, "homed": alarm.homed_axes}) from None
@@ -226,7 +212,7 @@ class Bridge:
             raise BusError("hardware_error", f"{ctx.command} failed: the board is halted ({exc.raw}); the robot is "
                            "in alarm until homed", {"raw": exc.raw, "command": exc.command}) from None
         except NoResponse as exc:
-            self.svc.degraded(f"Smoothieboard not answering: {exc.message}")
+            self.degraded(f"Smoothieboard not answering: {exc.message}")
             raise BusError("timeout", f"{ctx.command}: the Smoothieboard did not answer: {exc.message}",
                            {"raw": exc.raw, "command": exc.command}) from None
         except ParseError as exc:
@@ -235,17 +221,17 @@ class Bridge:
         except (ErrorResponse, SmoothieError) as exc:
             raise BusError("hardware_error", f"{ctx.command}: the board answered {exc.raw or exc.message!r}",
                            {"raw": exc.raw, "command": exc.command}) from None
-        if self.svc.state == "degraded" and self.booted:
-            self.svc.ready()
+        if self.state == "degraded" and self.booted:
+            self.ready()
         return result
 
     def _enter_alarm(self, message: str) -> None:
         self.gate.raise_alarm(message)
-        self.set_state("alarm", self.gate.alarm_info())
+        self.publish_if_changed("alarm", self.gate.alarm_info())
 
     def _recover_unexpected_halt(self, exc: SmoothieError) -> None:
         self._enter_alarm(exc.raw or exc.message)
-        self.svc.emit("alarm", {"message": exc.raw or exc.message, "axis": None, "command": exc.command or "",
+        self.emit("alarm", {"message": exc.raw or exc.message, "axis": None, "command": exc.command or "",
                                 "recovered_by_homing": []})
         d = self.driver
         d.current_now = None
@@ -277,6 +263,7 @@ class Bridge:
 
     # -- motion commands ---------------------------------------------------------------------------------------------
 
+    @handler("home")
     def home(self, request, ctx: RequestContext):
         wanted = list(request.axes) if request.axes else list(AXES)
         everything = set(expand_home_axes(wanted)) == set(AXES)
@@ -299,6 +286,7 @@ class Bridge:
         finally:
             d.tolerate_alarm_lock = False
 
+    @handler("move")
     def move(self, request, ctx: RequestContext):
         self._check_travel(request.target)
 
@@ -307,6 +295,7 @@ class Bridge:
             return self.driver.move(dict(request.target), request.speed)
         return self.motion(ctx, run)
 
+    @handler("move_relative")
     def move_relative(self, request, ctx: RequestContext):
         # the travel check needs the position, so it runs under the lock; still before anything is sent
         def run():
@@ -316,6 +305,7 @@ class Bridge:
             return self.driver.move(targets, request.speed)
         return self.motion(ctx, run)
 
+    @handler("probe")
     def probe(self, request, ctx: RequestContext):
         def run():
             self._check_homed([request.axis])
@@ -324,6 +314,7 @@ class Bridge:
             return {"position": self.driver.probe(request.axis, target, request.speed)}
         return self.motion(ctx, run)
 
+    @handler("set_current")
     def set_current(self, request, ctx: RequestContext):
         for name, table in (("active", request.active), ("dwelling", request.dwelling)):
             for axis, amps in (table or {}).items():
@@ -338,6 +329,7 @@ class Bridge:
             return {"active": self.driver.active, "dwelling": self.driver.dwelling}
         return self.motion(ctx, run, allow_alarm=True)
 
+    @handler("set_max_speed")
     def set_max_speed(self, request, ctx: RequestContext):
         for axis, speed in request.speeds.items():
             if not 0 < speed <= AXIS_SPEED_MAX_MM_S:
@@ -349,17 +341,20 @@ class Bridge:
             return {"speeds": self.driver.max_speeds}
         return self.motion(ctx, run, allow_alarm=True)
 
+    @handler("disengage")
     def disengage(self, request, ctx: RequestContext):
         axes = list(request.axes) if request.axes else list(AXES)
         # de-energising never drives a motor: allowed with the door open, paused or in alarm (not against the lease)
         return self.motion(ctx, lambda: self.driver.disengage(axes), gate=False)
 
+    @handler("dwell")
     def dwell(self, request, ctx: RequestContext):
         def run():
             self.driver.dwell(request.seconds)
             return {}
         return self.motion(ctx, run)
 
+    @handler("configure_pipette")
     def configure_pipette(self, request, ctx: RequestContext):
         """The typed way to set a mount up for its pipette (no raw G-code needed); the travel follows it."""
         def run():
@@ -368,7 +363,7 @@ class Bridge:
             config = {"steps_per_mm": request.steps_per_mm, "home_position": request.home_position,
                       "travel_distance": request.travel_distance}
             self.mount_config[request.mount] = {**config, "travel": self._narrow_travel(request.mount, config)}
-            self.set_state("mount_config", self.mount_config)
+            self.publish_if_changed("mount_config", self.mount_config)
             return self.mount_config[request.mount]
         # changing settings moves nothing: allowed while the door is open, paused or in alarm (not against the lease)
         return self.motion(ctx, run, gate=False)
@@ -391,8 +386,9 @@ class Bridge:
                 self.driver.configure_pipette(mount, config["steps_per_mm"], config["home_position"],
                                               config["travel_distance"])
 
+    @handler("gcode")
     def gcode(self, request, ctx: RequestContext):
-        if not self.svc.caller_has_role(ctx, "admin"):
+        if not self.caller_has_role(ctx, "admin"):
             raise BusError("unauthorized", f"raw G-code is for admins only; {ctx.principal!r} is not one",
                            {"principal": ctx.principal})
         for index, line in enumerate(request.lines):
@@ -430,22 +426,27 @@ class Bridge:
 
     # -- reads -------------------------------------------------------------------------------------------------------
 
+    @handler("position")
     def position(self, _request, ctx: RequestContext):
         self._require_board()
         return dict(self.driver.position)
 
+    @handler("switches")
     def switches(self, _request, ctx: RequestContext):
         found = self.read(ctx, self.driver.read_switches)
         return {**{axis: found[axis] for axis in AXES}, "probe": found["Probe"]}
 
+    @handler("homed")
     def homed(self, _request, ctx: RequestContext):
         flags = self.read(ctx, self.driver.read_homed)
-        self.set_state("homed", flags)
+        self.publish_if_changed("homed", flags)
         return flags
 
+    @handler("engaged")
     def engaged(self, _request, ctx: RequestContext):
         return dict(self.driver.engaged)
 
+    @handler("read_pipette")
     def read_pipette(self, request, ctx: RequestContext):
         mounts = [request.mount] if request.mount else ["left", "right"]
         # de-energising the motors under someone else's lease could drop a mount mid-run: read without it then
@@ -457,10 +458,11 @@ class Bridge:
     def _read_pipettes(self, mounts: list[str], quiet_motors: bool) -> None:
         for index, mount in enumerate(mounts):
             self.pipettes[mount] = self.driver.read_pipette(mount, quiet_motors=quiet_motors and index == 0)
-        self.set_state("pipettes", self.pipettes)
+        self.publish_if_changed("pipettes", self.pipettes)
 
     # -- halt, pause, resume -----------------------------------------------------------------------------------------
 
+    @handler("halt")
     def halt(self, _request, ctx: RequestContext):
         """Stop now (any client, lease or not), clear the halt, set the board up again; alarm until homed."""
         self._require_board()
@@ -480,7 +482,7 @@ class Bridge:
                                    {"raw": exc.raw}) from None
                 self._enter_alarm(f"halted by {ctx.client}")
                 self.publish_motion_state()
-        self.svc.emit("halted", {"by": ctx.client})
+        self.emit("halted", {"by": ctx.client})
         return {"position": self.driver.position, "homed": self.driver.homed}
 
     def _pull_halt_line(self) -> None:
@@ -489,7 +491,7 @@ class Bridge:
         line_worked = False
         if use_line:
             try:
-                self.svc.call("gpio", "smoothie_halt", {}, timeout=self.settings.gpio_timeout_s)
+                self.call("gpio", "smoothie_halt", {}, timeout=self.settings.gpio_timeout_s)
                 line_worked = True
             except (BusError, CallTimeout) as exc:
                 log.warning("halt line through gpio-service failed: %s; stopping with M112 instead", exc)
@@ -499,45 +501,42 @@ class Bridge:
             except (SmoothieError, OSError) as exc:
                 log.error("could not write M112: %s", exc)
 
+    @handler("pause")
     def pause(self, _request, ctx: RequestContext):
         self.lease.check(ctx.client)
         for name, payload in self.gate.pause():
-            self.svc.emit(name, payload)
+            self.emit(name, payload)
         info = self.gate.pause_info()
-        self.set_state("paused", info)
+        self.publish_if_changed("paused", info)
         return info
 
+    @handler("resume")
     def resume(self, _request, ctx: RequestContext):
         self.lease.check(ctx.client)
         for name, payload in self.gate.resume(ctx.client):
-            self.svc.emit(name, payload)
+            self.emit(name, payload)
         info = self.gate.pause_info()
-        self.set_state("paused", info)
+        self.publish_if_changed("paused", info)
         return info
 
     # -- lease -------------------------------------------------------------------------------------------------------
 
+    @handler("acquire_motion")
     def acquire_motion(self, request, ctx: RequestContext):
         lease = self.lease.acquire(ctx.client, request.ttl_s)
-        self.set_state("lease", self.lease.info())
+        self.publish_if_changed("lease", self.lease.info())
         return lease
 
+    @handler("release_motion")
     def release_motion(self, request, ctx: RequestContext):
         self.lease.release(ctx.client, request.lease_id)
         info = self.lease.info()
-        self.set_state("lease", info)
+        self.publish_if_changed("lease", info)
         return info
 
 
-def build(settings: SmoothieSettings) -> tuple[Service, Callable[[], None]]:
-    service = Service(SEGMENT, settings)
-    bridge = Bridge(service, settings)
-    bridge.register()
-    return service, bridge.setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, SmoothieSettings, build, argv)
+    return run_service(SmoothieService, argv)
 
 
 if __name__ == "__main__":

@@ -99,55 +99,113 @@ class FilePart:
 
 
 def build_app(agent: UpdateAgent) -> BodyLimit:
-    updates = agent.updates
+    routes = UpdateRoutes(agent)
     settings = agent.settings
 
-    async def health(_request: Request):
-        return JSONResponse(agent.health(), headers={"Access-Control-Allow-Origin": "*"})
+    def limit_for(scope: Scope) -> int:
+        if scope.get("method") == "POST" and UPLOAD_PATH.fullmatch(scope.get("path", "")):
+            return settings.max_upload_bytes + MULTIPART_OVERHEAD
+        return settings.max_body_bytes
 
-    async def begin(request: Request):
+    return BodyLimit(Starlette(routes=routes.table()), limit_for,
+                     lambda _limit, message: {"error": "Too Large", "message": message})
+
+
+class UpdateRoutes:
+    """The routes, one method each, over the agent (its session, keys and name)."""
+
+    def __init__(self, agent: UpdateAgent):
+        self.agent = agent
+        self.updates = agent.updates
+        self.settings = agent.settings
+
+    def table(self) -> list[Route]:
+        return [
+            Route("/server/update/health", self.health, methods=["GET"]),
+            Route("/server/update/begin", self.begin, methods=["POST"]),
+            Route("/server/update/cancel", self.cancel, methods=["POST"]),
+            Route("/server/update/{token}/status", self.status, methods=["GET"]),
+            Route("/server/update/{token}/file", self.file, methods=["POST"]),
+            Route("/server/update/{token}/commit", self.commit, methods=["POST"]),
+            Route("/server/restart", self.restart, methods=["POST"]),
+            Route("/server/ssh_keys", self.list_keys, methods=["GET"]),
+            Route("/server/ssh_keys", self.add_key, methods=["POST"]),
+            Route("/server/ssh_keys", self.clear_keys, methods=["DELETE"]),
+            Route("/server/ssh_keys/{key_id:path}", self.remove_key, methods=["DELETE"]),
+            Route("/server/name", self.get_name, methods=["GET"]),
+            Route("/server/name", self.set_name, methods=["POST"]),
+        ]
+
+    # -- the session ------------------------------------------------------------------------------------------
+
+    async def health(self, _request: Request) -> JSONResponse:
+        return JSONResponse(self.agent.health(), headers={"Access-Control-Allow-Origin": "*"})
+
+    async def begin(self, request: Request) -> JSONResponse:
         force = request.query_params.get("force", "").lower() in ("1", "true", "yes")
         if request.headers.get("content-type", "").startswith("application/json"):
             body = await _json_body(request)
             if not isinstance(body, dict) or not isinstance(body.get("force", False), bool):
                 return error(400, "bad-request", "the body must be JSON like {\"force\": true}")
             force = force or body.get("force", False)
-        if force and not agent.admin_token_ok(_presented_admin_token(request)):
+        if force and not self.agent.admin_token_ok(_presented_admin_token(request)):
             return error(403, "force-needs-admin", "forcing an update (a bundle older than the running system) "
                          "needs the admin token (Authorization: Bearer <token> or X-Admin-Token)")
         try:
-            return JSONResponse({"token": updates.begin(force=force)}, status_code=201)
+            return JSONResponse({"token": self.updates.begin(force=force)}, status_code=201)
         except SessionError as exc:
             return session_error(exc)
 
-    async def cancel(_request: Request):
-        updates.cancel()
+    async def cancel(self, _request: Request) -> JSONResponse:
+        self.updates.cancel()
         return JSONResponse({"message": "Session cancelled"})
 
-    async def status(request: Request):
+    async def status(self, request: Request) -> JSONResponse:
         try:
-            return JSONResponse(updates.status(request.path_params["token"]).public())
+            return JSONResponse(self.updates.status(request.path_params["token"]).public())
         except SessionError as exc:
             return session_error(exc)
 
-    async def file(request: Request):
+    async def file(self, request: Request) -> JSONResponse:
         token = request.path_params["token"]
         content_type, params = parse_options_header(request.headers.get("content-type", ""))
         multipart = content_type == b"multipart/form-data"
+        refused = self._refused_upload(request, content_type, multipart, params)
+        if refused is not None:
+            return refused
+        try:
+            upload = self.updates.open_upload(token)
+        except SessionError as exc:
+            return session_error(exc)
+        part = FilePart(upload)
+        parser = MultipartParser(params[b"boundary"], part.callbacks()) if multipart else None
+        failed = await self._receive(request, token, upload, parser)
+        if failed is not None:
+            return failed
+        if parser is not None and not part.found:
+            upload.fail(None)
+            return error(400, "no-file-name", "no part named 'ot2-system.zip' or 'system-update.zip' in the upload")
+        upload.finish()
+        return JSONResponse(self.updates.current().public(), status_code=201)
+
+    def _refused_upload(self, request: Request, content_type: bytes, multipart: bool,
+                        params: dict[bytes, bytes]) -> JSONResponse | None:
+        """What is wrong with an upload before a byte of it is read: its type, boundary or declared size."""
         if not multipart and content_type not in RAW_TYPES:
             return error(400, "no-file-name", "send the bundle as multipart/form-data in the field "
                          "'ot2-system.zip' (or 'system-update.zip'), or as a raw application/zip body")
         if multipart and not params.get(b"boundary"):
             return error(400, "bad-request", "the multipart body has no boundary")
         declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_upload_bytes + MULTIPART_OVERHEAD:
-            return error(413, "Too Large", f"the upload is {declared} bytes; the limit is {settings.max_upload_bytes}")
-        try:
-            upload = updates.open_upload(token)
-        except SessionError as exc:
-            return session_error(exc)
-        part = FilePart(upload)
-        parser = MultipartParser(params[b"boundary"], part.callbacks()) if multipart else None
+        limit = self.settings.max_upload_bytes
+        if declared and declared.isdigit() and int(declared) > limit + MULTIPART_OVERHEAD:
+            return error(413, "Too Large", f"the upload is {declared} bytes; the limit is {limit}")
+        return None
+
+    @staticmethod
+    async def _receive(request: Request, token: str, upload: Upload,
+                       parser: MultipartParser | None) -> JSONResponse | None:
+        """Stream the body into the upload, a chunk at a time; the error response when it fails, else None."""
         try:
             async for chunk in request.stream():
                 if parser is not None:
@@ -166,31 +224,27 @@ def build_app(agent: UpdateAgent) -> BodyLimit:
         except MultipartParseError as exc:
             upload.fail(None)
             return error(400, "bad-request", f"the multipart body is malformed: {exc}")
-        if parser is not None and not part.found:
-            upload.fail(None)
-            return error(400, "no-file-name", "no part named 'ot2-system.zip' or 'system-update.zip' in the upload")
-        upload.finish()
-        return JSONResponse(updates.current().public(), status_code=201)
+        return None
 
-    async def commit(request: Request):
+    async def commit(self, request: Request) -> JSONResponse:
         try:
-            return JSONResponse(updates.commit(request.path_params["token"]).public())
+            return JSONResponse(self.updates.commit(request.path_params["token"]).public())
         except SessionError as exc:
             return session_error(exc)
 
-    async def restart(_request: Request):
-        agent.restart()
-        return JSONResponse({"message": f"Restarting in {settings.restart_delay_s:g}s"})
+    async def restart(self, _request: Request) -> JSONResponse:
+        self.agent.restart()
+        return JSONResponse({"message": f"Restarting in {self.settings.restart_delay_s:g}s"})
 
     # -- SSH keys ---------------------------------------------------------------------------------------------
 
-    def key_access(request: Request) -> JSONResponse | None:
-        if agent.admin_token_ok(_presented_admin_token(request)):
+    def _key_access(self, request: Request) -> JSONResponse | None:
+        if self.agent.admin_token_ok(_presented_admin_token(request)):
             return None
         local = (request.scope.get("server") or ("", 0))[0]
         peer = request.client.host if request.client else ""
         if request.headers.get("x-host-ip"):
-            if _within(peer, settings.trusted_proxies):
+            if _within(peer, self.settings.trusted_proxies):
                 local = request.headers["x-host-ip"]
             else:
                 log.info("ignored X-Host-IP %r from %s: not a trusted proxy", request.headers["x-host-ip"], peer)
@@ -199,41 +253,41 @@ def build_app(agent: UpdateAgent) -> BodyLimit:
         return error(403, "bad-interface", f"SSH keys can be managed only over a link-local address "
                      f"(169.254/16, fe80::/10) or with the admin token; this request came to {local or 'unknown'}")
 
-    async def list_keys(request: Request):
-        refused = key_access(request)
+    async def list_keys(self, request: Request) -> JSONResponse:
+        refused = self._key_access(request)
         if refused:
             return refused
-        return JSONResponse({"public_keys": [key.describe() for key in agent.keys.list()]})
+        return JSONResponse({"public_keys": [key.describe() for key in self.agent.keys.list()]})
 
-    async def add_key(request: Request):
-        refused = key_access(request)
+    async def add_key(self, request: Request) -> JSONResponse:
+        refused = self._key_access(request)
         if refused:
             return refused
         body = await _json_body(request)
         if not isinstance(body, dict) or not isinstance(body.get("key"), str):
             return error(400, "no-key", "the body must be JSON with a string 'key'")
         try:
-            key, added = agent.keys.add(body["key"])
+            key, added = self.agent.keys.add(body["key"])
         except sshkeys.InvalidKey as exc:
             return error(400, "bad-key", str(exc))
         message = "Added key" if added else "Key already present"
         return JSONResponse({"message": message, "key_md5": key.md5, "id": key.fingerprint},
                             status_code=201 if added else 200)
 
-    async def clear_keys(request: Request):
-        refused = key_access(request)
+    async def clear_keys(self, request: Request) -> JSONResponse:
+        refused = self._key_access(request)
         if refused:
             return refused
-        count = agent.keys.clear()
+        count = self.agent.keys.clear()
         return JSONResponse({"message": f"Keys cleared ({count}). Restart robot to take effect",
                              "restart_url": "/server/restart"})
 
-    async def remove_key(request: Request):
-        refused = key_access(request)
+    async def remove_key(self, request: Request) -> JSONResponse:
+        refused = self._key_access(request)
         if refused:
             return refused
         try:
-            key = agent.keys.remove(request.path_params["key_id"])
+            key = self.agent.keys.remove(request.path_params["key_id"])
         except sshkeys.NotFound as exc:
             return error(404, "invalid-key-hash", str(exc))
         return JSONResponse({"message": f"Key {key.fingerprint} deleted. Restart robot to take effect",
@@ -241,42 +295,19 @@ def build_app(agent: UpdateAgent) -> BodyLimit:
 
     # -- the name ---------------------------------------------------------------------------------------------
 
-    async def get_name(_request: Request):
-        name, hostname = agent.names.get()
+    async def get_name(self, _request: Request) -> JSONResponse:
+        name, hostname = self.agent.names.get()
         return JSONResponse({"name": name, "hostname": hostname})
 
-    async def set_name(request: Request):
+    async def set_name(self, request: Request) -> JSONResponse:
         body = await _json_body(request)
         if not isinstance(body, dict) or "name" not in body:
             return error(400, "bad-name", "the body must be JSON with a 'name'")
         try:
-            name, hostname = agent.set_name(body["name"])
+            name, hostname = self.agent.set_name(body["name"])
         except names.InvalidName as exc:
             return error(400, "bad-name", str(exc))
         return JSONResponse({"name": name, "hostname": hostname})
-
-    routes = [
-        Route("/server/update/health", health, methods=["GET"]),
-        Route("/server/update/begin", begin, methods=["POST"]),
-        Route("/server/update/cancel", cancel, methods=["POST"]),
-        Route("/server/update/{token}/status", status, methods=["GET"]),
-        Route("/server/update/{token}/file", file, methods=["POST"]),
-        Route("/server/update/{token}/commit", commit, methods=["POST"]),
-        Route("/server/restart", restart, methods=["POST"]),
-        Route("/server/ssh_keys", list_keys, methods=["GET"]),
-        Route("/server/ssh_keys", add_key, methods=["POST"]),
-        Route("/server/ssh_keys", clear_keys, methods=["DELETE"]),
-        Route("/server/ssh_keys/{key_id:path}", remove_key, methods=["DELETE"]),
-        Route("/server/name", get_name, methods=["GET"]),
-        Route("/server/name", set_name, methods=["POST"]),
-    ]
-    def limit_for(scope: Scope) -> int:
-        if scope.get("method") == "POST" and UPLOAD_PATH.fullmatch(scope.get("path", "")):
-            return settings.max_upload_bytes + MULTIPART_OVERHEAD
-        return settings.max_body_bytes
-
-    return BodyLimit(Starlette(routes=routes), limit_for, lambda _limit, message: {"error": "Too Large",
-                                                                                   "message": message})
 
 
 UPLOAD_PATH = re.compile(r"/server/update/[^/]+/file")

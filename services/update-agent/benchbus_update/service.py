@@ -22,10 +22,13 @@ import sys
 from collections.abc import Callable
 from datetime import datetime, UTC
 from pathlib import Path
+from typing import Any
 
 from benchbus import BusError, RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
 from benchbus_schemas import topics
+from benchbus_schemas.envelope import Empty
 from benchbus_schemas.update import (
     AddSshKeyRequest,
     AdminRequest,
@@ -46,18 +49,6 @@ from .settings import UpdateSettings
 from .slots import SlotStatus
 
 
-class UpdateService(Service):
-    """The runtime's Service, plus the HTTP server's lifetime."""
-
-    http: HttpServer | None = None
-    agent: UpdateAgent | None = None  # for tests and embedding
-
-    def stop(self) -> None:
-        if self.http is not None:
-            self.http.stop()
-        super().stop()
-
-
 def session_payload(snapshot: Snapshot) -> SessionState:
     return SessionState(token=snapshot.token, stage=snapshot.stage, progress=round(snapshot.progress, 4),
                         message=snapshot.message, error=snapshot.error, version=snapshot.version)
@@ -69,138 +60,149 @@ def _iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def build(settings: UpdateSettings) -> tuple[UpdateService, Callable[[], None]]:
-    service = UpdateService(SEGMENT, settings)
+def run_session(step: Callable[[], Any]) -> Any:
+    """A session step whose refusal (session.py knows nothing of the bus) reaches the caller as a bus error."""
+    try:
+        return step()
+    except SessionError as exc:
+        raise BusError(exc.kind, exc.message, {"error": exc.short}) from None
 
-    def on_session(snapshot: Snapshot, _stage_changed: bool) -> None:
-        service.set_state("session", session_payload(snapshot))
+
+class UpdateService(Service[UpdateSettings]):
+    """The update agent on the bus, and the HTTP server's lifetime."""
+
+    segment = SEGMENT
+
+    def __init__(self, settings: UpdateSettings):
+        super().__init__(settings)
+        hooks = Hooks(
+            session=self._on_session,
+            slots=self._on_slots,
+            trial=lambda outcome, slot, reason: self.emit("trial", {"outcome": outcome, "slot": slot,
+                                                                    "reason": reason}),
+            name=lambda name, hostname: self.set_state("name", DeviceName(name=name, hostname=hostname)),
+        )
+        self.agent = UpdateAgent(settings, hooks)
+        self.http: HttpServer | None = None
+
+    def on_start(self) -> None:
+        settings, agent = self.settings, self.agent
+        name, hostname = agent.names.get()
+        self.set_state("name", DeviceName(name=name, hostname=hostname))
+        self.set_state("session", session_payload(agent.updates.current()))
+        self.http = HttpServer(build_app(agent), settings.http_host, settings.http_port)
+        self.http.start()
+        self.log.info("update server on http://%s:%d/server/update/health", settings.http_host, self.http.port)
+        self.watch(f"benchbus/{settings.device}/+/$state", self._on_lifecycle)
+        agent.after_boot()
+        self.every(1.0, agent.check_trial)
+
+    def stop(self) -> None:
+        if self.http is not None:
+            self.http.stop()
+        super().stop()
+
+    # -- what the agent reports ----------------------------------------------------------------------------------
+
+    def _on_session(self, snapshot: Snapshot, _stage_changed: bool) -> None:
+        self.set_state("session", session_payload(snapshot))
         if snapshot.token is not None and snapshot.stage is not None:
-            service.emit("progress", {"token": snapshot.token, "stage": snapshot.stage,
-                                      "progress": round(snapshot.progress, 4), "message": snapshot.message,
-                                      "error": snapshot.error})
+            self.emit("progress", {"token": snapshot.token, "stage": snapshot.stage,
+                                   "progress": round(snapshot.progress, 4), "message": snapshot.message,
+                                   "error": snapshot.error})
 
-    def on_slots(status: SlotStatus, deadline: float | None) -> None:
-        service.set_state("slots", {"running": status.running, "next_boot": status.next_boot, "good": status.good,
-                                    "trial": status.trial, "invalid": status.invalid,
-                                    "boot_count": status.boot_count, "confirm_deadline": _iso(deadline)})
+    def _on_slots(self, status: SlotStatus, deadline: float | None) -> None:
+        self.set_state("slots", {"running": status.running, "next_boot": status.next_boot, "good": status.good,
+                                 "trial": status.trial, "invalid": status.invalid,
+                                 "boot_count": status.boot_count, "confirm_deadline": _iso(deadline)})
 
-    hooks = Hooks(
-        session=on_session,
-        slots=on_slots,
-        trial=lambda outcome, slot, reason: service.emit("trial", {"outcome": outcome, "slot": slot, "reason": reason}),
-        name=lambda name, hostname: service.set_state("name", DeviceName(name=name, hostname=hostname)),
-    )
-    agent = UpdateAgent(settings, hooks)
-    service.agent = agent
-
-    def run_session(step):
-        try:
-            return step()
-        except SessionError as exc:
-            raise BusError(exc.kind, exc.message, {"error": exc.short}) from None
+    def _on_lifecycle(self, topic_name: str, data: Any) -> None:
+        parsed = topics.parse(topic_name)
+        if parsed and parsed[2] == "$state":
+            self.agent.on_lifecycle(parsed[1], data)
 
     # -- the session --------------------------------------------------------------------------------------------
 
-    @service.handles("begin")
-    def begin(request: BeginRequest, ctx: RequestContext):
+    @handler("begin")
+    def begin(self, request: BeginRequest, ctx: RequestContext) -> dict[str, Any]:
         if request.force:
-            service.log.warning("%s opens an update session that may downgrade the system (force)", ctx.client)
-        return {"token": run_session(lambda: agent.updates.begin(force=request.force))}
+            self.log.warning("%s opens an update session that may downgrade the system (force)", ctx.client)
+        return {"token": run_session(lambda: self.agent.updates.begin(force=request.force))}
 
-    @service.handles("cancel")
-    def cancel(_request, _ctx: RequestContext):
-        agent.updates.cancel()
+    @handler("cancel")
+    def cancel(self, _request: Empty, _ctx: RequestContext) -> dict[str, Any]:
+        self.agent.updates.cancel()
         return {"message": "Session cancelled"}
 
-    @service.handles("status")
-    def status(request: TokenRequest, _ctx: RequestContext):
-        return session_payload(run_session(lambda: agent.updates.status(request.token)))
+    @handler("status")
+    def status(self, request: TokenRequest, _ctx: RequestContext) -> SessionState:
+        return session_payload(run_session(lambda: self.agent.updates.status(request.token)))
 
-    @service.handles("load_file")
-    def load_file(request: LoadFileRequest, _ctx: RequestContext):
-        return session_payload(run_session(lambda: agent.updates.use_file(request.token, Path(request.path))))
+    @handler("load_file")
+    def load_file(self, request: LoadFileRequest, _ctx: RequestContext) -> SessionState:
+        return session_payload(run_session(lambda: self.agent.updates.use_file(request.token, Path(request.path))))
 
-    @service.handles("commit")
-    def commit(request: TokenRequest, _ctx: RequestContext):
-        return session_payload(run_session(lambda: agent.updates.commit(request.token)))
+    @handler("commit")
+    def commit(self, request: TokenRequest, _ctx: RequestContext) -> SessionState:
+        return session_payload(run_session(lambda: self.agent.updates.commit(request.token)))
 
-    @service.handles("restart")
-    def restart(_request, _ctx: RequestContext):
-        agent.restart()
-        return {"message": f"Restarting in {settings.restart_delay_s:g}s"}
+    @handler("restart")
+    def restart(self, _request: Empty, _ctx: RequestContext) -> dict[str, Any]:
+        self.agent.restart()
+        return {"message": f"Restarting in {self.settings.restart_delay_s:g}s"}
 
     # -- SSH keys (the admin token is required on the bus) -------------------------------------------------------
 
-    def authorize(request: AdminRequest) -> None:
-        if settings.admin_token is None:
+    def _authorize(self, request: AdminRequest) -> None:
+        if self.settings.admin_token is None:
             raise BusError("unauthorized", "SSH keys are managed on the bus only with the admin token, and none is "
                                            "configured (admin_token); use HTTP over a link-local address")
-        if not agent.admin_token_ok(request.admin_token):
+        if not self.agent.admin_token_ok(request.admin_token):
             raise BusError("unauthorized", "field 'admin_token': missing or wrong")
 
-    @service.handles("list_ssh_keys")
-    def list_keys(request: AdminRequest, _ctx: RequestContext):
-        authorize(request)
-        return {"public_keys": [key.describe() for key in agent.keys.list()]}
+    @handler("list_ssh_keys")
+    def list_keys(self, request: AdminRequest, _ctx: RequestContext) -> dict[str, Any]:
+        self._authorize(request)
+        return {"public_keys": [key.describe() for key in self.agent.keys.list()]}
 
-    @service.handles("add_ssh_key")
-    def add_key(request: AddSshKeyRequest, _ctx: RequestContext):
-        authorize(request)
+    @handler("add_ssh_key")
+    def add_key(self, request: AddSshKeyRequest, _ctx: RequestContext) -> dict[str, Any]:
+        self._authorize(request)
         try:
-            key, added = agent.keys.add(request.key)
+            key, added = self.agent.keys.add(request.key)
         except sshkeys.InvalidKey as exc:
             raise BusError("invalid_request", f"field 'key': {exc}", {"field": "key", "reason": str(exc)}) from None
         return {"message": "Added key" if added else "Key already present", "key": key.describe()}
 
-    @service.handles("remove_ssh_key")
-    def remove_key(request: SshKeyIdRequest, _ctx: RequestContext):
-        authorize(request)
+    @handler("remove_ssh_key")
+    def remove_key(self, request: SshKeyIdRequest, _ctx: RequestContext) -> dict[str, Any]:
+        self._authorize(request)
         try:
-            key = agent.keys.remove(request.id)
+            key = self.agent.keys.remove(request.id)
         except sshkeys.NotFound as exc:
             raise BusError("not_found", str(exc)) from None
         return {"message": f"Key {key.fingerprint} deleted"}
 
-    @service.handles("clear_ssh_keys")
-    def clear_keys(request: AdminRequest, _ctx: RequestContext):
-        authorize(request)
-        return {"message": f"Keys cleared ({agent.keys.clear()})"}
+    @handler("clear_ssh_keys")
+    def clear_keys(self, request: AdminRequest, _ctx: RequestContext) -> dict[str, Any]:
+        self._authorize(request)
+        return {"message": f"Keys cleared ({self.agent.keys.clear()})"}
 
     # -- the name ------------------------------------------------------------------------------------------------
 
-    @service.handles("get_name")
-    def get_name(_request, _ctx: RequestContext):
-        name, hostname = agent.names.get()
+    @handler("get_name")
+    def get_name(self, _request: Empty, _ctx: RequestContext) -> DeviceName:
+        name, hostname = self.agent.names.get()
         return DeviceName(name=name, hostname=hostname)
 
-    @service.handles("set_name")
-    def set_name(request: SetNameRequest, _ctx: RequestContext):
-        name, hostname = agent.set_name(request.name)
+    @handler("set_name")
+    def set_name(self, request: SetNameRequest, _ctx: RequestContext) -> DeviceName:
+        name, hostname = self.agent.set_name(request.name)
         return DeviceName(name=name, hostname=hostname)
-
-    # -- start ---------------------------------------------------------------------------------------------------
-
-    def lifecycle(topic_name: str, data) -> None:
-        parsed = topics.parse(topic_name)
-        if parsed and parsed[2] == "$state":
-            agent.on_lifecycle(parsed[1], data)
-
-    def setup() -> None:
-        name, hostname = agent.names.get()
-        service.set_state("name", DeviceName(name=name, hostname=hostname))
-        service.set_state("session", session_payload(agent.updates.current()))
-        service.http = HttpServer(build_app(agent), settings.http_host, settings.http_port)
-        service.http.start()
-        service.log.info("update server on http://%s:%d/server/update/health", settings.http_host, service.http.port)
-        service.watch(f"benchbus/{settings.device}/+/$state", lifecycle)
-        agent.after_boot()
-        service.every(1.0, agent.check_trial)
-
-    return service, setup
 
 
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, UpdateSettings, build, argv)
+    return run_service(UpdateService, argv)
 
 
 if __name__ == "__main__":

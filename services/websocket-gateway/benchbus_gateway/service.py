@@ -20,12 +20,13 @@ from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from benchbus import RequestContext, Service
 from benchbus.runner import run_service
+from benchbus.service import handler
+from benchbus_schemas.envelope import Empty
 from benchbus_schemas.gateway import Clients
 
 from .app import create_app
 from .settings import GatewaySettings
 
-SEGMENT = "gateway"
 log = logging.getLogger("benchbus.gateway")
 
 
@@ -70,23 +71,46 @@ class HttpProtocol(HttpToolsProtocol):
         return upgrade if b"upgrade" in connection else None
 
 
-class GatewayService(Service):
+class GatewayService(Service[GatewaySettings]):
     """A Service that also runs the web server, and stops it first when asked to stop."""
 
+    segment = "gateway"
+
     def __init__(self, settings: GatewaySettings):
-        super().__init__(SEGMENT, settings)
+        super().__init__(settings)
         self.bridge = BusBridge(self)
         self.asgi, self.gateway = create_app(settings, self.bridge)
         self.web: uvicorn.Server | None = None
         self._web_thread: threading.Thread | None = None
         self.port: int | None = None
+        self._followed: list[str] = []
+        self._published_counts: Clients | None = None
+
+    def on_start(self) -> None:
+        self.start_web()
+        self.follow_bus()
+        self.publish_counts()
+        self.every(1.0, self.publish_counts)
+
+    @handler("clients")
+    def clients(self, _request: Empty, _ctx: RequestContext) -> Clients:
+        return self.counts()
+
+    def counts(self) -> Clients:
+        return Clients(**self.gateway.client_counts(), url=self.url)
+
+    def publish_counts(self) -> None:
+        now = self.counts()
+        if self._published_counts != now:
+            self._published_counts = now
+            self.set_state("clients", now)
 
     @property
     def url(self) -> str:
         return f"http://localhost:{self.port}/"
 
     def start_web(self, timeout: float = 15.0) -> None:
-        settings: GatewaySettings = self.settings  # type: ignore[assignment]
+        settings = self.settings
         # proxy_headers off: access.py trusts the TCP peer only, and uvicorn would otherwise take X-Forwarded-For
         # from a loopback peer as the client's address (it is also one middleware less on every poll)
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
@@ -118,13 +142,13 @@ class GatewayService(Service):
             if not loop.is_closed():
                 loop.call_soon_threadsafe(deliver, message.topic, message.payload)
 
-        who = "+" if self.settings.lab else self.device  # type: ignore[attr-defined]  # a lab's: every device
+        who = "+" if self.settings.lab else self.device  # a lab's: every device
         self._followed = [f"benchbus/{who}/{kind}" for kind in ("+/$state", "+/state/#", "+/event/#")]
         for topic_filter in self._followed:
             self.connection.subscribe(topic_filter, forward)
 
     def stop(self) -> None:
-        for topic_filter in getattr(self, "_followed", []):
+        for topic_filter in self._followed:
             self.connection.unsubscribe(topic_filter)
         loop = self.gateway.loop
         if loop is not None and not loop.is_closed():
@@ -142,34 +166,8 @@ class GatewayService(Service):
         super().stop()
 
 
-def build(settings: GatewaySettings) -> tuple[GatewayService, Any]:
-    service = GatewayService(settings)
-    published: dict[str, Any] = {}
-
-    def counts() -> Clients:
-        return Clients(**service.gateway.client_counts(), url=service.url)
-
-    @service.handles("clients")
-    def clients(_request, _ctx: RequestContext) -> Clients:
-        return counts()
-
-    def publish_counts() -> None:
-        now = counts()
-        if published.get("last") != now:
-            published["last"] = now
-            service.set_state("clients", now)
-
-    def setup() -> None:
-        service.start_web()
-        service.follow_bus()
-        publish_counts()
-        service.every(1.0, publish_counts)
-
-    return service, setup
-
-
 def main(argv: list[str] | None = None) -> int:
-    return run_service(SEGMENT, GatewaySettings, build, argv)
+    return run_service(GatewayService, argv)
 
 
 if __name__ == "__main__":

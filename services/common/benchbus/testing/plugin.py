@@ -5,7 +5,7 @@
 - `device`: a device id unique to the test, so tests never see each other's topics.
 - `bus`: a BusClient connected to `broker` for `device`.
 - `make_settings(Model, **fields)`: a service's settings pointed at the test broker and device.
-- `serve(build, settings)`: a service built by its `build(settings)` running in-process until the test ends.
+- `serve(ServiceClass, settings)`: the service `ServiceClass(settings)` running in-process until the test ends.
 - `spawn(argv, segment)`: a service (or any program) as a subprocess with the broker and device in its
   environment; waits for its `$state` to be ready; killed at the end.
 """
@@ -75,12 +75,12 @@ def make_settings(broker: Broker, device: str) -> Callable[..., ServiceSettings]
 
 @pytest.fixture
 def serve() -> Iterator[Callable[[Callable[[Any], Any], ServiceSettings], Any]]:
-    running: list[Any] = []  # Services, or the objects that wrap one (they serve and stop alike)
+    running: list[Any] = []
 
-    def start(build: Callable[[Any], Any], settings: ServiceSettings) -> Any:
-        built = build(settings)
-        service, setup = built if isinstance(built, tuple) else (built, None)
-        service.serve_in_background(setup)
+    def start(make: Callable[[Any], Any], settings: ServiceSettings) -> Any:
+        """`make` is a Service class (or a partial of one carrying extra arguments, such as a test's GPIO chip)."""
+        service = make(settings)
+        service.serve_in_background()
         running.append(service)
         return service
 
