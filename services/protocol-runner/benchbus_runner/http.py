@@ -35,20 +35,13 @@ from . import robot_routes
 
 from .runs import Refused, now_iso
 from .server_proxy import ServerProxy
+from .versions import API_VERSION, HttpError, version_headers, version_of
 
 if TYPE_CHECKING:
     from .service import Runner
 
-API_VERSION = 4
-MIN_VERSION = 2
 STATUS_OF = {"invalid_request": 422, "not_found": 404, "conflict": 409, "busy": 409, "unauthorized": 401,
              "hardware_error": 500, "unavailable": 503, "timeout": 504, "internal": 500}
-
-
-class HttpError(Exception):
-    def __init__(self, status: int, title: str, detail: str, meta: Any = None):
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.meta = status, title, detail, meta
 
 
 # -- who may write (the gateway's rule: the token, or a trusted address) ------------------------------------------
@@ -75,34 +68,10 @@ class Access(WriteAccess):
 
 # -- the application ----------------------------------------------------------------------------------------------
 
-def version_of(request: Request) -> int:
-    raw = request.headers.get("opentrons-version")
-    if raw is None:
-        if request.url.path == "/health":
-            return API_VERSION
-        raise HttpError(422, "Missing Opentrons-Version", "the Opentrons-Version header is required (an integer "
-                        ">= 2, or *)")
-    if raw.strip() == "*":
-        return API_VERSION
-    try:
-        asked = int(raw)
-    except ValueError:
-        raise HttpError(400, "Bad Opentrons-Version", f"Opentrons-Version must be an integer or *, got {raw!r}") \
-            from None
-    if asked < MIN_VERSION:
-        raise HttpError(400, "Unsupported Opentrons-Version", f"version {asked} is not supported; the minimum is "
-                        f"{MIN_VERSION}")
-    return min(asked, API_VERSION)
-
-
 def error_response(status: int, title: str, detail: str, meta: Any = None, version: int = API_VERSION) -> Response:
     body = {"errors": [{"id": title.replace(" ", ""), "title": title, "detail": detail, "errorCode": "4000",
                         **({"meta": meta} if meta is not None else {})}]}
     return JSONResponse(body, status_code=status, headers=version_headers(version))
-
-
-def version_headers(version: int) -> dict[str, str]:
-    return {"Opentrons-Version": str(version), "Opentrons-Min-Version": str(MIN_VERSION)}
 
 
 def create_app(runner: Runner) -> tuple[ASGIApp, Access]:

@@ -8,6 +8,7 @@ the bridge refuses because another client holds the robot is 403. Home waits for
 """
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any
 from collections.abc import Awaitable, Callable
 
@@ -19,6 +20,7 @@ from starlette.routing import Route
 from benchbus import BusError, CallTimeout
 
 from .runs import Refused
+from .versions import API_VERSION, HttpError, version_headers, version_of
 
 if TYPE_CHECKING:
     from .http import Access
@@ -40,11 +42,9 @@ class RouteError(Exception):
 
 
 def routes(runner: Runner, access: Access) -> list[Route]:
-    from .http import HttpError, version_headers, version_of
-
     def endpoint(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
         async def wrapped(request: Request) -> Response:
-            version = 4
+            version = API_VERSION
             try:
                 version = version_of(request)
                 access.check(request)
@@ -135,8 +135,6 @@ def routes(runner: Runner, access: Access) -> list[Route]:
 
 
 async def json_body(request: Request) -> dict[str, Any]:
-    import json
-
     body = await request.body()  # the runner's BodyLimit bounds it
     try:
         data = json.loads(body) if body.strip() else {}
@@ -148,6 +146,4 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 def legacy_error(status: int, message: str, code: str, version: int) -> JSONResponse:
-    from .http import version_headers
-
     return JSONResponse({"message": message, "errorCode": code}, status_code=status, headers=version_headers(version))
