@@ -86,6 +86,9 @@ class Browser:
     def fill(self, selector: str, text: str) -> None:
         self.order("fill", selector=selector, text=text)
 
+    def pick_files(self, selector: str, paths: list[Path]) -> None:
+        self.order("files", selector=selector, paths=[str(path) for path in paths])
+
     def screenshot(self, path: Path, full_page: bool = True) -> Path:
         self.order("screenshot", path=str(path), full_page=full_page)
         return path

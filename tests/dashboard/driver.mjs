@@ -7,6 +7,7 @@
 //   {"op": "eval", "js": "document.title"}                       a JS expression evaluated in the page
 //   {"op": "wait", "js": "...", "timeout_ms": 20000}             until the expression is truthy; its value
 //   {"op": "click", "selector": "#home"} / {"op": "fill", "selector": "#token", "text": "..."}
+//   {"op": "files", "selector": "#run-protocol", "paths": ["/tmp/protocol.py"]}   files picked in a file input
 //   {"op": "screenshot", "path": "...", "full_page": true}
 //   {"op": "reload"} / {"op": "viewport", "width": 768, "height": 1024}
 //   {"op": "problems"}                                           console errors and uncaught exceptions so far
@@ -51,6 +52,7 @@ async function handle(order) {
     }
     case "click": await page.click(order.selector, { timeout: order.timeout_ms ?? 10000 }); return null;
     case "fill": await page.fill(order.selector, order.text); return null;
+    case "files": await page.setInputFiles(order.selector, order.paths); return null;
     case "screenshot": await page.screenshot({ path: order.path, fullPage: order.full_page ?? false }); return order.path;
     case "viewport": await page.setViewportSize({ width: order.width, height: order.height }); return null;
     case "goto": return { status: (await page.goto(order.url, { waitUntil: "load" }))?.status() ?? null };

@@ -65,15 +65,16 @@ class RunnerProcess:
     def __init__(self, stack: EmulatedStack, data_dir: Path, env: dict[str, str] | None = None):
         self.stack, self.data_dir, self.extra_env = stack, data_dir, env or {}
         self.port = free_port()
-        self.base = f"http://127.0.0.1:{self.port}"
+        self.host = self.extra_env.get("BENCHBUS_RUNNER_HTTP_HOST", "127.0.0.1")
+        self.base = f"http://{self.host}:{self.port}"
         self.process: subprocess.Popen | None = None
         self.log = data_dir / "runner.log"
 
     def start(self) -> RunnerProcess:
         env = dict(os.environ, BENCHBUS_DEVICE=self.stack.device, BENCHBUS_BROKER_HOST=self.stack.broker.host,
                    BENCHBUS_BROKER_PORT=str(self.stack.broker.port), BENCHBUS_RUNNER_DATA_DIR=str(self.data_dir),
-                   BENCHBUS_RUNNER_HTTP_PORT=str(self.port), BENCHBUS_RUNNER_HTTP_HOST="127.0.0.1",
-                   **self.extra_env)
+                   BENCHBUS_RUNNER_HTTP_PORT=str(self.port))
+        env.update(self.extra_env, BENCHBUS_RUNNER_HTTP_HOST=self.host)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         with open(self.log, "a") as log:
             self.process = subprocess.Popen([sys.executable, "-m", "benchbus_runner.service"], env=env, stdout=log,

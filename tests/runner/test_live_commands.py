@@ -9,6 +9,8 @@ import re
 import ot_api
 import pytest
 
+from benchbus.testing import wait_until
+
 from .conftest import LABWARE, emulator_lines, lease_free, moves
 
 
@@ -25,6 +27,10 @@ def plunger_moves(lines: list[str]) -> list[str]:
 
 
 def test_live_session_with_ot_api(client, runner, stack, bus):
+    events: list[dict] = []
+    statuses: list[dict] = []
+    bus.subscribe(bus.topic("runner", "event", "command"), lambda _t, data, _m: events.append(data))
+    bus.subscribe(bus.topic("runner", "event", "run"), lambda _t, data, _m: statuses.append(data))
     assert client.health.get()["robot_model"] == "OT-2 Standard"
     run_id = client.runs.create()
     client.set_run(run_id)
@@ -61,10 +67,28 @@ def test_live_session_with_ot_api(client, runner, stack, bus):
                          {"data": {"commandType": "aspirateInPlace", "intent": "setup",
                                    "params": {"pipetteId": left["pipetteId"], "volume": 500, "flowRate": 50}}})
     assert waited["data"]["status"] == "failed" and waited["data"]["error"]["detail"]
+    # ot_api's commands are setup commands; the first protocol command plays the run, as on the robot-server
+    assert runner.get(f"/runs/{run_id}")["data"]["status"] == "idle"
+    runner.post(f"/runs/{run_id}/commands?waitUntilComplete=true",
+                {"data": {"commandType": "comment", "intent": "protocol", "params": {"message": "hello"}}})
+    wait_until(lambda: runner.get(f"/runs/{run_id}")["data"]["status"] == "running", 10, "the run playing")
 
     runner.post(f"/runs/{run_id}/actions", {"data": {"actionType": "stop"}})
     assert runner.wait_status(run_id, ("stopped",), timeout=15)["status"] == "stopped"
     lease_free(bus)
+
+    # the bus saw each command start and finish, as a protocol run's log, and the run's status changes
+    wait_until(lambda: [e["status"] for e in events if e["command_type"] == "aspirateInPlace"] == ["running", "failed"],
+               10, "the failed aspirateInPlace's events")
+    mine = [e for e in events if e["run_id"] == run_id]
+    for kind in ("home", "loadLabware", "loadPipette", "pickUpTip", "aspirate", "dispense", "dropTip"):
+        assert [e["status"] for e in mine if e["command_type"] == kind][:2] == ["running", "succeeded"], kind
+    aspirate = next(e for e in mine if e["command_type"] == "aspirate")
+    assert "100 uL" in aspirate["text"] and "well A1" in aspirate["text"]
+    failed = next(e for e in mine if e["status"] == "failed")
+    assert failed["error"]  # why it failed, on the bus
+    wait_until(lambda: [s["status"] for s in statuses if s["run_id"] == run_id] == [
+        "running", "stop-requested", "stopped"], 10, "the live run's status events")
 
 
 def test_a_command_of_a_kind_the_engine_does_not_know_is_refused(client, runner):

@@ -4,15 +4,19 @@ Conventions of the robot server: a request carries `Opentrons-Version: <int >= 2
 2; GET /health needs none); responses carry `Opentrons-Version` and `Opentrons-Min-Version`; resources come as
 `{"data": ...}`, lists with `meta`; errors as `{"errors": [{"id", "title", "detail", "errorCode"}]}`.
 
+Besides protocols and runs: the robot-server's hardware routes (robot_routes.py: lights, identify, home, door,
+motors, pipettes) and the update-agent's /server/* (server_proxy.py, passed on to `update_url`), so the App finds
+everything on one port. Every body is bounded as it streams (413): `max_body_bytes`, and /server/*'s as the
+update-agent bounds them.
+
 Writes (POST, DELETE) need `Authorization: Bearer <token>` or a client address in `trusted_networks` (the same
-rule as the gateway's: the token of `<data_dir>/token`, mode 0600, made at the first start); otherwise 401.
+rule as the gateway's, benchbus.trust: the token of `<data_dir>/token`, mode 0600, made at the first start);
+otherwise 401.
 Blocking work (a child process, the bus) runs in Starlette's thread pool, never on the event loop.
 """
 from __future__ import annotations
 
-import ipaddress
 import json
-import secrets
 import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,56 +28,39 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from benchbus.files import load_or_create_token
+from benchbus.http_limits import ASGIApp, BodyLimit
+from benchbus.trust import WriteAccess, bearer
+
+from . import robot_routes
 
 from .runs import Refused, now_iso
+from .server_proxy import ServerProxy
+from .versions import API_VERSION, HttpError, version_headers, version_of
 
 if TYPE_CHECKING:
     from .service import Runner
 
-API_VERSION = 4
-MIN_VERSION = 2
 STATUS_OF = {"invalid_request": 422, "not_found": 404, "conflict": 409, "busy": 409, "unauthorized": 401,
              "hardware_error": 500, "unavailable": 503, "timeout": 504, "internal": 500}
 
 
-class HttpError(Exception):
-    def __init__(self, status: int, title: str, detail: str, meta: Any = None):
-        super().__init__(detail)
-        self.status, self.title, self.detail, self.meta = status, title, detail, meta
-
-
 # -- who may write (the gateway's rule: the token, or a trusted address) ------------------------------------------
 
-class Access:
+class Access(WriteAccess):
+    """benchbus.trust's rule (the gateway's too); reads are open unless `read_requires_token`."""
+
     def __init__(self, runner: Runner):
         settings = runner.settings
-        self.networks = list(settings.trusted_networks)
+        super().__init__(settings.trusted_networks, settings.token, settings.data_dir)
         self.read_requires_token = settings.read_requires_token
-        if settings.token is not None:
-            self.token, self.token_file = settings.token, None
-        else:
-            self.token, self.token_file = load_or_create_token(settings.data_dir)
-
-    def trusted(self, address: str | None) -> bool:
-        try:
-            ip = ipaddress.ip_address((address or "").split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == network.version and ip in network for network in self.networks)
 
     def check(self, request: Request) -> None:
         write = request.method not in ("GET", "HEAD", "OPTIONS")
         if not write and not self.read_requires_token:
             return
         address = request.client.host if request.client else None
-        header = request.headers.get("authorization", "")
-        presented = header[7:].strip() if header.lower().startswith("bearer ") else None
-        if presented and secrets.compare_digest(presented.encode(), self.token.encode()):
-            return
-        if self.trusted(address):
+        presented = bearer(request.headers.get("authorization"))
+        if self.may_write(address, presented):
             return
         why = "wrong token" if presented else "writes need 'Authorization: Bearer <token>'"
         raise HttpError(401, "Unauthorized", f"{why}; {address} is not in a trusted network")
@@ -81,37 +68,13 @@ class Access:
 
 # -- the application ----------------------------------------------------------------------------------------------
 
-def version_of(request: Request) -> int:
-    raw = request.headers.get("opentrons-version")
-    if raw is None:
-        if request.url.path == "/health":
-            return API_VERSION
-        raise HttpError(422, "Missing Opentrons-Version", "the Opentrons-Version header is required (an integer "
-                        ">= 2, or *)")
-    if raw.strip() == "*":
-        return API_VERSION
-    try:
-        asked = int(raw)
-    except ValueError:
-        raise HttpError(400, "Bad Opentrons-Version", f"Opentrons-Version must be an integer or *, got {raw!r}") \
-            from None
-    if asked < MIN_VERSION:
-        raise HttpError(400, "Unsupported Opentrons-Version", f"version {asked} is not supported; the minimum is "
-                        f"{MIN_VERSION}")
-    return min(asked, API_VERSION)
-
-
 def error_response(status: int, title: str, detail: str, meta: Any = None, version: int = API_VERSION) -> Response:
     body = {"errors": [{"id": title.replace(" ", ""), "title": title, "detail": detail, "errorCode": "4000",
                         **({"meta": meta} if meta is not None else {})}]}
     return JSONResponse(body, status_code=status, headers=version_headers(version))
 
 
-def version_headers(version: int) -> dict[str, str]:
-    return {"Opentrons-Version": str(version), "Opentrons-Min-Version": str(MIN_VERSION)}
-
-
-def create_app(runner: Runner) -> tuple[Starlette, Access]:
+def create_app(runner: Runner) -> tuple[ASGIApp, Access]:
     access = Access(runner)
     manager = runner.manager
     settings = runner.settings
@@ -137,25 +100,13 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         return wrapped
 
     async def read_json(request: Request) -> Any:
-        raw = await read_capped(request)
+        raw = await request.body()  # at most max_body_bytes: BodyLimit refused a longer one (413)
         if not raw:
             return None
         try:
             return json.loads(raw)
         except ValueError as error:
             raise HttpError(400, "Invalid JSON", f"the body is not JSON: {error}") from None
-
-    async def read_capped(request: Request) -> bytes:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise HttpError(413, "Too Large", f"the body is larger than {settings.max_body_bytes} bytes")
-        chunks, size = [], 0
-        async for chunk in request.stream():
-            size += len(chunk)
-            if size > settings.max_body_bytes:
-                raise HttpError(413, "Too Large", f"the body is larger than {settings.max_body_bytes} bytes")
-            chunks.append(chunk)
-        return b"".join(chunks)
 
     def data_of(body: Any) -> dict[str, Any]:
         if body is None:
@@ -178,25 +129,9 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
                 "links": {"apiLog": "", "serialLog": "", "serverLog": "", "apiSpec": "", "systemTime": ""},
                 "hostname": socket.gethostname()}
 
-    async def pipettes(_request: Request, _body: Any) -> Any:
-        return await run_in_threadpool(runner.attached_pipettes)
-
-    async def home(_request: Request, body: Any) -> Any:
-        target = (body or {}).get("target", "robot")
-        if target not in ("robot", "pipette"):
-            raise HttpError(422, "Invalid Request", f"target: 'robot' or 'pipette', not {target!r}")
-        mount = (body or {}).get("mount")
-        if target == "pipette" and mount not in ("left", "right"):
-            raise HttpError(422, "Invalid Request", "mount: 'left' or 'right' when target is 'pipette'")
-        await run_in_threadpool(runner.home, mount if target == "pipette" else None)
-        return {"message": "Homing robot." if target == "robot" else f"Homing {mount} pipette."}
-
     # -- protocols -----------------------------------------------------------------------------------------------
 
     async def upload(request: Request, _body: Any) -> Any:
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > settings.max_body_bytes:
-            raise HttpError(413, "Too Large", f"the body is larger than {settings.max_body_bytes} bytes")
         try:
             form = await request.form(max_files=64, max_fields=64)
         except Exception as error:
@@ -289,8 +224,6 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
 
     routes = [
         Route("/health", endpoint(health), methods=["GET"]),
-        Route("/pipettes", endpoint(pipettes), methods=["GET"]),
-        Route("/robot/home", endpoint(home), methods=["POST"]),
         Route("/protocols", endpoint(upload), methods=["POST"]),
         Route("/protocols", endpoint(protocols), methods=["GET"]),
         Route("/protocols/{protocol_id}", endpoint(protocol), methods=["GET"]),
@@ -305,8 +238,18 @@ def create_app(runner: Runner) -> tuple[Starlette, Access]:
         Route("/runs/{run_id}/commands", endpoint(add_command), methods=["POST"]),
         Route("/runs/{run_id}/commands/{command_id}", endpoint(command), methods=["GET"]),
         Route("/runs/{run_id}/labware_definitions", endpoint(labware_definition), methods=["POST"]),
+        *robot_routes.routes(runner, access),
     ]
-    return Starlette(routes=routes), access
+    app: ASGIApp = BodyLimit(Starlette(routes=routes), lambda _scope: settings.max_body_bytes, too_large)
+    if settings.update_url:
+        app = ServerProxy(app, settings.update_url, access, read_requires_token=settings.read_requires_token,
+                          max_body_bytes=settings.server_max_body_bytes,
+                          max_upload_bytes=settings.server_max_upload_bytes)
+    return app, access
+
+
+def too_large(_limit: int, message: str) -> dict[str, Any]:
+    return {"errors": [{"id": "TooLarge", "title": "Too Large", "detail": message, "errorCode": "4000"}]}
 
 
 def protocol_resource(info: dict[str, Any]) -> dict[str, Any]:

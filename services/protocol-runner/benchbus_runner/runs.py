@@ -347,14 +347,17 @@ class RunManager:
         commands = run["commands"]
         command: dict[str, Any] | None
         if message["phase"] == "running":
-            command = {"id": new_id(), "key": f"step-{len(commands)}", "commandType": message["command_type"],
-                       "status": "running", "params": {"text": message["text"]}, "intent": "protocol",
+            command = {"id": message.get("id") or new_id(), "key": f"step-{len(commands)}",
+                       "commandType": message["command_type"], "status": "running",
+                       "params": {"text": message["text"]}, "intent": message.get("intent", "protocol"),
                        "createdAt": now_iso(), "startedAt": now_iso()}
             commands.append(command)
             run["current_step"] = message["text"]
+            if run.get("live") and run["status"] == "idle" and command["intent"] != "setup":
+                self._set_status(run, "running")  # as the robot-server's: a live run plays at its first protocol step
         else:
-            command = next((c for c in reversed(commands) if c["status"] == "running"
-                            and c["params"]["text"] == message["text"]), None)
+            command = next((c for c in reversed(commands) if c["status"] == "running" and (
+                c["id"] == message["id"] if message.get("id") else c["params"]["text"] == message["text"])), None)
             if command is None:
                 return
             command["status"] = message["phase"]

@@ -30,4 +30,12 @@ class RunnerSettings(ServiceSettings):
                                 "stop is killed (the runner then halts the robot and releases the lease itself)")
     analysis_timeout_s: float = Field(60.0, gt=0, le=600, description="longest analysis of an upload")
     command_timeout_s: float = Field(120.0, gt=0, le=600, description="longest wait for a live command")
+    update_url: str | None = Field("http://127.0.0.1:34000", pattern=r"^https?://[^/?#]+$", description="the "
+                                   "update-agent's HTTP address: its /server/* routes are served on this port too "
+                                   "(its trusted_proxies must list this runner's address); null: not served")
+    server_max_body_bytes: int = Field(64 * 1024, ge=1024, le=16 * 1024 * 1024, description="the largest /server/* "
+                                       "request body passed on (the update-agent's own max_body_bytes)")
+    server_max_upload_bytes: int = Field(2 * 1024**3 + 64 * 1024, gt=0, description="the largest system bundle "
+                                         "upload passed on, streamed (the update-agent's max_upload_bytes and the "
+                                         "multipart's room)")
     home_timeout_s: float = Field(120.0, gt=0, le=600, description="longest wait for POST /robot/home")

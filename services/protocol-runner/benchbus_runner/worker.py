@@ -214,6 +214,7 @@ class Worker:
                                               load_fixed_trash=True, deck_configuration=OT2_DECK_CONFIGURATION)
         for definition in benchbus_labware().values():
             engine.add_labware_definition(labware_definition_type_adapter.validate_python(definition))
+        engine.add_plugin(command_reporter())
         self.orchestrator = RunOrchestrator.build_orchestrator(hardware_api=hardware, protocol_engine=engine)
         self.orchestrator.prepare()
         self.engine_ready.set()
@@ -260,6 +261,43 @@ class Worker:
                 command=create, wait_until_complete=wait, timeout=timeout_ms)
             return dump(self.orchestrator.get_command(command.id))
         return self._in_engine(add)
+
+
+def command_reporter() -> Any:
+    """An engine plugin that reports each live command as it starts and ends (the runner's run log, as a protocol
+    run's): the engine's own actions, so a command queued without waiting is reported when it really runs."""
+    from opentrons.protocol_engine.actions import FailCommandAction, RunCommandAction, SucceedCommandAction
+    from opentrons.protocol_engine.plugins import AbstractPlugin
+
+    class CommandReporter(AbstractPlugin):
+        def handle_action(self, action: Any) -> None:
+            if isinstance(action, RunCommandAction):
+                command = self.state.commands.get(action.command_id)
+                phase, error = "running", None
+            elif isinstance(action, SucceedCommandAction):
+                command, phase, error = action.command, "succeeded", None
+            elif isinstance(action, FailCommandAction):
+                command, phase = action.running_command, "failed"
+                error = str(getattr(action.error, "detail", None) or action.error)
+            else:
+                return
+            report("step", phase=phase, id=command.id, command_type=command.commandType, text=command_text(command),
+                   intent=str(getattr(command.intent, "value", command.intent) or "protocol"), error=error)
+
+    return CommandReporter()
+
+
+def command_text(command: Any) -> str:
+    """`aspirate 100 uL, well A1, flow rate 50`: the command type and the parameters a person reads."""
+    params = command.params.model_dump(exclude_none=True) if command.params is not None else {}
+    parts = [f"{params['volume']:g} uL" if isinstance(params.get("volume"), int | float) else None,
+             f"well {params['wellName']}" if params.get("wellName") else None,
+             f"{params['loadName']}" if params.get("loadName") else None,
+             f"pipette {params['pipetteName']}" if params.get("pipetteName") else None,
+             f"{params['mount']} mount" if params.get("mount") else None,
+             f"flow rate {params['flowRate']:g}" if isinstance(params.get("flowRate"), int | float) else None]
+    details = ", ".join(str(p) for p in parts if p)
+    return f"{command.commandType} {details}".strip()
 
 
 def dump(command: Any) -> dict[str, Any]:

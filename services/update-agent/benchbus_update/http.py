@@ -6,8 +6,9 @@ parser straight into the session's file, a chunk at a time; nothing holds the bo
 octet-stream) body is accepted too (`curl --data-binary @bundle.zip`).
 
 Key management (`/server/ssh_keys`) is allowed only when the address the client reached us on is link-local
-(169.254/16, fe80::/10) - `X-Host-IP` only when the request comes from a proxy in `trusted_proxies` (default none:
-from anyone else the header is a claim and is ignored) - or with the admin token (`Authorization: Bearer <token>`
+(169.254/16, fe80::/10) - `X-Host-IP` (and `X-Forwarded-For`, the client) only when the request comes from a proxy in
+`trusted_proxies` (default none: from anyone else the headers are claims and are ignored; the protocol-runner, which
+serves /server/* on 31950, is such a proxy when listed) - or with the admin token (`Authorization: Bearer <token>`
 or `X-Admin-Token`).
 
 `POST /server/update/begin` takes `?force=true` (or the JSON body `{"force": true}`) to install a bundle older than
@@ -241,17 +242,27 @@ class UpdateRoutes:
     def _key_access(self, request: Request) -> JSONResponse | None:
         if self.agent.admin_token_ok(_presented_admin_token(request)):
             return None
-        local = (request.scope.get("server") or ("", 0))[0]
-        peer = request.client.host if request.client else ""
-        if request.headers.get("x-host-ip"):
-            if _within(peer, self.settings.trusted_proxies):
-                local = request.headers["x-host-ip"]
-            else:
-                log.info("ignored X-Host-IP %r from %s: not a trusted proxy", request.headers["x-host-ip"], peer)
+        client, local = self._addresses(request)
         if sshkeys.is_link_local(local):
             return None
+        log.info("refused SSH key management to %s (it reached %s)", client, local or "unknown")
         return error(403, "bad-interface", f"SSH keys can be managed only over a link-local address "
-                     f"(169.254/16, fe80::/10) or with the admin token; this request came to {local or 'unknown'}")
+                     f"(169.254/16, fe80::/10) or with the admin token; this request from {client or 'unknown'} "
+                     f"came to {local or 'unknown'}")
+
+    def _addresses(self, request: Request) -> tuple[str, str]:
+        """(the client, the address it reached): the TCP peer and our own address; through a proxy in
+        `trusted_proxies` (the protocol-runner on 31950, nginx), what that proxy says: X-Forwarded-For, X-Host-IP."""
+        peer = request.client.host if request.client else ""
+        local = (request.scope.get("server") or ("", 0))[0]
+        forwarded = request.headers.get("x-forwarded-for", "")
+        reached = request.headers.get("x-host-ip", "")
+        if not _within(peer, self.settings.trusted_proxies):
+            if forwarded or reached:
+                log.info("ignored X-Host-IP %r / X-Forwarded-For %r from %s: not a trusted proxy", reached, forwarded,
+                         peer)
+            return peer, local
+        return forwarded.split(",")[-1].strip() or peer, reached or local
 
     async def list_keys(self, request: Request) -> JSONResponse:
         refused = self._key_access(request)
@@ -340,8 +351,9 @@ class HttpServer:
     """uvicorn on a thread of its own (the service's main thread runs the bus loop)."""
 
     def __init__(self, app: BodyLimit, host: str, port: int):
+        # proxy_headers off: uvicorn would believe X-Forwarded-For from loopback; trusted_proxies decides here
         self.server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning",
-                                                    access_log=False, lifespan="off"))
+                                                    access_log=False, lifespan="off", proxy_headers=False))
         self.thread = threading.Thread(target=self.server.run, name="update-http", daemon=True)
 
     def start(self, timeout: float = 10.0) -> None:

@@ -1,20 +1,18 @@
 """Who may write through the gateway: the holder of the write token, or a client inside a trusted network.
 
-The token is made at the first start (`secrets.token_urlsafe`, 256 bits) and kept in `<data_dir>/token` with mode
-0600; no token string is shipped anywhere. Reads are open unless `read_requires_token`. The address of a client
-is the peer address of its TCP connection: the gateway takes no forwarded header (nothing proxies in front of it).
+The rule itself is benchbus.trust's (shared with the protocol-runner): the token of `<data_dir>/token` (mode 0600,
+made at the first start; no token string is shipped anywhere) or the TCP peer address in `trusted_networks` (no
+forwarded header is believed: nothing proxies in front of the gateway). Reads are open unless `read_requires_token`.
 
 A refusal here is the gateway's own (HTTP 401, Socket.IO `benchbus_error` with code `unauthorized`); a request the
 gateway passes on and the bus refuses comes back as 403 (the token was fine, the action is not allowed).
 """
 from __future__ import annotations
 
-import ipaddress
 import logging
-import secrets
 from dataclasses import dataclass
 
-from benchbus.files import load_or_create_token
+from benchbus.trust import WriteAccess
 
 from .settings import GatewaySettings
 
@@ -54,31 +52,12 @@ class Caller:
         return f"{self.channel}:{who} ({how})"
 
 
+class Access(WriteAccess):
+    """benchbus.trust's rule, with the gateway's callers and refusals."""
 
-
-class Access:
     def __init__(self, settings: GatewaySettings):
+        super().__init__(settings.trusted_networks, settings.token, settings.data_dir)
         self.settings = settings
-        self.networks = list(settings.trusted_networks)
-        if settings.token is not None:
-            self.token, self.token_file = settings.token, None
-        else:
-            token, path = load_or_create_token(settings.data_dir)
-            self.token, self.token_file = token, path
-
-    def token_ok(self, presented: str | None) -> bool:
-        if not presented:
-            return False
-        return secrets.compare_digest(presented.encode(), self.token.encode())
-
-    def trusted(self, address: str | None) -> bool:
-        try:
-            ip = ipaddress.ip_address((address or "").split("%")[0])
-        except ValueError:
-            return False
-        if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-            ip = ip.ipv4_mapped
-        return any(ip.version == network.version and ip in network for network in self.networks)
 
     def caller(self, channel: str, address: str | None, presented: str | None, session: str | None = None) -> Caller:
         return Caller(channel, address or "unknown", self.token_ok(presented), self.trusted(address), session,

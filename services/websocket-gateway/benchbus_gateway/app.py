@@ -1,4 +1,4 @@
-"""The gateway's ASGI application: Socket.IO for both Engine.IO generations, /ws, HTTP, OT-2 routes, static files.
+"""The gateway's ASGI application: Socket.IO for both Engine.IO generations, /ws, HTTP, static files.
 
 `/socket.io/` is dispatched on the `EIO` query parameter: 3 (the eVOLVER DPU and GUI) to our own Engine.IO 3 server,
 4 to python-socketio 5. Both reach the one event table. Every HTTP body is bounded as it streams (limits.py); who may
@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, recorder_routes, robot_routes, ws
+from . import dashboard, definitions_routes, http, recorder_routes, ws
 from .access import Access, Caller
 from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
@@ -244,7 +244,7 @@ def _asgi_peer(environ: dict) -> str:
 def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
     gateway = Gateway(settings, bridge)
     routes = [*recorder_routes.routes(gateway),  # before http's: /api/history comes from the recorder when it runs
-              *robot_routes.routes(gateway), *http.routes(gateway), *definitions_routes.routes(),
+              *http.routes(gateway), *definitions_routes.routes(),
               WebSocketRoute("/ws", ws.endpoint(gateway))]
     routes.extend(dashboard.routes(settings))  # the dashboard at / (static files), after every API route
 

@@ -1,6 +1,6 @@
 """Plain HTTP: health, the `$state` (and retained state) of every service, recent broadcasts, and command calls.
 
-    GET  /health                       the gateway's own health (with an Opentrons-Version header: the OT-2 shape)
+    GET  /health                       the gateway's own health (the OT-2's routes are the protocol-runner's, 31950)
     GET  /api/state                    {service: $state} for every service of the device
     GET  /api/state/{service}          {"$state": ..., "state": {name: value}} of one service
     GET  /api/history?limit=N          the most recent scheduler broadcasts, oldest first
@@ -19,7 +19,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from benchbus import BusError
+from benchbus import BusError, trust
 from benchbus_schemas import topics
 
 from .access import Caller, Refused
@@ -33,8 +33,7 @@ STATUS_OF = {"invalid_request": 400, "unauthorized": 403, "not_found": 404, "con
 
 
 def bearer(request: Request) -> str | None:
-    header = request.headers.get("authorization", "")
-    return header[7:].strip() if header.lower().startswith("bearer ") else None
+    return trust.bearer(request.headers.get("authorization"))
 
 
 def error_response(error: BusError) -> JSONResponse:
@@ -62,10 +61,7 @@ def require_read(gateway: Gateway, request: Request) -> None:
 
 
 def routes(gateway: Gateway) -> list[Route]:
-    async def health(request: Request) -> Response:
-        if "opentrons-version" in request.headers:
-            from .robot_routes import ot2_health
-            return await ot2_health(gateway, request)
+    async def health(_request: Request) -> Response:
         return JSONResponse({"ok": True, "service": "gateway", "device": gateway.device,
                              "bus_connected": gateway.bridge.connected(), "clients": gateway.client_counts()})
 

@@ -28,6 +28,7 @@ from paho.mqtt.client import topic_matches_sub
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from benchbus import BusError
+from benchbus.trust import bearer
 
 from .access import Caller
 
@@ -170,10 +171,7 @@ def endpoint(gateway: Gateway):
 
 
 def _presented_token(websocket: WebSocket) -> str | None:
-    header = websocket.headers.get("authorization", "")
-    if header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return websocket.query_params.get("token")
+    return bearer(websocket.headers.get("authorization")) or websocket.query_params.get("token")
 
 
 async def _take(gateway: Gateway, client: WsClient, text: str) -> None:

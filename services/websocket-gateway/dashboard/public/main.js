@@ -7,6 +7,7 @@ import { ExperimentsPanel } from "./experiments.js";
 import { pumpCommand, readNumber, stirCommand, temperatureCommand } from "./vialcontrols.js";
 import { RobotPanel, ServicesPanel } from "./panels.js";
 import { RecorderPanels, pickedRange } from "./recorder.js";
+import { RunsPanel, readFile } from "./runs.js";
 import { RigData, RigView } from "./rig.js";
 
 const $ = (id) => document.getElementById(id);
@@ -19,6 +20,11 @@ const calibrations = new CalibrationsPanel({ active: $("calibration-active"), ch
                                              summary: $("cal-summary") });
 const experiments = new ExperimentsPanel({ list: $("experiment-list"), vials: $("experiment-vials"),
                                            definition: $("experiment-definition") });
+const runs = new RunsPanel({
+  protocols: $("run-protocols"), analysis: $("run-analysis"), status: $("run-status"), step: $("run-step"),
+  progress: $("run-progress"), errors: $("run-errors"), steps: $("run-steps"), play: $("run-play"),
+  pause: $("run-pause"), stop: $("run-stop"), create: $("run-create"),
+});
 let rigView = null;
 let liveSince = null;  // the rig time of the first live broadcast: pump runs before it come from the history
 
@@ -63,6 +69,7 @@ function onState(service, name, payload) {
     }
     redrawRig();
   }
+  if (service === "runner" && name === "run") runs.updateRun(payload);
   if (service === "calibration" && name === "active") calibrations.update(payload);
   if (service === "calibration" && name === "active") {
     rig.setTemperatureFit(payload);
@@ -86,6 +93,10 @@ function onEvent(service, name, payload) {
     if (rig.overruns.length > 100) rig.overruns.shift();
     services.addError(service, name, payload);
     redrawRig();
+  } else if (service === "runner" && name === "command") {
+    runs.commandEvent(payload);
+  } else if (service === "runner" && name === "run" && payload.status === "failed") {
+    services.addError(service, `run ${payload.run_id} failed`, payload.reason || payload);
   } else if (name === "error" || (service === "smoothie" && name === "alarm")) {
     services.addError(service, name, payload);
   }
@@ -170,6 +181,8 @@ function onAccess(state, detail = "") {
   $("token-forget").hidden = !writable;
   for (const button of document.querySelectorAll("button.write")) button.disabled = !writable;
   experiments.setWritable(writable);
+  runs.setWritable(writable);
+  if (writable) listProtocols();
   const hint = $("readonly");
   hint.hidden = writable || state === "checking";
   hint.textContent = `Read-only: enter the gateway's token to switch the lights or home the robot.${detail ? ` (${detail})` : ""}`;
@@ -300,6 +313,66 @@ $("cal-show").addEventListener("click", async () => {
     summary.textContent = `calibration view: ${error.message}`;
   }
 });
+
+// Runs: upload (the analysis, or the refusal with its line), make a run of the shown protocol, play / pause / stop.
+async function runAct(label, action) {
+  const result = $("run-result");
+  result.className = "result";
+  result.textContent = `${label}…`;
+  try {
+    result.textContent = await action();
+    result.classList.add("ok");
+  } catch (error) {
+    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
+    result.classList.add("refused");
+    return error;
+  }
+  return null;
+}
+
+async function listProtocols() {
+  try {
+    runs.setProtocols((await bus.call("runner", "list", {})).protocols);
+  } catch (error) {
+    $("run-result").textContent = `the protocols could not be listed (${error.code || "error"}): ${error.message}`;
+  }
+}
+
+$("run-upload").addEventListener("click", async () => {
+  const picked = $("run-protocol").files[0];
+  if (!picked) {
+    $("run-result").textContent = "pick a protocol (.py) first";
+    return;
+  }
+  const refusal = await runAct("upload", async () => {
+    const labware = await Promise.all([...$("run-labware").files].map(readFile));
+    const protocol = await bus.call("runner", "upload", { file_name: picked.name, source: await picked.text(),
+                                                          labware }, 120);
+    runs.showAnalysis(protocol);
+    listProtocols();
+    return `${protocol.file_name}: analysed, ${protocol.analysis.steps.length} steps`;
+  });
+  if (refusal && refusal.code === "invalid_request") runs.showRefusal(refusal);
+});
+
+$("run-protocols").addEventListener("click", (event) => {
+  const button = event.target.closest("button[data-action='show']");
+  const protocol = button && runs.protocol(button.dataset.protocol);
+  if (protocol) runs.showAnalysis(protocol);
+});
+
+$("run-create").addEventListener("click", () => runAct("run", async () => {
+  const run = await bus.call("runner", "create_run", { protocol_id: runs.shown.id }, 30);
+  runs.updateRun(run);
+  return `run ${run.id} made: press Play`;
+}));
+
+for (const verb of ["play", "pause", "stop"]) {
+  $(`run-${verb}`).addEventListener("click", () => runAct(verb, async () => {
+    const run = await bus.call("runner", verb, { run_id: runs.run.id }, 30);
+    return `run ${run.id}: ${run.status}`;
+  }));
+}
 
 // -- helpers --------------------------------------------------------------------------------------------------------
 
