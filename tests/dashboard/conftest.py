@@ -125,7 +125,7 @@ def rig_emulator():
 
 @pytest.fixture
 def robot_emulator():
-    from benchbus_smoothie.emulator import SmoothieEmulator
+    from benchbus_smoothie.emulator.board import SmoothieEmulator
     emulator = SmoothieEmulator(speedup=ROBOT_SPEEDUP, baud=None)
     emulator.start_tcp()
     yield emulator

@@ -15,7 +15,7 @@ from benchbus_calibration.service import build as build_calibration
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_gpio.service import build as build_gpio
 from benchbus_gpio.settings import GpioSettings
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 from benchbus_smoothie.service import build as build_bridge
 from benchbus_smoothie.settings import SmoothieSettings
 

@@ -10,7 +10,7 @@ import pytest
 from benchbus import BusError
 from benchbus_gpio.service import build as build_gpio
 from benchbus_gpio.settings import GpioSettings
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 from benchbus_smoothie.service import build as build_smoothie
 from benchbus_smoothie.settings import SmoothieSettings
 
