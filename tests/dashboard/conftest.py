@@ -116,7 +116,8 @@ REPO = HERE.parents[1]
 @pytest.fixture
 def rig_emulator():
     """The SAMD21 boards on a TCP port at a fast baud rate (real bytes)."""
-    from benchbus_samd.emulator import LineTiming, SamdEmulator
+    from benchbus_samd.emulator.line import SamdEmulator
+    from benchbus_samd.emulator.wire import LineTiming
     emulator = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST_LINE))
     emulator.start_tcp(0)
     yield emulator
