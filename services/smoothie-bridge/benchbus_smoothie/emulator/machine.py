@@ -162,12 +162,27 @@ class Machine:
     def _g28_2(self, code: str, _args) -> str | None:
         letters = [c for c in "".join(code.split()[1:]).upper() if c in AXES] or list(AXES)
         self._wait_idle()
+        segment = self._homing_segment(letters)
+        outcome: list[bool] = []
+        segment.on_done = outcome.append  # True when it ran to its end, False when a halt cut it
+        self._motion.enqueue(segment)
+        self._wait_idle()
+        if segment.alarm:
+            self.homed = {axis: False for axis in AXES}  # a homing failure clears the flags
+        elif outcome and outcome[0]:
+            for axis in letters:
+                self.homed[axis] = True
+        return None
+
+    def _homing_segment(self, letters: list[str]) -> Segment:
+        """All `letters` run to their switches at once and back off; an axis without its switch runs its whole max
+        travel, never triggers, and the segment ends in `ALARM: Homing fail`."""
         start = self._motion.position()
         end, duration, failed = dict(start), 0.0, False
         for axis in letters:
             config = self.axes[axis]
             if axis in self.disconnected_switches:
-                end[axis] = start[axis] + config.max_travel  # runs the whole max travel, never triggers
+                end[axis] = start[axis] + config.max_travel
                 failed = True
                 seconds = config.max_travel / config.fast_mm_s
             else:
@@ -176,24 +191,7 @@ class Machine:
                            + config.retract / config.fast_mm_s + 2 * config.retract / config.slow_mm_s)
             duration = max(duration, seconds / self.speedup)
             self.engaged[axis] = True
-        done = threading.Event()
-        outcome: list[bool] = []
-
-        def finished(ok: bool) -> None:
-            outcome.append(ok)
-            done.set()
-        segment = Segment(start, end, duration, on_done=finished)
-        if failed:
-            segment.alarm = "ALARM: Homing fail"
-        self._motion.enqueue(segment)
-        self._wait_idle()
-        if failed or not (outcome and outcome[0]):
-            if failed:
-                self.homed = {axis: False for axis in AXES}  # a homing failure clears the flags
-            return None
-        for axis in letters:
-            self.homed[axis] = True
-        return None
+        return Segment(start, end, duration, alarm="ALARM: Homing fail" if failed else None)
 
     def _g28_6(self, _code: str, _args) -> str:
         return " ".join(f"{axis}:{int(self.homed[axis])}" for axis in AXES) + " "

@@ -134,29 +134,35 @@ class Motion:
                     continue
                 segment = self._queue.popleft()
                 segment.start = dict(self._position)  # the segment starts where the last one ended
-                self._current, self._current_started = segment, time.monotonic()
                 stop_at = segment.alarm_at if segment.alarm else 1.0
-                deadline = self._current_started + segment.duration * stop_at
-                while self._current is segment and not self._closed:
-                    remaining = deadline - time.monotonic()
-                    if remaining <= 0:
-                        break
-                    self._cond.wait(remaining)
-                if self._current is not segment:
-                    continue  # flushed by a halt
-                self._position = {a: segment.start[a] + (segment.end[a] - segment.start[a]) * stop_at for a in AXES}
-                self.moved_s += segment.duration * stop_at
-                self._current = None
-                self._cond.notify_all()
-                if segment.alarm:
-                    self._queue.clear()
-                    alarm = segment.alarm
-                    self._cond.release()
-                    try:
-                        if callable(segment.on_done):
-                            segment.on_done(False)
-                        self._on_alarm(alarm)
-                    finally:
-                        self._cond.acquire()
-                elif callable(segment.on_done):
-                    segment.on_done(True)
+                if self._play(segment, stop_at):
+                    self._finish(segment, stop_at)
+
+    def _play(self, segment: Segment, stop_at: float) -> bool:
+        """Wait (the lock released) while the segment runs to `stop_at`; False when a halt flushed it first."""
+        self._current, self._current_started = segment, time.monotonic()
+        deadline = self._current_started + segment.duration * stop_at
+        while self._current is segment and not self._closed:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                break
+            self._cond.wait(remaining)
+        return self._current is segment
+
+    def _finish(self, segment: Segment, stop_at: float) -> None:
+        self._position = {a: segment.start[a] + (segment.end[a] - segment.start[a]) * stop_at for a in AXES}
+        self.moved_s += segment.duration * stop_at
+        self._current = None
+        self._cond.notify_all()
+        if not segment.alarm:
+            if callable(segment.on_done):
+                segment.on_done(True)
+            return
+        self._queue.clear()
+        self._cond.release()  # the alarm halts the board, which flushes this queue: not under its lock
+        try:
+            if callable(segment.on_done):
+                segment.on_done(False)
+            self._on_alarm(segment.alarm)
+        finally:
+            self._cond.acquire()
