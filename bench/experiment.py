@@ -40,7 +40,8 @@ from benchbus.testing.broker import MosquittoProcess
 from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_samd.culture import CultureParams, Rig, RigCalibration
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 from benchbus_scheduler.service import SchedulerService

@@ -22,7 +22,9 @@ import time
 
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess
-from benchbus_samd.emulator import DEFAULT_PARAMS, LineTiming, SamdEmulator
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 
 RECURRING = ["od_90", "od_135", "od_led", "temp", "stir"]
 LATE_RELEASE_S = 0.020

@@ -31,7 +31,8 @@ import psutil
 from benchbus.testing.bench import percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 from benchbus_scheduler.settings import SHARED
 
 ORIGINAL_IDLE_CPU_S_PER_MIN = 60.0  # evolver.py's main loop is `while True` without a sleep (reference A0)

@@ -24,7 +24,9 @@ from benchbus.testing.bench import percentile
 from benchbus import BusClient
 from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 from benchbus_schemas import topics
-from benchbus_smoothie.driver import DriverConfig, SerialLink, SmoothieDriver
+from benchbus_smoothie.driver import SmoothieDriver
+from benchbus_smoothie.robot import DriverConfig
+from benchbus_smoothie.serial_link import SerialLink
 
 TARGET_OVERHEAD_P99_MS = 1.0  # issue 21: the bus adds at most 1 ms at p99, for every kind
 

@@ -119,7 +119,8 @@ REPO = HERE.parents[1]
 @pytest.fixture
 def rig_emulator():
     """The SAMD21 boards on a TCP port at a fast baud rate (real bytes)."""
-    from benchbus_samd.emulator import LineTiming, SamdEmulator
+    from benchbus_samd.emulator.line import SamdEmulator
+    from benchbus_samd.emulator.wire import LineTiming
     emulator = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST_LINE))
     emulator.start_tcp(0)
     yield emulator
@@ -128,7 +129,7 @@ def rig_emulator():
 
 @pytest.fixture
 def robot_emulator():
-    from benchbus_smoothie.emulator import SmoothieEmulator
+    from benchbus_smoothie.emulator.board import SmoothieEmulator
     emulator = SmoothieEmulator(speedup=ROBOT_SPEEDUP, baud=None)
     emulator.start_tcp()
     yield emulator

@@ -21,7 +21,8 @@ from benchbus_calibration.settings import CalibrationSettings
 from benchbus_experiment.service import ExperimentService
 from benchbus_experiment.settings import ExperimentSettings
 from benchbus_samd.culture import CultureParams, Noise, Rig, RigCalibration
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 from benchbus_scheduler.service import SchedulerService

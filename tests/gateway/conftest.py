@@ -32,7 +32,8 @@ def stack(request, tmp_path, make_settings, serve, gateway):
     """The eVOLVER side on emulated hardware, in-process: SAMD21 emulator (TCP, real bytes), samd-bridge, scheduler
     (0.5 s cycles), calibration-store (the shipped example calibrations), update-agent (the device name), gateway
     (its settings from an indirect parameter, if any). Returns (gateway service, emulator)."""
-    emulator_module = pytest.importorskip("benchbus_samd.emulator", reason="the samd-bridge package is not installed")
+    from benchbus_samd.emulator.line import SamdEmulator
+    from benchbus_samd.emulator.wire import LineTiming
     samd = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
     scheduler = pytest.importorskip("benchbus_scheduler.service", reason="the broadcast-scheduler is not installed")
     calibration = pytest.importorskip("benchbus_calibration.service", reason="the calibration-store is not installed")
@@ -42,7 +43,7 @@ def stack(request, tmp_path, make_settings, serve, gateway):
     from benchbus_scheduler.settings import SHARED, SchedulerSettings
     from benchbus_update.settings import UpdateSettings
 
-    emulator = emulator_module.SamdEmulator(emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE))
+    emulator = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST_LINE))
     emulator.start_tcp(0)
     serve(samd.SamdService, make_settings(SamdSettings, port=emulator.url, hold_overrides={"stir": 0.004}, retries=0,
                                     **FAST_LINE))

@@ -15,7 +15,7 @@ from benchbus_calibration.service import CalibrationService
 from benchbus_calibration.settings import CalibrationSettings
 from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 

@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from benchbus_samd.emulator import DEFAULT_PARAMS, LineTiming, SamdEmulator
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 from benchbus_samd.service import SamdService
 from benchbus_samd.settings import SamdSettings
 

@@ -7,7 +7,8 @@ import pytest
 
 from benchbus import BusError
 from benchbus.testing import wait_until
-from benchbus_samd.emulator import DEFAULT_PARAMS, FAULT_ERROR_KIND
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
+from benchbus_samd.emulator.faults import FAULT_ERROR_KIND
 
 NEW_VALUES = {
     "od_90": ["500"],
@@ -193,7 +194,8 @@ def test_the_port_closing_during_a_transaction(tcp_emulator, start_bridge, bus, 
 
 def test_a_port_that_is_not_there_at_start(start_bridge, bus, device, tmp_path, transact_request):
     from types import SimpleNamespace
-    from benchbus_samd.emulator import LineTiming, SamdEmulator
+    from benchbus_samd.emulator.line import SamdEmulator
+    from benchbus_samd.emulator.wire import LineTiming
 
     link = tmp_path / "ttyLATE"
     service = start_bridge(SimpleNamespace(url_for_bridge=str(link)))

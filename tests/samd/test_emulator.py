@@ -8,7 +8,8 @@ import serial
 
 from benchbus.testing import wait_until
 from benchbus_samd.driver import LineSettings, SamdLine, TransactionFailed
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 
 
 @pytest.fixture

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 
 
 LATE_S = 0.020

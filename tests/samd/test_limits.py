@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from benchbus import BusError
-from benchbus_samd.emulator import DEFAULT_PARAMS
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
 
 INF, NAN = float("inf"), float("nan")  # the client writes them as JSON's Infinity and NaN tokens
 

@@ -11,7 +11,8 @@ from dataclasses import replace
 import pytest
 
 from benchbus_samd.driver import LineSettings, PortLost, SamdLine
-from benchbus_samd.emulator import LineTiming, SamdEmulator
+from benchbus_samd.emulator.line import SamdEmulator
+from benchbus_samd.emulator.wire import LineTiming
 
 # The stir board holds the line this long after its reply; the port is pulled inside that hold, before the `a`.
 HOLD_S = 2.0

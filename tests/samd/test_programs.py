@@ -12,7 +12,7 @@ import pytest
 
 from benchbus import BusError
 from benchbus.testing.broker import free_port, wait_for_port
-from benchbus_samd.emulator import DEFAULT_PARAMS
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
 
 
 def _request(param: str, values=None) -> dict:

@@ -10,7 +10,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from benchbus import BusError
-from benchbus_samd.emulator import DEFAULT_PARAMS, FAULT_ERROR_KIND, LineTiming
+from benchbus_samd.emulator.boards import DEFAULT_PARAMS
+from benchbus_samd.emulator.faults import FAULT_ERROR_KIND
+from benchbus_samd.emulator.wire import LineTiming
 
 FAST = LineTiming.fast()
 

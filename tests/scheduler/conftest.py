@@ -60,9 +60,10 @@ FAST_LINE = dict(baudrate=230400, reply_delay_s=0.002, hold_s=0.002)
 @pytest.fixture
 def emulator():
     """The SAMD21 boards on a TCP port at a fast baud rate (the samd-bridge's own emulator, real bytes)."""
-    emulator_module = pytest.importorskip("benchbus_samd.emulator", reason="the samd-bridge package is not installed")
-    timing = emulator_module.LineTiming(stir_hold_s=0.004, **FAST_LINE)
-    emu = emulator_module.SamdEmulator(timing)
+    from benchbus_samd.emulator.line import SamdEmulator
+    from benchbus_samd.emulator.wire import LineTiming
+    timing = LineTiming(stir_hold_s=0.004, **FAST_LINE)
+    emu = SamdEmulator(timing)
     emu.start_tcp(0)
     yield emu
     emu.close()

@@ -6,7 +6,7 @@ import uuid
 import pytest
 
 from benchbus import BusClient
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 

@@ -1,9 +1,10 @@
 """The pure parts of the driver: framing, stripping, classification, the reply parsers (opentrons-ot2.md 1.2-1.6)."""
 import pytest
 
-from benchbus_smoothie.driver import (AlarmLock, AlarmResponse, ErrorResponse, ParseError, classify, expand_home_axes,
-                                      fmt, frame, normalise_model, parse_homed, parse_pipette_memory, parse_position,
-                                      parse_switches, parse_version, strip_response, travel_check, unsafe_to_repeat)
+from benchbus_smoothie.gcode import (AlarmLock, AlarmResponse, ErrorResponse, ParseError, classify, fmt, frame,
+                                     normalise_model, parse_homed, parse_pipette_memory, parse_position, parse_switches,
+                                     parse_version, strip_response, travel_check, unsafe_to_repeat)
+from benchbus_smoothie.robot import expand_home_axes
 
 
 def test_frame_ends_every_line_with_space_and_two_crlf():

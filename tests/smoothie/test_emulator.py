@@ -4,7 +4,7 @@ import time
 import pytest
 import serial
 
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 
 
 def read_until(port, marker: bytes, timeout: float = 5.0) -> bytes:

@@ -10,7 +10,7 @@ import pytest
 from benchbus import BusError
 from benchbus_gpio.service import GpioService
 from benchbus_gpio.settings import GpioSettings
-from benchbus_smoothie.emulator import SmoothieEmulator
+from benchbus_smoothie.emulator.board import SmoothieEmulator
 from benchbus_smoothie.service import SmoothieService
 from benchbus_smoothie.settings import SmoothieSettings
 

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 
 from .culture import VIALS, Rig
-from .emulator import Board, PumpBoard, PumpProgram
+from .emulator.boards import Board, PumpBoard, PumpProgram
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pydantic import Field, field_validator, model_validator
 
 from benchbus.settings import ServiceSettings
 
-from .driver import DEFAULT_ACCELERATION, DEFAULT_MAX_SPEEDS, DEFAULT_SPEED, DEFAULT_STEPS_PER_MM
+from .robot import DEFAULT_ACCELERATION, DEFAULT_MAX_SPEEDS, DEFAULT_SPEED, DEFAULT_STEPS_PER_MM
 
 Axis = Literal["X", "Y", "Z", "A", "B", "C"]
 AXIS_NAMES: tuple[Axis, ...] = get_args(Axis)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from benchbus.control import serve_json_control
 
-from .emulator import SmoothieEmulator
+from .board import SmoothieEmulator
 
 
 def snapshot(emulator: SmoothieEmulator) -> dict:
