@@ -169,8 +169,9 @@ class SamdEmulator:
         with self._lock:
             self._fault_plan.clear()
 
-    def drop_port(self, down_s: float = 0.5) -> None:
-        """The port closes (clients see it vanish) and comes back after `down_s`."""
+    def drop_port(self, down_s: float | None = 0.5) -> None:
+        """The port closes (clients see it vanish) and comes back after `down_s`, or at `restore_port()` when None
+        (a test that must act while the port is gone cannot race a clock)."""
         transport = self._transport
         if transport is None:
             return
@@ -179,7 +180,11 @@ class SamdEmulator:
             self._input.clear()
             self._frame_started = None
         transport.close()
-        self._timeline.at(time.monotonic() + down_s, self._reopen)
+        if down_s is not None:
+            self._timeline.at(time.monotonic() + down_s, self._reopen)
+
+    def restore_port(self) -> None:
+        self._reopen()
 
     def _reopen(self) -> None:
         if not self._closed and self._transport is not None:

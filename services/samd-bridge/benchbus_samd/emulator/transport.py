@@ -115,6 +115,10 @@ class TcpTransport:
 
     def close(self) -> None:
         if self._listener is not None:
+            # shutdown wakes the thread blocked in accept(); a bare close would leave the kernel's socket listening
+            # (and a bridge reconnecting to a port that was meant to be gone) until that accept returned.
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self._listener = None
         with self._lock:
