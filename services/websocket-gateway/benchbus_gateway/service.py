@@ -23,6 +23,7 @@ from benchbus.runner import run_service
 from benchbus_schemas.gateway import Clients
 
 from .app import create_app
+from .lab import DeviceClients
 from .settings import GatewaySettings
 
 SEGMENT = "gateway"
@@ -35,14 +36,15 @@ class BusBridge:
     def __init__(self, service: Service, threads: int = 16):
         self.service = service
         self.device = service.device
+        self.devices = DeviceClients(service)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gateway-call")
 
     async def call(self, service: str, command: str, payload: Any, timeout: float | None = None,
-                   on_behalf_of: str | None = None) -> Any:
-        """`on_behalf_of` names the outside user (attribution on the bus, never authorisation)."""
+                   on_behalf_of: str | None = None, device: str | None = None) -> Any:
+        """`on_behalf_of` names the outside user (attribution on the bus, never authorisation); `device`: another
+        device (a lab's central gateway, lab.py), checked by the caller."""
         loop = asyncio.get_running_loop()
-        call = functools.partial(self.service.bus.call, service, command, payload, timeout or 10.0,
-                                 on_behalf_of=on_behalf_of)
+        call = functools.partial(self.devices.call, service, command, payload, timeout or 10.0, on_behalf_of, device)
         return await loop.run_in_executor(self._pool, call)
 
     def connected(self) -> bool:
