@@ -58,9 +58,9 @@ class Hosts:
         cert, key = self.ca.issue("central", ("IP:127.0.0.1", "DNS:localhost"))
         (self.root / "central-data").mkdir()
         conf = self.root / "central.conf"
-        conf.write_text(AS_ROOT + central_conf(self.central_port, "127.0.0.1", self.root / "central-data", access,
-                                               {"port": self.tls_port, "cafile": self.ca.cert, "certfile": cert,
-                                                "keyfile": key}) + "log_type all\n")
+        conf.write_text(central_conf(self.central_port, "127.0.0.1", self.root / "central-data", access,
+                                     {"port": self.tls_port, "cafile": self.ca.cert, "certfile": cert,
+                                      "keyfile": key}) + "log_type all\n")
         process = self.spawn("central", [mosquitto_binary() or "mosquitto", "-c", str(conf)])
         wait_for_port("127.0.0.1", self.tls_port, process=process)
 

@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
 import secrets
@@ -18,6 +19,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from benchbus_schemas import roles
 
@@ -31,6 +33,9 @@ CENTRAL_SERVICES = ("recorder", "gateway")
 
 CENTRAL_CONF = """\
 # The lab's central broker, written by `benchbus lab up`. Devices reach it through their fleet edge brokers.
+# It runs as the user who ran lab up (started as root, Mosquitto would switch to `mosquitto`, who cannot read the
+# password file and data folder lab up made, mode 0600 and 0700).
+user {user}
 listener {port} {bind}
 set_tcp_nodelay true
 {access}
@@ -66,7 +71,7 @@ def central_conf(port: int, bind: str, data: Path, access_files: tuple[Path, Pat
     else:
         acl, passwd = access_files
         access = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}"
-    text = CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data)
+    text = CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data, user=getpass.getuser())
     return text + ("" if tls is None else TLS_LISTENER.format(bind=bind, **tls))
 
 
@@ -96,6 +101,16 @@ def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, sub
         if waiting:
             time.sleep(0.3)
     return waiting
+
+
+def _gateway_port(broker: BrokerSettings) -> int:
+    """The port the gateway chose (--http-port 0), from the address in its retained state/clients."""
+    topic = f"benchbus/{LAB_ID}/gateway/state/clients"
+    held = read_retained(broker, [topic], timeout=5.0).get(topic, b"{}")
+    try:
+        return int(urlsplit(json.loads(held)["url"]).port or 0)
+    except (ValueError, KeyError, TypeError):
+        return 0
 
 
 def _state_of(payload: bytes) -> str | None:
@@ -151,10 +166,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if waiting:
             print(f"benchbus lab up: not ready within {args.timeout:g} s: {', '.join(waiting)}", file=sys.stderr)
             return 1
+        http_port = args.http_port or _gateway_port(broker)
         where = "PostgreSQL" if database_url and database_url.startswith("postgresql") else \
             f"SQLite in {data / 'recorder'} (--database-url postgresql+psycopg://... for PostgreSQL)"
         print(f"lab ready: central broker {args.bind}:{args.port}; recorder of every device into {where}; "
-              f"fleet page http://{'localhost' if args.bind == '0.0.0.0' else args.bind}:{args.http_port}/fleet.html",
+              f"fleet page http://{'localhost' if args.bind == '0.0.0.0' else args.bind}:{http_port}/fleet.html",
               flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -188,7 +204,8 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                               "page")
     p_up.add_argument("--port", type=int, default=1883, help="the central broker's port (default %(default)s)")
     p_up.add_argument("--bind", default="0.0.0.0", help="listen address of broker and gateway (default %(default)s)")
-    p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's port (default %(default)s)")
+    p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's port (default %(default)s; 0: the "
+                      "gateway picks a free one, printed in the ready line)")
     p_up.add_argument("--data-dir", default=".benchbus-lab", help="broker, recorder and gateway data "
                       "(default %(default)s)")
     p_up.add_argument("--database-url", default=None, help="the recorder's PostgreSQL, e.g. postgresql+psycopg://"

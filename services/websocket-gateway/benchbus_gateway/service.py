@@ -101,8 +101,11 @@ class GatewayService(Service):
         self._web_thread.start()
         deadline = time.monotonic() + timeout
         while not self.web.started:
-            if not self._web_thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not start on {settings.host}:{settings.port}")
+            if not self._web_thread.is_alive():  # uvicorn exits its thread when the bind fails (its error above)
+                raise RuntimeError(f"the web server stopped before listening on {settings.host}:{settings.port}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the web server was not listening on {settings.host}:{settings.port} "
+                                   f"within {timeout:g} s")
             time.sleep(0.02)
         self.port = self.web.servers[0].sockets[0].getsockname()[1]
         log.info("listening on %s:%d (Socket.IO namespace %s)", settings.host, self.port, settings.namespace)
