@@ -22,7 +22,7 @@ class TestCA:
                  "-subj", f"/CN={name} test CA", "-keyout", str(self.key), "-out", str(self.cert))
 
     def issue(self, cn: str, sans: tuple[str, ...] = ()) -> tuple[Path, Path]:
-        """(certificate, key) for `cn`, signed by this CA; sans like "IP:10.77.0.2", "DNS:localhost"."""
+        """(certificate, key) for `cn`, signed by this CA; sans like "IP:127.0.0.1", "DNS:localhost"."""
         key, csr, cert = self.dir / f"{cn}.key", self.dir / f"{cn}.csr", self.dir / f"{cn}.crt"
         _openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-subj", f"/CN={cn}",
                  "-keyout", str(key), "-out", str(csr))

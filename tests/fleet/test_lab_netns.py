@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -56,6 +57,9 @@ DEVICE_LAB_USERS = {"rig3": {**LAB_USERS, roles.LAB_GATEWAY_USERNAME: "viewer"}}
 # central user: the last test adds it to the central broker by hand, as a broker taken over would.
 PASSWORDS = {name: uuid.uuid4().hex for name in [*CENTRAL_ROLES, *DEVICES, roles.LAB_RECORDER_USERNAME,
                                                  roles.LAB_GATEWAY_USERNAME, "benchbus-admin"]}
+CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright-python drives it (no browser download)
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]  # root here
+REPO = Path(__file__).resolve().parents[2]
 GATEWAY = str(Path(sys.executable).with_name("benchbus-websocket-gateway"))
 OUTAGE_S = float(os.environ.get("BENCHBUS_LAB_OUTAGE_S", "10"))
 RIG = Path(__file__).with_name("rig.py")
@@ -359,6 +363,47 @@ def test_a_cut_link_loses_no_broadcast(lab):
     print(f"{device}: link down {restored_at - cut_at:.1f} s, {made_during_outage} broadcasts made meanwhile, all "
           f"held at the central side {time.monotonic() - restored_at:.1f} s after the link returned")
     assert lab.store.duplicates() == 0, f"{lab.store.duplicates()} broadcasts arrived twice"
+
+
+def test_the_fleet_page_in_a_browser_shows_a_cut_link_and_opens_a_device(lab, tmp_path):
+    """Chromium on the central gateway's fleet page: every device listed; rig1's link cut shows it down (with the
+    alarm), then up again; its name opens its dashboard through the central broker (/ws?device=rig1)."""
+    from playwright.sync_api import expect, sync_playwright
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 500})
+            page.on("pageerror", lambda error: problems.append(f"exception: {error}"))
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.goto(f"{lab.gateway_url}/fleet.html")
+            rows = {device: page.locator(f"#fleet tbody tr[data-device='{device}']") for device in DEVICES}
+            for row in rows.values():
+                expect(row.locator("td").nth(1)).to_have_text("rig", timeout=15_000)
+                expect(row.locator("td").nth(2)).to_have_text("up")
+                expect(row.locator("td").nth(3)).to_contain_text("scheduler: ready")
+                expect(row.locator("td").nth(4)).to_contain_text("broadcast")
+            lab.net.set_link("rig1", up=False)
+            try:  # the central broker gives the bridge's will after its keepalive (5 s here) times 1.5
+                expect(rows["rig1"].locator("td").nth(2)).to_have_text("down", timeout=30_000)
+                expect(rows["rig1"].locator("td").nth(5)).to_contain_text("link down")
+                expect(rows["rig2"].locator("td").nth(2)).to_have_text("up")
+                page.screenshot(path=str(tmp_path / "fleet-link-down.png"))
+            finally:
+                lab.net.set_link("rig1", up=True)
+            expect(rows["rig1"].locator("td").nth(2)).to_have_text("up", timeout=30_000)
+            expect(rows["rig1"].locator("td").nth(5)).not_to_contain_text("link down")
+            assert not problems, problems
+
+            rows["rig1"].locator("a").click()  # index.html?device=rig1, through the central broker
+            expect(page.locator("#device")).to_have_text("rig1", timeout=15_000)
+            expect(page.locator("#service-states tr[data-service='scheduler']")).to_contain_text("ready")
+            assert not [p for p in problems if p.startswith("exception")], problems
+        finally:
+            browser.close()
+    (REPO / "test-output").mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "fleet-link-down.png", REPO / "test-output" / "fleet-link-down.png")
+    everything_arrived(lab)  # the cut lost nothing either
 
 
 def test_a_central_restart_loses_nothing(lab):
