@@ -1,11 +1,13 @@
 """Real hosts on one machine: a central network namespace and device namespaces, each linked by its own veth pair.
 
-    host (test process) 10.77.0.1 <-veth-> 10.77.0.2 central
-    central 10.77.<i>.1 <-veth-> 10.77.<i>.2 device i
+    host (test process) 10.N.0.1 <-veth-> 10.N.0.2 central
+    central 10.N.<i>.1 <-veth-> 10.N.<i>.2 device i
 
-Each device reaches the central broker at 10.77.<i>.1; the test process reaches it at 10.77.0.2. Cutting a device's
-link is `ip link set down` on the device's end (its own loopback, broker and services keep running). Everything
-is removed again by `close()`, also after a failed test.
+Each device reaches the central broker at 10.N.<i>.1; the test process reaches it at 10.N.0.2. N is one no host
+interface uses yet: two labs at once on one machine (two test runs) would otherwise both route one subnet from the
+host, whose clients then reached the other lab's central broker (seen: a fleet page showing another lab's rigs).
+Cutting a device's link is `ip link set down` on the device's end (its own loopback, broker and services keep
+running). Everything is removed again by `close()`, also after a failed test.
 """
 from __future__ import annotations
 
@@ -28,6 +30,16 @@ def cannot_run_reason() -> str | None:
         return f"`ip netns add` failed: {result.stderr.strip()}"
     subprocess.run(["ip", "netns", "del", probe], capture_output=True)
     return None
+
+
+def unused_octet() -> int:
+    """A second octet N whose 10.N.0.0/16 no host interface uses, starting from one of this process's own."""
+    taken = subprocess.run(["ip", "-o", "-4", "addr", "show"], capture_output=True, text=True).stdout
+    start = 64 + os.getpid() % 128
+    for octet in [*range(start, 250), *range(64, start)]:
+        if f" 10.{octet}." not in taken:
+            return octet
+    raise RuntimeError("no free 10.N.0.0/16 for the lab's links")
 
 
 def sh(*args: str) -> None:
@@ -54,10 +66,14 @@ class NetLab:
     def device_link(self, device: str) -> str:
         return f"bbd{self.devices.index(device) + 1}x{self.tag}"  # the device's end of its link (<= 15 chars)
 
-    central_for_host = "10.77.0.2"
+    octet: int = field(default_factory=unused_octet)
+
+    @property
+    def central_for_host(self) -> str:
+        return f"10.{self.octet}.0.2"
 
     def central_for(self, device: str) -> str:
-        return f"10.77.{self.devices.index(device) + 1}.1"
+        return f"10.{self.octet}.{self.devices.index(device) + 1}.1"
 
     def build(self) -> None:
         for namespace in [self.central] + [self.ns(d) for d in self.devices]:
@@ -67,17 +83,17 @@ class NetLab:
         host_end, central_end = f"bbh{self.tag}", f"bbhc{self.tag}"
         sh("ip", "link", "add", host_end, "type", "veth", "peer", "name", central_end, "netns", self.central)
         self.host_links.append(host_end)
-        sh("ip", "addr", "add", "10.77.0.1/24", "dev", host_end)
+        sh("ip", "addr", "add", f"10.{self.octet}.0.1/24", "dev", host_end)
         sh("ip", "link", "set", host_end, "up")
-        sh("ip", "-n", self.central, "addr", "add", "10.77.0.2/24", "dev", central_end)
+        sh("ip", "-n", self.central, "addr", "add", f"10.{self.octet}.0.2/24", "dev", central_end)
         sh("ip", "-n", self.central, "link", "set", central_end, "up")
         for i, device in enumerate(self.devices, start=1):
             central_end, device_end = f"bbc{i}x{self.tag}", self.device_link(device)
             sh("ip", "-n", self.central, "link", "add", central_end, "type", "veth", "peer", "name", device_end,
                "netns", self.ns(device))
-            sh("ip", "-n", self.central, "addr", "add", f"10.77.{i}.1/24", "dev", central_end)
+            sh("ip", "-n", self.central, "addr", "add", f"10.{self.octet}.{i}.1/24", "dev", central_end)
             sh("ip", "-n", self.central, "link", "set", central_end, "up")
-            sh("ip", "-n", self.ns(device), "addr", "add", f"10.77.{i}.2/24", "dev", device_end)
+            sh("ip", "-n", self.ns(device), "addr", "add", f"10.{self.octet}.{i}.2/24", "dev", device_end)
             sh("ip", "-n", self.ns(device), "link", "set", device_end, "up")
 
     def set_link(self, device: str, up: bool) -> None:

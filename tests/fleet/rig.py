@@ -40,12 +40,13 @@ def main() -> int:
     parser = argparse.ArgumentParser()
     parser.add_argument("--device", required=True)
     parser.add_argument("--password", required=True)
+    parser.add_argument("--port", type=int, default=1883, help="the device's broker on 127.0.0.1")
     parser.add_argument("--period", type=float, default=0.25)
     parser.add_argument("--cycle-file", type=Path, required=True)
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
     settings = ServiceSettings(device=args.device, broker=BrokerSettings(
-        host="127.0.0.1", port=1883, username="benchbus-scheduler", password=args.password))
+        host="127.0.0.1", port=args.port, username="benchbus-scheduler", password=args.password))
     service = RigScheduler(settings)
     cycle = 0
 

@@ -24,10 +24,10 @@ def lines(text: str, connection: str) -> list[str]:
 
 def test_public_topics_go_up_and_requests_come_down_for_this_device_only():
     central = lines(conf(password="pw"), "benchbus-central")
-    assert "topic benchbus/rig-7/+/$state out 1" in central
-    assert "topic benchbus/rig-7/+/event/# out 1" in central
-    assert "topic benchbus/rig-7/_client/# out 1" in central
-    assert [line for line in central if line.endswith(" in 1")] == ["topic benchbus/rig-7/+/cmd/+/+ in 1"]
+    assert 'topic benchbus/rig-7/+/$state out 1 edge/ ""' in central
+    assert 'topic benchbus/rig-7/+/event/# out 1 edge/ ""' in central
+    assert 'topic benchbus/rig-7/_client/# out 1 edge/ ""' in central
+    assert [line for line in central if " in 1" in line] == ['topic benchbus/rig-7/+/cmd/+/+ in 1 edge/ ""']
     assert "cleansession false" in central and "bridge_protocol_version mqttv50" in central
     assert "remote_username rig-7" in central and "remote_password pw" in central
 
@@ -35,7 +35,16 @@ def test_public_topics_go_up_and_requests_come_down_for_this_device_only():
 def test_the_device_broker_is_reached_as_the_acl_checked_fleet_user():
     local = lines(conf(password="pw"), "benchbus-local")
     assert "remote_username benchbus-fleet" in local and "remote_password local-secret" in local
-    assert [line for line in local if line.endswith(" out 1")] == ["topic benchbus/rig-7/+/cmd/+/+ out 1"]
+    assert [line for line in local if " out 1" in line] == ['topic benchbus/rig-7/+/cmd/+/+ out 1 edge/ ""']
+
+
+def test_the_edge_keeps_device_messages_under_its_prefix_so_its_own_link_notice_stays_home():
+    """The edge's local copy of its link notification (benchbus/<dev>/fleet/state/link) matches no bridged topic:
+    only the central broker's own "1" and the bridge's will "0" say the link state there."""
+    text = conf(password="pw")
+    topic_lines = [line for line in text.splitlines() if line.startswith("topic ")]
+    assert topic_lines and all(line.endswith(' 1 edge/ ""') for line in topic_lines)
+    assert "notification_topic benchbus/rig-7/fleet/state/link" in text
 
 
 def test_tls_with_a_device_certificate():
@@ -73,7 +82,7 @@ def test_the_cli_prints_it(tmp_path):
     settings.write_text("device: rig-9\ncentral: {host: c.lab, password: pw}\nlocal: {password: lp}\n")
     out = subprocess.run([sys.executable, "-m", "benchbus.cli", "lab", "bridge-conf", "--settings", str(settings)],
                          capture_output=True, text=True, check=True).stdout
-    assert "topic benchbus/rig-9/+/cmd/+/+ in 1" in out
+    assert 'topic benchbus/rig-9/+/cmd/+/+ in 1 edge/ ""' in out
     bad = tmp_path / "bad.yaml"
     bad.write_text("device: rig-9\ncentral: {host: c.lab}\n")
     result = subprocess.run([sys.executable, "-m", "benchbus.cli", "lab", "bridge-conf", "--settings", str(bad)],

@@ -4,14 +4,21 @@ central Mosquitto in a fourth. On the central link's far end: the real recorder 
 a persistent session acknowledged after commit) writing to a real PostgreSQL, and a plain persistent MQTT 5 session
 counting what the broker delivers (duplicates included, which the database's key absorbs).
 
+The central broker runs with the ACL and password file generated from the lab's users and devices
+(benchbus.labaccess); the central gateway in lab mode (the real `benchbus-websocket-gateway`, user lab-gateway) runs
+beside the recorder.
+
 Failure cases: a device's link cut while it broadcasts (BENCHBUS_LAB_OUTAGE_S, default 10 s; the issue's 60 s with
-the variable set), the central broker restarted, a command for one device, a command from a lab user without the
-role, and a central side that publishes commands under names the device never gave it.
+the variable set), the central broker restarted, a command for one device (from a lab user, and from the central
+gateway's HTTP, /ws and Socket.IO APIs), a command from a lab user without the role (refused at central, or at the
+device when only the device withholds the role), and a central side that publishes commands under names the device
+never gave it.
 """
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -20,22 +27,40 @@ import uuid
 from collections import Counter, defaultdict
 from pathlib import Path
 
+import httpx
 import paho.mqtt.client as mqtt
 import pytest
+import socketio
 import sqlalchemy as sa
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
-from benchbus import BusClient
+from websockets.sync.client import connect as ws_connect
+
+from benchbus import BusClient, BusError
 from benchbus.errors import CallTimeout
 from benchbus.fleet import CentralBroker, FleetSettings, LocalBroker, bridge_conf
+from benchbus.labaccess import LabDevice, LabFile, LabUser, write_access
 from benchbus.settings import BrokerSettings
+from benchbus.testing.broker import free_port
 from benchbus_schemas import roles
 from netlab import NetLab, cannot_run_reason
 from postgres import PostgresServer  # tests/recorder/postgres.py: Debian's initdb/pg_ctl in a temp dir
 
 DEVICES = ["rig1", "rig2", "rig3"]
-LAB_USERS = {"alice": "operator", "bob": "viewer"}
+# The lab's central roles (its broker's ACL), and what each device grants (the device's own ACL): carol operates
+# in the lab but is only a viewer on the rigs; the central gateway operates rig1 and rig2, and only views rig3.
+CENTRAL_ROLES = {"alice": "operator", "bob": "viewer", "carol": "operator", "watcher": "viewer"}
+LAB_USERS = {"alice": "operator", "bob": "viewer", "carol": "viewer", roles.LAB_GATEWAY_USERNAME: "operator"}
+DEVICE_LAB_USERS = {"rig3": {**LAB_USERS, roles.LAB_GATEWAY_USERNAME: "viewer"}}
+# Every central login's password, new for each run; `benchbus-admin` is a device-local name no lab file may give a
+# central user: the last test adds it to the central broker by hand, as a broker taken over would.
+PASSWORDS = {name: uuid.uuid4().hex for name in [*CENTRAL_ROLES, *DEVICES, roles.LAB_RECORDER_USERNAME,
+                                                 roles.LAB_GATEWAY_USERNAME, "benchbus-admin"]}
+CHROMIUM = "/usr/bin/chromium"  # Debian's; playwright-python drives it (no browser download)
+BROWSER_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking"]  # root here
+REPO = Path(__file__).resolve().parents[2]
+GATEWAY = str(Path(sys.executable).with_name("benchbus-websocket-gateway"))
 OUTAGE_S = float(os.environ.get("BENCHBUS_LAB_OUTAGE_S", "10"))
 RIG = Path(__file__).with_name("rig.py")
 RECORDER = str(Path(sys.executable).with_name("benchbus-recorder"))
@@ -61,6 +86,7 @@ class CentralStore:
     """A persistent session on the central broker: broadcasts by (device, cycle), audits, link notifications."""
 
     def __init__(self, host: str):
+        """Logs in as `watcher`, a lab viewer: the public topics of every device are a viewer's to read."""
         self.lock = threading.Lock()
         self.cycles: dict[str, Counter] = defaultdict(Counter)
         self.audits: list[tuple[str, dict]] = []
@@ -73,6 +99,7 @@ class CentralStore:
         self.client.on_subscribe = lambda *_args: self.subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(0.2, 1)
+        self.client.username_pw_set("watcher", PASSWORDS["watcher"])
         connect_props = Properties(PacketTypes.CONNECT)
         connect_props.SessionExpiryInterval = 3600
         self.client.connect_async(host, 1883, keepalive=5, clean_start=False, properties=connect_props)
@@ -129,6 +156,7 @@ class Lab:
         self.postgres = PostgresServer()
         self.database_url: str | None = None
         self.recorder_process: subprocess.Popen | None = None
+        self.gateway_port = free_port()
 
     def log(self, name: str) -> Path:
         return self.root / f"{name}.log"
@@ -141,10 +169,29 @@ class Lab:
         conf = self.root / "central.conf"
         data = self.root / "central-data"
         data.mkdir(exist_ok=True)
-        conf.write_text(f"{AS_ROOT}listener 1883 0.0.0.0\nallow_anonymous true\npersistence true\n"
+        if not (self.root / "access").exists():
+            self.write_central_access()
+        acl, passwd = self.root / "access/central.acl", self.root / "access/central.passwd"
+        conf.write_text(f"{AS_ROOT}listener 1883 0.0.0.0\nallow_anonymous false\npassword_file {passwd}\n"
+                        f"acl_file {acl}\npersistence true\n"
                         f"persistence_location {data}/\nmax_queued_messages 100000\nlog_dest stderr\n"
                         "log_type all\n")
         self.central_process = self.net.spawn(self.net.central, ["mosquitto", "-c", str(conf)], self.log("central"))
+
+    def write_central_access(self) -> None:
+        """The generated ACL and password file (benchbus.labaccess), plus one hand-made entry: a `benchbus-admin`
+        allowed every command, as an edited or taken-over central broker would have (the generator refuses it)."""
+        lab = LabFile(users={name: LabUser(role=role, password=PASSWORDS[name])
+                             for name, role in CENTRAL_ROLES.items()},
+                      devices={device: LabDevice(password=PASSWORDS[device]) for device in DEVICES})
+        service_passwords = {name: PASSWORDS[name]
+                             for name in (roles.LAB_RECORDER_USERNAME, roles.LAB_GATEWAY_USERNAME)}
+        acl, passwd = write_access(lab, self.root / "access", service_passwords)
+        subprocess.run(["mosquitto_passwd", "-b", str(passwd), "benchbus-admin", PASSWORDS["benchbus-admin"]],
+                       check=True, capture_output=True)
+        with acl.open("a") as out:
+            out.write("\n# added by hand (the test's taken-over central broker)\nuser benchbus-admin\n"
+                      "topic readwrite benchbus/#\n")
 
     def stop_central(self) -> None:
         assert self.central_process is not None
@@ -159,11 +206,28 @@ class Lab:
         env = {"BENCHBUS_RECORDER_DEVICE": LAB_ID, "BENCHBUS_RECORDER_ALL_DEVICES": "true",
                "BENCHBUS_RECORDER_DATABASE_URL": self.database_url,
                "BENCHBUS_RECORDER_DATA_DIR": str(self.root / "recorder"), "BENCHBUS_RECORDER_HTTP_PORT": "0",
-               "BENCHBUS_BROKER_HOST": self.net.central_for_host, "BENCHBUS_BROKER_PORT": "1883"}
+               **self.central_login(roles.LAB_RECORDER_USERNAME)}
         with self.log("recorder").open("ab") as out:
             self.recorder_process = subprocess.Popen([RECORDER],
                                                      stdout=out, stderr=subprocess.STDOUT, env={**os.environ, **env})
         self.net.processes.append(self.recorder_process)
+
+    def central_login(self, username: str) -> dict[str, str]:
+        return {"BENCHBUS_BROKER_HOST": self.net.central_for_host, "BENCHBUS_BROKER_PORT": "1883",
+                "BENCHBUS_BROKER_USERNAME": username, "BENCHBUS_BROKER_PASSWORD": PASSWORDS[username]}
+
+    def start_gateway(self) -> None:
+        """The real gateway in lab mode on the host end of the central link, as the lab user lab-gateway."""
+        env = {"BENCHBUS_GATEWAY_DEVICE": LAB_ID, "BENCHBUS_GATEWAY_LAB": "true", "BENCHBUS_GATEWAY_HOST": "127.0.0.1",
+               "BENCHBUS_GATEWAY_PORT": str(self.gateway_port), "BENCHBUS_GATEWAY_DATA_DIR": str(self.root / "gateway"),
+               "BENCHBUS_GATEWAY_CALL_TIMEOUT_S": "3", **self.central_login(roles.LAB_GATEWAY_USERNAME)}
+        with self.log("gateway").open("ab") as out:
+            self.net.processes.append(subprocess.Popen([GATEWAY], stdout=out, stderr=subprocess.STDOUT,
+                                                       env={**os.environ, **env}))
+
+    @property
+    def gateway_url(self) -> str:
+        return f"http://127.0.0.1:{self.gateway_port}"
 
     def kill_recorder(self) -> None:
         assert self.recorder_process is not None
@@ -190,7 +254,7 @@ class Lab:
             subprocess.run(["mosquitto_passwd", "-b", *(["-c"] if not passwd.exists() else []), str(passwd), user,
                             password], check=True, capture_output=True)
         acl = home / "benchbus.acl"
-        acl.write_text(roles.acl_text(LAB_USERS, fleet_role="operator"))
+        acl.write_text(roles.acl_text(DEVICE_LAB_USERS.get(device, LAB_USERS), fleet_role="operator"))
         (home / "data").mkdir()
         (home / "mosquitto.conf").write_text(
             f"{AS_ROOT}per_listener_settings false\nallow_anonymous false\n"
@@ -198,7 +262,8 @@ class Lab:
             f"persistence_location {home / 'data'}/\nlog_dest stderr\nlog_type all\n")
         settings = FleetSettings(
             device=device, edge_port=18830, data_dir=home / "edge-data", restart_timeout_s=(1, 2),
-            central=CentralBroker(host=self.net.central_for(device), port=1883, password="lab", keepalive_s=5),
+            central=CentralBroker(host=self.net.central_for(device), port=1883, password=PASSWORDS[device],
+                                  keepalive_s=5),
             local=LocalBroker(password=passwords[roles.FLEET_USERNAME]))
         settings.data_dir.mkdir()
         (home / "edge.conf").write_text(AS_ROOT + bridge_conf(settings))
@@ -219,7 +284,8 @@ class Lab:
 
     def client(self, principal: str, device: str) -> BusClient:
         """A lab user on the central broker (use it in `with`, which connects)."""
-        return BusClient(device, BrokerSettings(host=self.net.central_for_host, port=1883, username=principal),
+        return BusClient(device, BrokerSettings(host=self.net.central_for_host, port=1883, username=principal,
+                                                password=PASSWORDS[principal]),
                          name=f"t{uuid.uuid4().hex[:6]}")
 
 
@@ -240,6 +306,7 @@ def lab(tmp_path_factory):
         wait_until(lambda: lab.store.recorder_state == "ready", 60, "the recorder ready (its session subscribed)")
         for device in DEVICES:
             lab.start_device(device)
+        lab.start_gateway()
         for device in DEVICES:
             wait_until(lambda d=device: lab.store.highest(d) >= 3, 30, f"broadcasts of {device} at the central broker")
         yield lab
@@ -298,6 +365,47 @@ def test_a_cut_link_loses_no_broadcast(lab):
     assert lab.store.duplicates() == 0, f"{lab.store.duplicates()} broadcasts arrived twice"
 
 
+def test_the_fleet_page_in_a_browser_shows_a_cut_link_and_opens_a_device(lab, tmp_path):
+    """Chromium on the central gateway's fleet page: every device listed; rig1's link cut shows it down (with the
+    alarm), then up again; its name opens its dashboard through the central broker (/ws?device=rig1)."""
+    from playwright.sync_api import expect, sync_playwright
+    problems: list[str] = []
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=BROWSER_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1200, "height": 500})
+            page.on("pageerror", lambda error: problems.append(f"exception: {error}"))
+            page.on("console", lambda message: problems.append(message.text) if message.type == "error" else None)
+            page.goto(f"{lab.gateway_url}/fleet.html")
+            rows = {device: page.locator(f"#fleet tbody tr[data-device='{device}']") for device in DEVICES}
+            for row in rows.values():
+                expect(row.locator("td").nth(1)).to_have_text("rig", timeout=15_000)
+                expect(row.locator("td").nth(2)).to_have_text("up")
+                expect(row.locator("td").nth(3)).to_contain_text("scheduler: ready")
+                expect(row.locator("td").nth(4)).to_contain_text("broadcast")
+            lab.net.set_link("rig1", up=False)
+            try:  # the central broker gives the bridge's will after its keepalive (5 s here) times 1.5
+                expect(rows["rig1"].locator("td").nth(2)).to_have_text("down", timeout=30_000)
+                expect(rows["rig1"].locator("td").nth(5)).to_contain_text("link down")
+                expect(rows["rig2"].locator("td").nth(2)).to_have_text("up")
+                page.screenshot(path=str(tmp_path / "fleet-link-down.png"))
+            finally:
+                lab.net.set_link("rig1", up=True)
+            expect(rows["rig1"].locator("td").nth(2)).to_have_text("up", timeout=30_000)
+            expect(rows["rig1"].locator("td").nth(5)).not_to_contain_text("link down")
+            assert not problems, problems
+
+            rows["rig1"].locator("a").click()  # index.html?device=rig1, through the central broker
+            expect(page.locator("#device")).to_have_text("rig1", timeout=15_000)
+            expect(page.locator("#service-states tr[data-service='scheduler']")).to_contain_text("ready")
+            assert not [p for p in problems if p.startswith("exception")], problems
+        finally:
+            browser.close()
+    (REPO / "test-output").mkdir(exist_ok=True)
+    shutil.copyfile(tmp_path / "fleet-link-down.png", REPO / "test-output" / "fleet-link-down.png")
+    everything_arrived(lab)  # the cut lost nothing either
+
+
 def test_a_central_restart_loses_nothing(lab):
     """The central broker stopped and started, the recorder killed (-9) and started: every broadcast still held."""
     everything_arrived(lab)
@@ -327,14 +435,98 @@ def test_a_command_reaches_its_device_and_no_other(lab):
     assert "pause by alice" not in lab.log("rig2-rig").read_text() + lab.log("rig3-rig").read_text()
 
 
-def test_a_command_beyond_the_users_role_is_refused_at_the_device(lab):
+def gateway_call(lab: Lab, device: str, command: str) -> httpx.Response:
+    """The central gateway's HTTP API, from a trusted (loopback) address: no token needed."""
+    return httpx.post(f"{lab.gateway_url}/api/call/scheduler/{command}", params={"device": device}, json={},
+                      timeout=15)
+
+
+def gateway_knows(lab: Lab, device: str) -> None:
+    def seen() -> bool:
+        try:
+            response = httpx.get(f"{lab.gateway_url}/api/state", params={"device": device}, timeout=2)
+        except httpx.HTTPError:
+            return False
+        return response.status_code == 200 and "scheduler" in response.json()
+    wait_until(seen, 30, f"the central gateway's view of {device}")
+
+
+def ws_view(lab: Lab, device: str) -> tuple[set[str], dict]:
+    """A device's dashboard connection (/ws?device=): the topics a relative subscription gives, a call's reply."""
+    topics_seen: set[str] = set()
+    with ws_connect(f"ws://127.0.0.1:{lab.gateway_port}/ws?device={device}") as ws:
+        ws.send(json.dumps({"op": "subscribe", "filter": "+/$state"}))
+        ws.send(json.dumps({"op": "subscribe", "filter": "scheduler/event/broadcast"}))
+        ws.send(json.dumps({"op": "call", "id": 1, "service": "scheduler", "command": "get_config", "timeout": 10}))
+        reply = None
+        while reply is None or not any(t.endswith("/event/broadcast") for t in topics_seen):
+            message = json.loads(ws.recv(timeout=15))
+            if message.get("op") == "message":
+                topics_seen.add(message["topic"])
+            elif message.get("op") == "reply":
+                reply = message
+    return topics_seen, reply
+
+
+def test_the_central_gateway_opens_one_device(lab):
+    """HTTP, /ws and Socket.IO of the central gateway, each for rig2: rig2 answers, and only rig2 runs the pause."""
+    gateway_knows(lab, "rig2")
+    paused = gateway_call(lab, "rig2", "pause")
+    assert paused.status_code == 200, paused.text
+    assert paused.json()["result"] == {"paused": True}
+    assert gateway_call(lab, "rig2", "resume").json()["result"] == {"paused": False}
+    assert "pause by lab-gateway" in lab.log("rig2-rig").read_text()
+    assert "pause by lab-gateway" not in lab.log("rig1-rig").read_text() + lab.log("rig3-rig").read_text()
+
+    topics_seen, reply = ws_view(lab, "rig2")
+    assert reply["ok"] is True and reply["result"]["paused"] is False, reply
+    assert topics_seen and all(t.startswith("benchbus/rig2/") for t in topics_seen), topics_seen
+
+    client = socketio.Client()
+    client.connect(f"{lab.gateway_url}?device=rig2", namespaces=["/dpu-evolver"], transports=["websocket"])
+    try:
+        answer = client.call("getconfig", {}, namespace="/dpu-evolver", timeout=10)  # the DPU's event, to rig2
+    finally:
+        client.disconnect()
+    assert answer == {"ok": True, "result": {}}, answer
+
+    wait_until(lambda: [d for d, r in lab.store.audits_of(roles.LAB_GATEWAY_USERNAME) if r["command"] == "resume"],
+               10, "the gateway's audit records at the central side")
+    devices = {d for d, r in lab.store.audits_of(roles.LAB_GATEWAY_USERNAME) if r["command"] in ("pause", "resume")}
+    assert devices == {"rig2"}
+
+
+def test_a_write_the_device_withholds_from_the_central_gateway_is_refused_there(lab):
+    """rig3 gives the central gateway only a viewer's role: its pause dies at rig3's broker, its reads pass."""
+    gateway_knows(lab, "rig3")
+    refused = gateway_call(lab, "rig3", "pause")
+    assert refused.status_code == 504, refused.text  # no reply ever comes: the device dropped the request
+    assert gateway_call(lab, "rig3", "get_config").status_code == 200
+    assert "pause by lab-gateway" not in lab.log("rig3-rig").read_text()
+    assert "Denied PUBLISH from benchbus-fleet-rig3" in lab.log("rig3-broker").read_text()
+    unknown = gateway_call(lab, "rig9", "get_config")
+    assert unknown.status_code == 404 and "'device'" in unknown.json()["error"]["message"]
+
+
+def test_a_viewer_at_central_cannot_publish_a_command(lab):
     with lab.client("bob", "rig2") as bob:
-        with pytest.raises(CallTimeout):  # the device's ACL drops it: no reply, no execution
-            bob.call("scheduler", "pause", {}, timeout=3)
+        with pytest.raises(BusError) as refused:  # the central broker's PUBACK 135: it never reaches a device
+            bob.call("scheduler", "pause", {}, timeout=10)
+        assert refused.value.code == "unauthorized"
         # A command within bob's role takes the same path and is answered, so the refusal above is the role's.
         assert bob.call("scheduler", "get_config", {}, timeout=10)["paused"] is False
     assert "pause by bob" not in lab.log("rig2-rig").read_text()
-    assert not [r for _d, r in lab.store.audits_of("bob") if r["command"] == "pause"]
+    assert "Denied PUBLISH from benchbus-t" in lab.log("central").read_text()
+
+
+def test_a_command_beyond_the_users_role_on_the_device_is_refused_there(lab):
+    """carol operates in the lab (central lets her pause) but rig2 gives her only a viewer's role."""
+    with lab.client("carol", "rig2") as carol:
+        with pytest.raises(CallTimeout):  # the device's ACL drops it: no reply, no execution
+            carol.call("scheduler", "pause", {}, timeout=3)
+        assert carol.call("scheduler", "get_config", {}, timeout=10)["paused"] is False
+    assert "pause by carol" not in lab.log("rig2-rig").read_text()
+    assert not [r for _d, r in lab.store.audits_of("carol") if r["command"] == "pause"]
     assert "Denied PUBLISH from benchbus-fleet-rig2" in lab.log("rig2-broker").read_text()
 
 

@@ -6,6 +6,7 @@ import time
 
 import httpx
 import pytest
+from websockets.exceptions import InvalidStatus
 from websockets.sync.client import connect as ws_connect
 
 from benchbus.demo import DemoService, DemoSettings
@@ -138,3 +139,38 @@ def test_static_files_are_served_at_the_root(gateway, tmp_path):
     base = gateway(static_dir=tmp_path).url
     assert httpx.get(base).text == "<h1>dashboard</h1>"
     assert httpx.get(base + "health").json()["ok"] is True  # routes still win over files
+
+
+def test_a_device_gateway_serves_its_own_device_only(demo_gateway, device):
+    base = demo_gateway.url
+    auth = {"Authorization": f"Bearer {TOKEN}"}
+    wait_until(lambda: "demo" in httpx.get(base + "api/state").json(), 5, "the demo service's state")
+    own = httpx.post(base + "api/call/demo/echo", params={"device": device}, json={"text": "a"}, headers=auth)
+    assert own.json()["result"]["text"] == "a"
+    other = httpx.post(base + "api/call/demo/echo", params={"device": "elsewhere"}, json={"text": "a"}, headers=auth)
+    assert other.status_code == 400 and "'device'" in other.json()["error"]["message"]
+    with pytest.raises(InvalidStatus) as refused:  # the WebSocket is refused at its handshake
+        ws_connect(base.replace("http", "ws") + "ws?device=elsewhere")
+    assert refused.value.response.status_code == 403
+
+
+def test_a_lab_gateway_calls_and_shows_another_device(gateway, serve, make_settings, device):
+    """A lab's central gateway (lab: true) and a service of another device on its broker: `?device=` reaches it."""
+    other = f"{device}-b"
+    serve(DemoService, make_settings(DemoSettings, device=other))
+    lab = gateway(lab=True)
+    base = lab.url
+    wait_until(lambda: "demo" in httpx.get(base + "api/state", params={"device": other}).json(), 5,
+               "the other device's state at the lab gateway")
+    assert httpx.get(base + "api/state").json().get("demo") is None  # the gateway's own device has no demo
+    answered = httpx.post(base + "api/call/demo/echo", params={"device": other}, json={"text": "hi"})
+    assert answered.json() == {"ok": True, "result": {"text": "hi", "count": 1}}
+    unknown = httpx.post(base + "api/call/demo/echo", params={"device": f"{device}-nowhere"}, json={})
+    assert unknown.status_code == 404
+    with ws_connect(base.replace("http", "ws") + f"ws?device={other}") as socket:
+        socket.send(json.dumps({"op": "subscribe", "filter": "demo/state/#"}))
+        retained = recv_json(socket, lambda m: m.get("op") == "message")
+        assert retained["topic"] == f"benchbus/{other}/demo/state/counter"
+        socket.send(json.dumps({"op": "call", "id": 7, "service": "demo", "command": "increment", "payload": {}}))
+        reply = recv_json(socket, lambda m: m.get("op") == "reply" and m.get("id") == 7)
+        assert reply["ok"] is True, reply

@@ -32,6 +32,11 @@ from .settings import CONFIG_DIR, load_settings
 
 SEGMENT = "fleet"
 PUBLIC_SUFFIXES = ("+/$state", "+/$audit", "+/state/#", "+/event/#")
+# On the edge broker itself every device message is kept under this prefix (both links map it away again). Why: the
+# edge also publishes its central link's notification ("0" once it sees the link drop) on its own broker; unprefixed,
+# that local copy matched the `out` pattern +/state/#, waited in the queue, and reached the central broker after the
+# fresh "1" of the next connection, leaving the retained link state "0" on a link that was up.
+EDGE_PREFIX = "edge/"
 
 
 class CentralBroker(BaseModel):
@@ -148,10 +153,15 @@ def _central_link(s: FleetSettings) -> list[str]:
     # state/ topic, so the central gateway and the fleet page follow it like any device state.
     lines += ["notifications true", "notifications_local_only false",
               f"notification_topic {link_topic(s.device)}"]
-    lines += [f"topic {base}/{suffix} out 1" for suffix in PUBLIC_SUFFIXES]
-    lines.append(f"topic {base}/{topics.CLIENTS}/# out 1")  # replies; the device ACL lets only lab users' through
-    lines.append(f"topic {base}/+/cmd/+/+ in 1")  # requests; the device ACL judges them
+    lines += [_topic(f"{base}/{suffix}", "out") for suffix in PUBLIC_SUFFIXES]
+    lines.append(_topic(f"{base}/{topics.CLIENTS}/#", "out"))  # replies; the device ACL lets only lab users' through
+    lines.append(_topic(f"{base}/+/cmd/+/+", "in"))  # requests; the device ACL judges them
     return lines
+
+
+def _topic(pattern: str, direction: str) -> str:
+    """A bridged topic: `pattern` on the remote broker, EDGE_PREFIX + pattern on the edge."""
+    return f'topic {pattern} {direction} 1 {EDGE_PREFIX} ""'
 
 
 def _local_link(s: FleetSettings) -> list[str]:
@@ -164,9 +174,9 @@ def _local_link(s: FleetSettings) -> list[str]:
         password = loc.resolved_password()
         if password is not None:
             lines.append(f"remote_password {_quote_free(password, 'local.password')}")
-    lines += [f"topic {base}/{suffix} in 1" for suffix in PUBLIC_SUFFIXES]
-    lines.append(f"topic {base}/{topics.CLIENTS}/# in 1")
-    lines.append(f"topic {base}/+/cmd/+/+ out 1")
+    lines += [_topic(f"{base}/{suffix}", "in") for suffix in PUBLIC_SUFFIXES]
+    lines.append(_topic(f"{base}/{topics.CLIENTS}/#", "in"))
+    lines.append(_topic(f"{base}/+/cmd/+/+", "out"))
     return lines
 
 

@@ -1,32 +1,41 @@
 """`benchbus lab ...`: a lab of many devices on one central broker (docs/lab.md).
 
     benchbus lab bridge-conf [--settings FILE] [--output FILE]   this device's fleet edge broker configuration
-    benchbus lab up [--port 1883] [--http-port 8080] [--database-url URL]
+    benchbus lab access --lab lab.yaml --output-dir DIR           the central broker's ACL and password file
+    benchbus lab up [--port 1883] [--http-port 8080] [--database-url URL] [--lab lab.yaml] [--tls-port 8883 ...]
                                                   the central side: Mosquitto, the recorder (every device), the
                                                   gateway in lab mode with the fleet page; Ctrl-C stops them all
 """
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import os
+import secrets
 import shutil
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from . import fleet
+from benchbus_schemas import roles
+
+from . import fleet, labaccess, yamlfile
 from .errors import BusError
 from .settings import BrokerSettings
 from .snapshot import read_retained
 
-LAB_ID = "lab"  # the device id of the central services themselves (their $state lies under benchbus/lab/)
+LAB_ID = roles.LAB_ID  # the device id of the central services themselves (their $state lies under benchbus/lab/)
 CENTRAL_SERVICES = ("recorder", "gateway")
 
 CENTRAL_CONF = """\
 # The lab's central broker, written by `benchbus lab up`. Devices reach it through their fleet edge brokers.
+# It runs as the user who ran lab up (started as root, Mosquitto would switch to `mosquitto`, who cannot read the
+# password file and data folder lab up made, mode 0600 and 0700).
+user {user}
 listener {port} {bind}
 set_tcp_nodelay true
 {access}
@@ -42,15 +51,28 @@ log_type warning
 """
 
 
-def central_conf(port: int, bind: str, data: Path, password_file: Path | None, acl_file: Path | None) -> str:
-    if password_file is None:
-        access = ("# No users: only for a lab network nobody else reaches (give --password-file and --acl-file).\n"
+TLS_LISTENER = """\
+# Devices by TLS client certificate: signed by this CA, the certificate's CN is the device's username (its ACL).
+listener {port} {bind}
+cafile {cafile}
+certfile {certfile}
+keyfile {keyfile}
+require_certificate true
+use_identity_as_username true
+"""
+
+
+def central_conf(port: int, bind: str, data: Path, access_files: tuple[Path, Path] | None,
+                 tls: dict[str, object] | None = None) -> str:
+    """`access_files`: (acl, password file) from labaccess; None: anonymous. `tls`: port, cafile, certfile, keyfile."""
+    if access_files is None:
+        access = ("# No users: only for a lab network nobody else reaches (give --lab FILE: labaccess.py).\n"
                   "allow_anonymous true")
     else:
-        access = f"allow_anonymous false\npassword_file {password_file}"
-        if acl_file is not None:
-            access += f"\nacl_file {acl_file}"
-    return CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data)
+        acl, passwd = access_files
+        access = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}"
+    text = CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data, user=getpass.getuser())
+    return text + ("" if tls is None else TLS_LISTENER.format(bind=bind, **tls))
 
 
 def _program(name: str) -> str:
@@ -81,6 +103,16 @@ def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, sub
     return waiting
 
 
+def _gateway_port(broker: BrokerSettings) -> int:
+    """The port the gateway chose (--http-port 0), from the address in its retained state/clients."""
+    topic = f"benchbus/{LAB_ID}/gateway/state/clients"
+    held = read_retained(broker, [topic], timeout=5.0).get(topic, b"{}")
+    try:
+        return int(urlsplit(json.loads(held)["url"]).port or 0)
+    except (ValueError, KeyError, TypeError):
+        return 0
+
+
 def _state_of(payload: bytes) -> str | None:
     try:
         data = json.loads(payload)
@@ -89,21 +121,40 @@ def _state_of(payload: bytes) -> str | None:
     return data.get("state") if isinstance(data, dict) else None
 
 
+def _credentials(username: str, passwords: dict[str, str]) -> dict[str, str]:
+    return {"BENCHBUS_BROKER_USERNAME": username, "BENCHBUS_BROKER_PASSWORD": passwords[username]}
+
+
 def cmd_up(args: argparse.Namespace) -> int:
     data = Path(args.data_dir).resolve()
     (data / "broker").mkdir(parents=True, exist_ok=True)
     conf = data / "mosquitto.conf"
-    conf.write_text(central_conf(args.port, args.bind, data / "broker", args.password_file, args.acl_file))
+    # the central services' own passwords: new at every start, known only to this process and the password file
+    passwords = {roles.LAB_RECORDER_USERNAME: secrets.token_hex(16), roles.LAB_GATEWAY_USERNAME: secrets.token_hex(16)}
+    try:
+        access = None if args.lab is None else labaccess.write_access(labaccess.load(args.lab), data / "access",
+                                                                      passwords)
+    except (yamlfile.FileError, ValueError) as exc:
+        print(f"benchbus lab up: lab file: {exc}", file=sys.stderr)
+        return 2
+    if args.tls_port is not None and None in (args.cafile, args.certfile, args.keyfile):
+        print("benchbus lab up: --tls-port needs --cafile, --certfile and --keyfile", file=sys.stderr)
+        return 2
+    tls = None if args.tls_port is None else {"port": args.tls_port, "cafile": args.cafile, "certfile": args.certfile,
+                                              "keyfile": args.keyfile}
+    conf.write_text(central_conf(args.port, args.bind, data / "broker", access, tls))
     database_url = args.database_url or os.environ.get("BENCHBUS_RECORDER_DATABASE_URL")
     processes: dict[str, subprocess.Popen[bytes]] = {}
-    broker = BrokerSettings(host="127.0.0.1", port=args.port, username=os.environ.get("BENCHBUS_BROKER_USERNAME"),
-                            password=os.environ.get("BENCHBUS_BROKER_PASSWORD"))
+    broker = BrokerSettings(host="127.0.0.1", port=args.port, username=roles.LAB_GATEWAY_USERNAME,
+                            password=passwords[roles.LAB_GATEWAY_USERNAME])
     common = {"BENCHBUS_BROKER_HOST": "127.0.0.1", "BENCHBUS_BROKER_PORT": str(args.port)}
-    recorder_env = {**common, "BENCHBUS_RECORDER_DEVICE": LAB_ID, "BENCHBUS_RECORDER_ALL_DEVICES": "true",
+    recorder_env = {**common, **_credentials(roles.LAB_RECORDER_USERNAME, passwords),
+                    "BENCHBUS_RECORDER_DEVICE": LAB_ID, "BENCHBUS_RECORDER_ALL_DEVICES": "true",
                     "BENCHBUS_RECORDER_DATA_DIR": str(data / "recorder"), "BENCHBUS_RECORDER_HTTP_PORT": "0"}
     if database_url:
         recorder_env["BENCHBUS_RECORDER_DATABASE_URL"] = database_url
-    gateway_env = {**common, "BENCHBUS_GATEWAY_DEVICE": LAB_ID, "BENCHBUS_GATEWAY_LAB": "true",
+    gateway_env = {**common, **_credentials(roles.LAB_GATEWAY_USERNAME, passwords),
+                   "BENCHBUS_GATEWAY_DEVICE": LAB_ID, "BENCHBUS_GATEWAY_LAB": "true",
                    "BENCHBUS_GATEWAY_PORT": str(args.http_port), "BENCHBUS_GATEWAY_HOST": args.bind,
                    "BENCHBUS_GATEWAY_DATA_DIR": str(data / "gateway")}
     try:
@@ -115,10 +166,11 @@ def cmd_up(args: argparse.Namespace) -> int:
         if waiting:
             print(f"benchbus lab up: not ready within {args.timeout:g} s: {', '.join(waiting)}", file=sys.stderr)
             return 1
+        http_port = args.http_port or _gateway_port(broker)
         where = "PostgreSQL" if database_url and database_url.startswith("postgresql") else \
             f"SQLite in {data / 'recorder'} (--database-url postgresql+psycopg://... for PostgreSQL)"
         print(f"lab ready: central broker {args.bind}:{args.port}; recorder of every device into {where}; "
-              f"fleet page http://{'localhost' if args.bind == '0.0.0.0' else args.bind}:{args.http_port}/fleet.html",
+              f"fleet page http://{'localhost' if args.bind == '0.0.0.0' else args.bind}:{http_port}/fleet.html",
               flush=True)
         stop = []
         signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
@@ -152,13 +204,21 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                               "page")
     p_up.add_argument("--port", type=int, default=1883, help="the central broker's port (default %(default)s)")
     p_up.add_argument("--bind", default="0.0.0.0", help="listen address of broker and gateway (default %(default)s)")
-    p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's port (default %(default)s)")
+    p_up.add_argument("--http-port", type=int, default=8080, help="the gateway's port (default %(default)s; 0: the "
+                      "gateway picks a free one, printed in the ready line)")
     p_up.add_argument("--data-dir", default=".benchbus-lab", help="broker, recorder and gateway data "
                       "(default %(default)s)")
     p_up.add_argument("--database-url", default=None, help="the recorder's PostgreSQL, e.g. postgresql+psycopg://"
                       "user:pw@host/db (default BENCHBUS_RECORDER_DATABASE_URL, else SQLite in the data dir)")
-    p_up.add_argument("--password-file", type=Path, default=None, help="Mosquitto password file of the lab's users "
-                      "and devices (default: anonymous, for a closed lab network only)")
-    p_up.add_argument("--acl-file", type=Path, default=None)
+    p_up.add_argument("--lab", type=Path, default=None, help="the lab file (users, roles, devices: labaccess.py); "
+                      "its ACL and password file guard the broker (default: anonymous, for a closed lab network only)")
+    p_up.add_argument("--tls-port", type=int, default=None, help="also a TLS listener for devices with client "
+                      "certificates (CN = device id); needs --cafile, --certfile, --keyfile")
+    p_up.add_argument("--cafile", type=Path, default=None, help="the CA that signs the devices' certificates")
+    p_up.add_argument("--certfile", type=Path, default=None, help="the central broker's certificate")
+    p_up.add_argument("--keyfile", type=Path, default=None)
     p_up.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for ready (default %(default)s)")
     p_up.set_defaults(func=cmd_up)
+    p_access = lab_sub.add_parser("access", help="the central broker's ACL and password file from the lab file")
+    labaccess.add_arguments(p_access)
+    p_access.set_defaults(func=lambda args: labaccess.access_command(args.lab, args.output_dir))

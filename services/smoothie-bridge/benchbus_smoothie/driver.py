@@ -22,9 +22,6 @@ from .robot import (BACKLASH_MM, CURRENT_SETTLE, CURRENT_TABLES, DEFAULT_ACCELER
                     DriverConfig, expand_home_axes)
 from .serial_link import SerialLink
 
-# service.py imports these from here too; it is being reworked apart, and will import them from their own modules
-from .gcode import NoResponse as NoResponse, travel_check as travel_check
-from .robot import MOUNT_RETRACT_MM as MOUNT_RETRACT_MM, PLUNGER_HOMING_POSITION_MM as PLUNGER_HOMING_POSITION_MM
 
 log = logging.getLogger("benchbus.smoothie.driver")
 

@@ -22,10 +22,13 @@ from benchbus_schemas.limits import AXIS_SPEED_MAX_MM_S, MOTOR_CURRENT_MAX_A
 from benchbus_schemas.smoothie import AXES
 from pydantic import ValidationError
 
-from .driver import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_POSITION_MM, AlarmLock,
-                     AlarmResponse, DriverConfig, ErrorResponse, Halted, MotionAlarm, NoResponse, ParseError,
-                     SerialLink, SmoothieDriver, SmoothieError, expand_home_axes, strip_response, travel_check)
+from .driver import SmoothieDriver
+from .gcode import (AlarmLock, AlarmResponse, ErrorResponse, Halted, MotionAlarm, NoResponse, ParseError,
+                    SmoothieError, strip_response, travel_check)
+from .robot import (MOUNT_AXIS, MOUNT_RETRACT_MM, PLUNGER_AXIS, PLUNGER_HOMING_POSITION_MM, DriverConfig,
+                    expand_home_axes)
 from .safety import MotionGate, MotionLease
+from .serial_link import SerialLink
 from .settings import SmoothieSettings, by_name
 
 log = logging.getLogger("benchbus.smoothie")

@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, recorder_routes, ws
+from . import dashboard, definitions_routes, http, lab, recorder_routes, ws
 from .access import Access, Caller
 from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
@@ -42,7 +42,7 @@ class Bridge(Protocol):
     device: str
 
     async def call(self, service: str, command: str, payload: Any, timeout: float | None = None,
-                   on_behalf_of: str | None = None) -> Any: ...
+                   on_behalf_of: str | None = None, device: str | None = None) -> Any: ...
 
     def connected(self) -> bool: ...
 
@@ -139,7 +139,8 @@ class Gateway:
                        ack: Callable[..., None] | None) -> None:
         session = client.session
         token = session.data.get("token") or session.query.get("token")
-        origin = self._origin(self.access.caller("socketio", session.peer, token, client.sid), session.host, "eio3")
+        origin = self._origin(self.access.caller("socketio", session.peer, token, client.sid), session.host, "eio3",
+                              session.query.get("device"))
 
         def reply(name: str, payload: Any) -> None:
             client.emit(namespace, name, payload)
@@ -161,7 +162,8 @@ class Gateway:
     async def _on_eio4_event(self, event: str, sid: str, *args: Any) -> Any:
         environ = self.sio4.get_environ(sid, namespace=self.namespace) or {}
         caller = self.sio4_clients.get(sid) or self.access.caller("socketio", _asgi_peer(environ), None, sid)
-        origin = self._origin(caller, environ.get("HTTP_HOST", "").split(":")[0], "eio4")
+        device = (parse_qs(environ.get("QUERY_STRING", "")).get("device") or [None])[0]
+        origin = self._origin(caller, environ.get("HTTP_HOST", "").split(":")[0], "eio4", device)
         acked: list[Any] = []
 
         async def send(name: str, payload: Any) -> None:
@@ -173,9 +175,9 @@ class Gateway:
         await self._run_event(event, list(args), origin, reply, acked.append)
         return acked[0] if acked else None
 
-    def _origin(self, caller: Caller, host: str, generation: str) -> Origin:
+    def _origin(self, caller: Caller, host: str, generation: str, device: str | None = None) -> Origin:
         return Origin(caller.session or "", host, generation, may_write=caller.may_write,
-                      on_behalf_of=caller.on_behalf_of, refusal=self.access.write_refusal(caller))
+                      on_behalf_of=caller.on_behalf_of, refusal=self.access.write_refusal(caller), device=device)
 
     async def _run_event(self, event: str, args: list, origin: Origin, reply: Callable[[str, Any], None],
                          ack: Callable[..., None] | None) -> None:
@@ -199,8 +201,10 @@ class Gateway:
         if ack is not None:
             ack({"ok": True, "result": emits[0].payload if emits else None})
 
-    async def _call(self, service: str, command: str, payload: Any, on_behalf_of: str | None = None) -> Any:
-        return await self.bridge.call(service, command, payload, self.settings.call_timeout_s, on_behalf_of)
+    async def _call(self, service: str, command: str, payload: Any, on_behalf_of: str | None = None,
+                    device: str | None = None) -> Any:
+        return await self.bridge.call(service, command, payload, self.settings.call_timeout_s, on_behalf_of,
+                                      lab.target_device(self, device))
 
     def _spawn(self, coroutine: Awaitable[Any]) -> None:
         task = asyncio.ensure_future(coroutine)

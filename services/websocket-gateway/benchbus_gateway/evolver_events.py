@@ -23,7 +23,7 @@ log = logging.getLogger("benchbus.gateway.events")
 ERROR_EVENT = "benchbus_error"
 
 # (service, command, payload, on_behalf_of) -> result; raises BusError
-Call = Callable[[str, str, Any, "str | None"], Awaitable[Any]]
+Call = Callable[[str, str, Any, "str | None", "str | None"], Awaitable[Any]]
 
 
 @dataclass
@@ -43,6 +43,7 @@ class Origin:
     may_write: bool = False
     on_behalf_of: str | None = None
     refusal: str = "writes need the token or a trusted address"
+    device: str | None = None  # the device asked for at connect (`?device=`, a lab's central gateway: lab.py)
 
 
 @dataclass
@@ -61,7 +62,7 @@ class EventTable:
         return await handler(self, payload, origin)
 
     async def _ask(self, origin: Origin, service: str, command: str, payload: Any) -> Any:
-        return await self.call(service, command, payload, origin.on_behalf_of)
+        return await self.call(service, command, payload, origin.on_behalf_of, origin.device)
 
     # -- the scheduler ----------------------------------------------------------------------------------------------
 

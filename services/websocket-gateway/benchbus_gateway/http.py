@@ -6,6 +6,7 @@
     GET  /api/history?limit=N          the most recent scheduler broadcasts, oldest first
     POST /api/call/{service}/{command} body = the request; needs `Authorization: Bearer <token>` (or a client
                                        address in `trusted_networks`)
+A lab's central gateway takes `?device=<id>` on /api/state and /api/call for any device on its broker (lab.py).
 Reads are open unless `read_requires_token`; error replies carry the bus error body and a matching HTTP status:
 401 when the gateway refuses (no token, wrong token, not a trusted address), 403 when the gateway passed the request
 on and the bus refused it (the token was fine; the action is not allowed). Bodies are bounded by limits.py (413).
@@ -22,6 +23,7 @@ from starlette.routing import Route
 from benchbus import BusError, trust
 from benchbus_schemas import topics
 
+from . import lab
 from .access import Caller, Refused
 
 if TYPE_CHECKING:
@@ -68,12 +70,15 @@ def routes(gateway: Gateway) -> list[Route]:
     async def all_states(request: Request) -> Response:
         try:
             require_read(gateway, request)
+            device = lab.target_device(gateway, request.query_params.get("device")) or gateway.device
         except Refused as refusal:
             return refused_response(refusal)
+        except BusError as error:
+            return error_response(error)
         states = {}
         for topic_name, (_text, data) in gateway.retained.items():
             parsed = topics.parse(topic_name)
-            if parsed and parsed[2] == "$state":
+            if parsed and parsed[0] == device and parsed[2] == "$state":
                 states[parsed[1]] = data
         return JSONResponse(dict(sorted(states.items())))
 
@@ -111,8 +116,9 @@ def routes(gateway: Gateway) -> list[Route]:
                 payload: Any = json.loads(body) if body.strip() else {}
             except ValueError as exc:
                 raise BusError("invalid_request", f"body is not valid JSON: {exc}") from None
+            device = lab.target_device(gateway, request.query_params.get("device"))
             result = await gateway.bridge.call(request.path_params["service"], request.path_params["command"], payload,
-                                               gateway.settings.call_timeout_s, caller.on_behalf_of)
+                                               gateway.settings.call_timeout_s, caller.on_behalf_of, device)
         except Refused as refusal:
             return refused_response(refusal)
         except BusError as error:

@@ -25,6 +25,7 @@ from benchbus_schemas.envelope import Empty
 from benchbus_schemas.gateway import Clients
 
 from .app import create_app
+from .lab import DeviceClients
 from .settings import GatewaySettings
 
 log = logging.getLogger("benchbus.gateway")
@@ -36,14 +37,15 @@ class BusBridge:
     def __init__(self, service: Service, threads: int = 16):
         self.service = service
         self.device = service.device
+        self.devices = DeviceClients(service)
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="gateway-call")
 
     async def call(self, service: str, command: str, payload: Any, timeout: float | None = None,
-                   on_behalf_of: str | None = None) -> Any:
-        """`on_behalf_of` names the outside user (attribution on the bus, never authorisation)."""
+                   on_behalf_of: str | None = None, device: str | None = None) -> Any:
+        """`on_behalf_of` names the outside user (attribution on the bus, never authorisation); `device`: another
+        device (a lab's central gateway, lab.py), checked by the caller."""
         loop = asyncio.get_running_loop()
-        call = functools.partial(self.service.bus.call, service, command, payload, timeout or 10.0,
-                                 on_behalf_of=on_behalf_of)
+        call = functools.partial(self.devices.call, service, command, payload, timeout or 10.0, on_behalf_of, device)
         return await loop.run_in_executor(self._pool, call)
 
     def connected(self) -> bool:
@@ -123,8 +125,11 @@ class GatewayService(Service[GatewaySettings]):
         self._web_thread.start()
         deadline = time.monotonic() + timeout
         while not self.web.started:
-            if not self._web_thread.is_alive() or time.monotonic() > deadline:
-                raise RuntimeError(f"the web server did not start on {settings.host}:{settings.port}")
+            if not self._web_thread.is_alive():  # uvicorn exits its thread when the bind fails (its error above)
+                raise RuntimeError(f"the web server stopped before listening on {settings.host}:{settings.port}")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"the web server was not listening on {settings.host}:{settings.port} "
+                                   f"within {timeout:g} s")
             time.sleep(0.02)
         self.port = self.web.servers[0].sockets[0].getsockname()[1]
         log.info("listening on %s:%d (Socket.IO namespace %s)", settings.host, self.port, settings.namespace)

@@ -2,6 +2,7 @@
 
 Client to server, one JSON object a message:
     {"op": "auth", "token": "..."}                                     (or an `Authorization: Bearer` header / ?token=)
+    (`/ws?device=<id>` on a lab's central gateway: relative filters and calls go to that device; lab.py)
     {"op": "subscribe", "filter": "scheduler/event/#"}                 (MQTT filter; relative to benchbus/<device>/)
     {"op": "unsubscribe", "filter": "..."}
     {"op": "call", "id": 1, "service": "gpio", "command": "get_lights", "payload": {}, "timeout": 5}
@@ -30,6 +31,7 @@ from starlette.websockets import WebSocket, WebSocketDisconnect
 from benchbus import BusError
 from benchbus.trust import bearer
 
+from . import lab
 from .access import Caller
 
 if TYPE_CHECKING:
@@ -42,8 +44,9 @@ MAX_WAITING = 1000
 
 
 class WsClient:
-    def __init__(self, gateway: Gateway, websocket: WebSocket, caller: Caller):
+    def __init__(self, gateway: Gateway, websocket: WebSocket, caller: Caller, device: str | None = None):
         self.gateway = gateway
+        self.device = device  # another device than the gateway's own (lab mode), else None
         self.websocket = websocket
         self.caller = caller
         self.filters: list[str] = []
@@ -110,11 +113,11 @@ def fan_out(gateway: Gateway, topic_name: str, text: str) -> None:
             client.send_text(frame)
 
 
-def absolute_filter(gateway: Gateway, topic_filter: Any) -> str:
+def absolute_filter(gateway: Gateway, topic_filter: Any, device: str | None = None) -> str:
     """A filter under benchbus/<device>/; relative ones are taken under it. Raises BusError otherwise."""
     if not isinstance(topic_filter, str) or not topic_filter or len(topic_filter) > 512:
         raise BusError("invalid_request", "field 'filter': a topic filter string is required")
-    prefix = f"benchbus/{gateway.device}/"
+    prefix = f"benchbus/{device or gateway.device}/"
     if gateway.settings.lab and topic_filter.startswith("benchbus/"):
         prefix = "benchbus/"  # a lab's central gateway: every device (the reply check below still holds)
     if topic_filter.startswith("benchbus/"):
@@ -142,8 +145,13 @@ def endpoint(gateway: Gateway):
         if gateway.settings.read_requires_token and not caller.may_write and presented is not None:
             await websocket.close(1008, "bad token")
             return
+        try:
+            device = lab.target_device(gateway, websocket.query_params.get("device"))
+        except BusError as error:
+            await websocket.close(1008, error.message[:120])
+            return
         await websocket.accept()
-        client = WsClient(gateway, websocket, caller)
+        client = WsClient(gateway, websocket, caller, device)
         gateway.ws_clients.add(client)
         if caller.may_write:
             client.send({"op": "access", "writes": True, "by": "token" if caller.token_ok else "trusted network"})
@@ -197,7 +205,7 @@ async def _take(gateway: Gateway, client: WsClient, text: str) -> None:
         elif op == "subscribe":
             _subscribe(gateway, client, message.get("filter"))
         elif op == "unsubscribe":
-            absolute = absolute_filter(gateway, message.get("filter"))
+            absolute = absolute_filter(gateway, message.get("filter"), client.device)
             if absolute in client.filters:
                 client.filters.remove(absolute)
             client.send({"op": "unsubscribed", "filter": absolute})
@@ -213,7 +221,7 @@ async def _take(gateway: Gateway, client: WsClient, text: str) -> None:
 def _subscribe(gateway: Gateway, client: WsClient, topic_filter: Any) -> None:
     if gateway.settings.read_requires_token and not client.authorized:
         raise BusError("unauthorized", "reads need the bearer token on this gateway")
-    absolute = absolute_filter(gateway, topic_filter)
+    absolute = absolute_filter(gateway, topic_filter, client.device)
     if absolute not in client.filters:
         if len(client.filters) >= gateway.settings.max_ws_subscriptions:
             raise BusError("conflict", f"at most {gateway.settings.max_ws_subscriptions} subscriptions per client")
@@ -237,7 +245,7 @@ async def _call(gateway: Gateway, client: WsClient, message: dict) -> None:
         if not isinstance(timeout, (int, float)) or not 0 < timeout <= 120:
             raise BusError("invalid_request", "field 'timeout': seconds, more than 0 and at most 120")
         result = await gateway.bridge.call(service, command, message.get("payload") or {}, float(timeout),
-                                           client.caller.on_behalf_of)
+                                           client.caller.on_behalf_of, client.device)
         client.send({"op": "reply", "id": request_id, "ok": True, "result": result})
     except BusError as error:
         client.send({"op": "reply", "id": request_id, "ok": False,

@@ -4,6 +4,10 @@
 
 const TOKEN_KEY = "benchbus.gateway.token";
 
+// `?device=<id>` in the page's address: a lab's central gateway serves that device's view (its subscriptions and
+// calls go to benchbus/<id>/ through the central broker); without it, the gateway's own device.
+export const DEVICE = new URLSearchParams(location.search).get("device") || "";
+
 export class Bus {
   constructor({ filters, onMessage, onLink, onAccess }) {
     this.filters = filters;
@@ -21,7 +25,8 @@ export class Bus {
   connect() {
     const scheme = location.protocol === "https:" ? "wss:" : "ws:";
     this.onLink("connecting");
-    const socket = new WebSocket(`${scheme}//${location.host}/ws`);
+    const query = DEVICE ? `?device=${encodeURIComponent(DEVICE)}` : "";
+    const socket = new WebSocket(`${scheme}//${location.host}/ws${query}`);
     this.socket = socket;
     socket.onopen = () => this.opened();
     socket.onmessage = (event) => this.received(event.data);

@@ -55,7 +55,12 @@ function render() {
     const entry = devices.get(id);
     const row = document.createElement("tr");
     row.dataset.device = id;
-    row.append(cell(id), cell(kind(entry)),
+    const name = document.createElement("td");
+    const view = document.createElement("a");
+    view.href = `index.html?device=${encodeURIComponent(id)}`;  // its dashboard, through the central broker
+    view.textContent = id;
+    name.append(view);
+    row.append(name, cell(kind(entry)),
                cell(entry.link === null ? "?" : entry.link ? "up" : "down", entry.link === 0 ? "link-down" : "link-up"));
     const services = document.createElement("td");
     for (const [name, state] of [...entry.services].sort()) {

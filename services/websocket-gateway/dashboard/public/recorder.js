@@ -1,6 +1,7 @@
 // What the recorder keeps, through the gateway's relay (/api/history, /api/recorder/...): a time range of the rig's
 // history, exports of that range, and the audit trail (who ran which command, when, with which result).
 // Without a recorder the gateway answers /api/recorder/... with 503 and these panels say so.
+import { DEVICE } from "./bus.js";
 
 const $ = (id) => document.getElementById(id);
 const HISTORY_POINTS = 5000;  // broadcasts drawn at most; a longer range comes thinned evenly by the recorder
@@ -18,6 +19,7 @@ export function pickedRange(now = Date.now() / 1000) {
 
 function query(params) {
   const search = new URLSearchParams();
+  if (DEVICE) search.set("device", DEVICE);  // a device's view on a lab's central gateway: the lab recorder's rows
   for (const [key, value] of Object.entries(params)) {
     if (value !== null && value !== undefined && value !== "") search.set(key, String(value));
   }
