@@ -18,7 +18,6 @@ import queue
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -35,6 +34,7 @@ from .client import BusClient, decode
 from .connection import Connection, reply_properties, user_property
 from .errors import BusError
 from .settings import ServiceSettings
+from .workers import WorkerPool
 
 Handler = Callable[[Any, "RequestContext"], Any]
 Raw = bytes | bytearray  # a payload as paho hands it over
@@ -95,7 +95,7 @@ class Service:
                                      offline_queue=settings.offline_queue)
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
-        self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
+        self._executor = WorkerPool(settings.handler_threads, f"{segment}-handler")
         self._watch_queue: queue.Queue[WatchItem | None] = queue.Queue()
         self._audit_queue: queue.SimpleQueue[AuditRecord | None] = queue.SimpleQueue()
         self._audit_thread = threading.Thread(target=self._audit_loop, name=f"{segment}-audit", daemon=True)
@@ -277,7 +277,7 @@ class Service:
         self._set_lifecycle("offline")
         self.connection.flush()
         self.connection.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
         self._watch_queue.put(None)
         self._stopped.set()
 
