@@ -27,9 +27,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchbus_schemas import topics
 
+from . import paho_speedups
 from .settings import BrokerSettings
 
 log = logging.getLogger("benchbus.connection")
+paho_speedups.install()  # received MQTT 5 properties decoded without rebuilding paho's tables each time
 
 MessageKind = Literal["state", "event", "reply", "request"]
 Callback = Callable[[mqtt.MQTTMessage], None]
