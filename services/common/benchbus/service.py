@@ -401,6 +401,14 @@ class Service:
                            error={"code": outcome.code, "message": outcome.message} if failed else None,
                            request=_audited_request(raw), duration_ms=round(duration_ms, 3))
 
+    def _built_record(self, facts: AuditFacts) -> AuditRecord | None:
+        """A record that cannot be built is logged with who and what; it must not end the audit thread."""
+        try:
+            return self._audit_record(*facts)
+        except Exception:
+            self.log.exception("audit record of %s from %s could not be built", facts[1].command, facts[1].caller)
+            return None
+
     def _audit_loop(self) -> None:
         """Publish audit records in batches: the first record opens a short window, the rest of it rides along.
         The thread sleeps the window out and then takes what came: one wake-up per batch, not one per request."""
@@ -419,9 +427,10 @@ class Service:
                     stopping = True
                     break
                 batch.append(item)
-            records = [self._audit_record(*facts) for facts in batch]
-            payload = AuditBatch(records=records).model_dump_json().encode()
-            self.connection.publish(self._audit_topic, payload, kind="event")
+            records = [record for facts in batch if (record := self._built_record(facts)) is not None]
+            if records:  # a batch holds at least one record
+                payload = AuditBatch(records=records).model_dump_json().encode()
+                self.connection.publish(self._audit_topic, payload, kind="event")
             if stopping:
                 return
 
