@@ -8,12 +8,15 @@ Prints p50/p99 of both and the ratio; the last line is one JSON object.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import threading
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt import _packet
+from paho.mqtt.properties import Properties
 
 
 from benchbus.testing.bench import bare_client, percentile
@@ -22,7 +25,23 @@ from benchbus.demo import DemoService, DemoSettings
 from benchbus.testing.broker import MosquittoProcess
 
 
+@contextlib.contextmanager
+def pahos_own_decoder():
+    """The floor is paho as shipped: its own Properties decoder, not the runtime's faster one, which importing
+    benchbus installed in this process (benchbus.paho_speedups)."""
+    installed, _packet.Properties = _packet.Properties, Properties
+    try:
+        yield
+    finally:
+        _packet.Properties = installed
+
+
 def bare_echo(broker, calls: int) -> list[float]:
+    with pahos_own_decoder():
+        return _bare_echo(broker, calls)
+
+
+def _bare_echo(broker, calls: int) -> list[float]:
     echo = bare_client(broker, "bench-echo")
 
     def pong(client: mqtt.Client, _userdata: object, message: mqtt.MQTTMessage) -> None:
@@ -90,7 +109,7 @@ def main() -> None:
     print(f"runtime request/reply: p50 {result['rtt_p50_ms']} ms  p99 {result['rtt_p99_ms']} ms  ({len(ours)} calls)")
     print(f"bare paho echo (floor): p50 {result['echo_p50_ms']} ms  p99 {result['echo_p99_ms']} ms  "
           f"({len(echo)} round trips)")
-    print(f"ratio (p50 over p50): {result['ratio']}x   target < 1.5x")
+    print(f"ratio (p50 over p50): {result['ratio']}x   target <= 1.3x (issue 21)")
     print(json.dumps(result))
 
 

@@ -119,3 +119,21 @@ def test_a_request_without_a_principal_level_is_ignored(demo, raw, device, bus):
     raw.send(f"benchbus/{device}/demo/cmd/increment", b"{}", response_topic=f"benchbus/{device}/_client/dev/x/reply")
     assert bus.call("demo", "increment")["value"] == 1  # the bare topic was never a command
     assert bus.principal == "dev"
+
+
+def test_a_record_that_cannot_be_built_is_logged_and_auditing_goes_on(demo, raw, device, caplog, monkeypatch):
+    build_record = demo._audit_record
+
+    def fails_for_broken(at, context, outcome, raw_request, duration_ms):
+        if b"broken" in raw_request:
+            raise ValueError("cannot build this one")
+        return build_record(at, context, outcome, raw_request, duration_ms)
+
+    monkeypatch.setattr(demo, "_audit_record", fails_for_broken)
+    reply = f"benchbus/{device}/_client/alice/s1/reply"
+    raw.send(f"benchbus/{device}/demo/cmd/echo/alice", b'{"text": "broken"}', response_topic=reply)
+    wait_until(lambda: "could not be built" in caplog.text, what="the lost record logged")
+    raw.send(f"benchbus/{device}/demo/cmd/echo/alice", b'{"text": "fine"}', response_topic=reply)
+    wait_until(lambda: raw.audits(), what="the next request's audit record")
+    assert [a["request"] for a in raw.audits()] == [{"text": "fine"}]
+    assert "echo from alice" in caplog.text

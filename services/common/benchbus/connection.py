@@ -27,9 +27,11 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from benchbus_schemas import topics
 
+from . import paho_speedups
 from .settings import BrokerSettings
 
 log = logging.getLogger("benchbus.connection")
+paho_speedups.install()  # received MQTT 5 properties decoded without rebuilding paho's tables each time
 
 MessageKind = Literal["state", "event", "reply", "request"]
 Callback = Callable[[mqtt.MQTTMessage], None]
@@ -278,24 +280,68 @@ def _no_delay(client: mqtt.Client) -> None:
             sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
+class PublishProperties(Properties):
+    """The MQTT 5 PUBLISH properties of a request or a reply, encoded once, here, as the standard lays them out
+    (section 2.2.2: a variable byte integer length, then identifier + value per property).
+
+    paho's own Properties builds its name tables in every instance and its pack() walks all of its property
+    names in Python: together ~35 us per message on this machine, on the path of every call and every reply
+    (py-spy: 10 % of a caller's CPU in request_properties, 8.5 % in pack). paho only ever calls pack() on the
+    properties we give it (again, unchanged, when it retransmits a QoS 1 message).
+    """
+
+    _packed: bytes  # set past paho's __setattr__, which accepts only property names
+
+    def __init__(self, response_topic: str | None = None, correlation: bytes | None = None,
+                 expiry_s: int | None = None, user: tuple[tuple[str, str], ...] = ()):
+        object.__setattr__(self, "packetType", PacketTypes.PUBLISH)
+        body = bytearray()
+        if expiry_s is not None:
+            body += b"\x02" + expiry_s.to_bytes(4, "big")  # Message Expiry Interval, seconds
+        if response_topic is not None:
+            body += b"\x08" + _length_prefixed(response_topic.encode())
+        if correlation is not None:
+            body += b"\x09" + _length_prefixed(correlation)
+        for name, value in user:
+            body += b"\x26" + _length_prefixed(name.encode()) + _length_prefixed(value.encode())
+        object.__setattr__(self, "_packed", _variable_byte_integer(len(body)) + bytes(body))
+
+    def pack(self) -> bytes:
+        return self._packed
+
+    def __str__(self) -> str:  # paho logs str(properties) when its debug logger is on
+        return f"PublishProperties({self._packed!r})"
+
+
+def _length_prefixed(data: bytes) -> bytes:
+    if len(data) > 0xFFFF:
+        raise ValueError(f"an MQTT property value holds at most 65535 bytes, not {len(data)}")
+    return len(data).to_bytes(2, "big") + data
+
+
+def _variable_byte_integer(value: int) -> bytes:
+    out = bytearray()
+    while True:
+        value, digit = value >> 7, value & 0x7F
+        out.append(digit | (0x80 if value else 0))
+        if not value:
+            return bytes(out)
+
+
 def request_properties(response_topic: str, correlation: bytes, expiry_s: float,
                        on_behalf_of: str | None = None) -> Properties:
-    """Who calls is in the topic (proven by the broker); `on_behalf_of` is attribution only, never authority."""
-    props = Properties(PacketTypes.PUBLISH)
-    props.ResponseTopic = response_topic
-    props.CorrelationData = correlation
-    if on_behalf_of:
-        props.UserProperty = [("on_behalf_of", on_behalf_of)]
-    # The broker discards a request nobody took in time, so a late command never surprises an instrument.
-    props.MessageExpiryInterval = max(1, int(expiry_s + 0.999))
-    return props
+    """Who calls is in the topic (proven by the broker); `on_behalf_of` is attribution only, never authority.
+    The broker discards a request nobody took in time (its expiry), so a late command never surprises an
+    instrument."""
+    return PublishProperties(response_topic, correlation, max(1, int(expiry_s + 0.999)),
+                             (("on_behalf_of", on_behalf_of),) if on_behalf_of else ())
+
+
+_NO_CORRELATION = PublishProperties()
 
 
 def reply_properties(correlation: bytes | None) -> Properties:
-    props = Properties(PacketTypes.PUBLISH)
-    if correlation is not None:
-        props.CorrelationData = correlation
-    return props
+    return _NO_CORRELATION if correlation is None else PublishProperties(correlation=correlation)
 
 
 def user_property(message: mqtt.MQTTMessage, name: str) -> str | None:

@@ -23,7 +23,6 @@ import queue
 import signal
 import threading
 import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -40,15 +39,21 @@ from .client import BusClient, decode
 from .connection import Connection, reply_properties, user_property
 from .errors import BusError
 from .settings import ServiceSettings
+from .workers import WorkerPool
 
 SettingsT = TypeVar("SettingsT", bound=ServiceSettings)
 MethodT = TypeVar("MethodT", bound=Callable[..., Any])
 Raw = bytes | bytearray  # a payload as paho hands it over
 WatchItem = tuple[Callable[[str, Any], None], mqtt.MQTTMessage]
+AuditFacts = tuple[float, "RequestContext", Any, Raw, float]  # when, who/what, outcome, request bytes, duration ms
 
 
 def now_iso() -> str:
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    return iso_of(time.time())
+
+
+def iso_of(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 AUDIT_REQUEST_MAX = 4096  # bytes of a request kept verbatim in its audit record
@@ -129,9 +134,9 @@ class Service(Generic[SettingsT]):
                                      offline_queue=settings.offline_queue)
         # Replies to this service arrive under benchbus/<device>/_client/<segment>/..., which the broker ACL grants it.
         self.bus = BusClient(self.device, name=f"{segment}-{os.getpid()}", connection=self.connection)
-        self._executor = ThreadPoolExecutor(settings.handler_threads, thread_name_prefix=f"{segment}-handler")
+        self._executor = WorkerPool(settings.handler_threads, f"{segment}-handler")
         self._watch_queue: queue.Queue[WatchItem | None] = queue.Queue()
-        self._audit_queue: queue.SimpleQueue[AuditRecord | None] = queue.SimpleQueue()
+        self._audit_queue: queue.SimpleQueue[AuditFacts | None] = queue.SimpleQueue()
         self._audit_thread = threading.Thread(target=self._audit_loop, name=f"{segment}-audit", daemon=True)
         self._inflight = 0
         self._inflight_done = threading.Condition()
@@ -304,7 +309,7 @@ class Service(Generic[SettingsT]):
         self._set_lifecycle("offline")
         self.connection.flush()
         self.connection.stop()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._executor.shutdown()
         self._watch_queue.put(None)
         self._stopped.set()
 
@@ -411,32 +416,48 @@ class Service(Generic[SettingsT]):
         self.connection.publish(context.response_topic, body, kind="reply", properties=reply_properties(correlation))
 
     def _audit(self, context: RequestContext, outcome: Any, raw: Raw, duration_ms: float) -> None:
-        """One AuditRecord per request, handled or refused: who (as the broker proved it) did what, and how it ended."""
+        """One AuditRecord per request, handled or refused: who (as the broker proved it) did what, and how it ended.
+        Only the facts are queued here; the audit thread builds and validates the record, off the request's path."""
+        self._audit_queue.put((time.time(), context, outcome, raw, duration_ms))
+
+    def _audit_record(self, at: float, context: RequestContext, outcome: Any, raw: Raw,
+                      duration_ms: float) -> AuditRecord:
         failed = isinstance(outcome, BusError)
-        record = AuditRecord(time=now_iso(), service=self.segment, command=context.command,
-                             principal=context.principal, on_behalf_of=context.on_behalf_of, ok=not failed,
-                             error={"code": outcome.code, "message": outcome.message} if failed else None,
-                             request=_audited_request(raw), duration_ms=round(duration_ms, 3))
-        self._audit_queue.put(record)
+        return AuditRecord(time=iso_of(at), service=self.segment, command=context.command,
+                           principal=context.principal, on_behalf_of=context.on_behalf_of, ok=not failed,
+                           error={"code": outcome.code, "message": outcome.message} if failed else None,
+                           request=_audited_request(raw), duration_ms=round(duration_ms, 3))
+
+    def _built_record(self, facts: AuditFacts) -> AuditRecord | None:
+        """A record that cannot be built is logged with who and what; it must not end the audit thread."""
+        try:
+            return self._audit_record(*facts)
+        except Exception:
+            self.log.exception("audit record of %s from %s could not be built", facts[1].command, facts[1].caller)
+            return None
 
     def _audit_loop(self) -> None:
-        """Publish audit records in batches: the first record opens a short window, the rest of it rides along."""
+        """Publish audit records in batches: the first record opens a short window, the rest of it rides along.
+        The thread sleeps the window out and then takes what came: one wake-up per batch, not one per request."""
         while True:
             first = self._audit_queue.get()
             if first is None:
                 return
-            batch, deadline, stopping = [first], time.monotonic() + AUDIT_WINDOW_S, False
-            while len(batch) < AUDIT_BATCH_MAX and not stopping:
+            time.sleep(AUDIT_WINDOW_S)
+            batch, stopping = [first], False
+            while len(batch) < AUDIT_BATCH_MAX:
                 try:
-                    item = self._audit_queue.get(timeout=max(0.0, deadline - time.monotonic()))
+                    item = self._audit_queue.get_nowait()
                 except queue.Empty:
                     break
                 if item is None:
                     stopping = True
-                else:
-                    batch.append(item)
-            payload = AuditBatch(records=batch).model_dump_json().encode()
-            self.connection.publish(self._audit_topic, payload, kind="event")
+                    break
+                batch.append(item)
+            records = [record for facts in batch if (record := self._built_record(facts)) is not None]
+            if records:  # a batch holds at least one record
+                payload = AuditBatch(records=records).model_dump_json().encode()
+                self.connection.publish(self._audit_topic, payload, kind="event")
             if stopping:
                 return
 
