@@ -1,6 +1,8 @@
 // Calibrations: which fit is active per type (from calibration/state/active, open to read), and for one vial the
 // raw points of the active fit's calibration against what was measured, with the fit's curve (a call: the token).
 
+import { cell, row } from "./dom.js";
+
 const CURVE_POINTS = 60;
 
 export class CalibrationsPanel {
@@ -93,16 +95,3 @@ function apply(type, c, raw) {
   return null;
 }
 
-function row(cells) {
-  const tr = document.createElement("tr");
-  tr.append(...cells);
-  return tr;
-}
-
-function cell(text, className = "", span = 1) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  if (span > 1) td.colSpan = span;
-  return td;
-}

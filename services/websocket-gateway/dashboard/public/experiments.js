@@ -1,6 +1,8 @@
 // Experiments on the device (the experiment service): its retained state/experiments as tables, with the controls
 // start (a JSON definition), edit (the same name, version + 1), pause, resume and stop. Writes need the token.
 
+import { cell, row } from "./dom.js";
+
 const EXAMPLE = {
   name: "turbidostat-demo",
   groups: [{ name: "turbido", vials: [0, 1, 2, 3], temp_c: 30, stir: 8,
@@ -77,20 +79,6 @@ function actionsFor(status) {
   if (status === "paused") return ["resume", "stop", "load"];
   if (status === "scheduled") return ["stop", "load"];
   return ["load"];
-}
-
-function row(cells) {
-  const tr = document.createElement("tr");
-  tr.append(...cells);
-  return tr;
-}
-
-function cell(text, className = "", span = 1) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  if (span > 1) td.colSpan = span;
-  return td;
 }
 
 function fixed(value, digits) {

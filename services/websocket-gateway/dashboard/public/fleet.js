@@ -2,6 +2,7 @@
 // $state and state/* on subscribing, then live events). No device list is configured anywhere: a device appears
 // when its fleet bridge first publishes.
 import { Bus } from "./bus.js";
+import { cell } from "./dom.js";
 
 const FILTERS = ["benchbus/+/+/$state", "benchbus/+/fleet/state/link", "benchbus/+/scheduler/event/broadcast",
                  "benchbus/+/scheduler/event/overrun", "benchbus/+/smoothie/state/#"];
@@ -39,13 +40,6 @@ function lastOf(entry) {
   }
   if (entry.robot) return Object.entries(entry.robot).map(([k, v]) => `${k}: ${JSON.stringify(v)}`).join("; ");
   return "";
-}
-
-function cell(text, className) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  return td;
 }
 
 function render() {

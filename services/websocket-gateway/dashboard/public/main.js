@@ -202,8 +202,10 @@ $("token-forget").addEventListener("click", () => {
 
 // -- actions (writes) -----------------------------------------------------------------------------------------------
 
-async function act(label, action) {
-  const result = $("robot-result");
+// Shows what a write is doing, then its result or why it was refused, in the panel's result line; returns the
+// refusal (or null), for the callers that show more of it.
+async function act(label, action, resultId = "robot-result") {
+  const result = $(resultId);
   result.className = "result";
   result.textContent = `${label}…`;
   try {
@@ -212,7 +214,9 @@ async function act(label, action) {
   } catch (error) {
     result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
     result.classList.add("refused");
+    return error;
   }
+  return null;
 }
 
 $("lights-toggle").addEventListener("click", () => act("lights", async () => {
@@ -315,19 +319,8 @@ $("cal-show").addEventListener("click", async () => {
 });
 
 // Runs: upload (the analysis, or the refusal with its line), make a run of the shown protocol, play / pause / stop.
-async function runAct(label, action) {
-  const result = $("run-result");
-  result.className = "result";
-  result.textContent = `${label}…`;
-  try {
-    result.textContent = await action();
-    result.classList.add("ok");
-  } catch (error) {
-    result.textContent = `${label} refused (${error.code || "error"}): ${error.message}`;
-    result.classList.add("refused");
-    return error;
-  }
-  return null;
+function runAct(label, action) {
+  return act(label, action, "run-result");
 }
 
 async function listProtocols() {

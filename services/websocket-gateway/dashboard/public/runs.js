@@ -3,6 +3,8 @@
 // steps as they happen. Everything goes over the page's /ws: calls to the runner (upload, list, create_run, play,
 // pause, stop: writes, so they need the token) and the runner's retained state/run and event/command, event/run.
 
+import { cell, item } from "./dom.js";
+
 const MAX_STEPS = 500;
 
 export class RunsPanel {
@@ -172,16 +174,3 @@ function list(label, entries) {
   return p;
 }
 
-function item(text) {
-  const li = document.createElement("li");
-  li.textContent = text;
-  return li;
-}
-
-function cell(text, className = "", span = 1) {
-  const td = document.createElement("td");
-  td.textContent = text;
-  if (className) td.className = className;
-  if (span > 1) td.colSpan = span;
-  return td;
-}
