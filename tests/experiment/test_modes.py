@@ -63,11 +63,14 @@ def settled_h(samples, started_at: float, vial: int, setpoint_c: float = 30.0) -
 
 
 def model_rate(samples, started_at: float, event: dict) -> float:
-    """The culture model's growth rate of the vial, averaged over the estimate's window (experiment hours)."""
+    """The culture model's growth rate of the vial, averaged over time across the estimate's window (experiment
+    hours). Weighted by the time between samples (trapezoids), not per sample: on a loaded machine the sampler
+    thread runs unevenly, and a plain mean would weigh the stretches it sampled densely more."""
     begin = started_at + event["start_h"] * 3600 / TIME_SCALE
     end = started_at + event["end_h"] * 3600 / TIME_SCALE
-    rates = [vials[event["vial"]]["growth_rate_per_h"] for wall, _, vials in samples if begin <= wall <= end]
-    return statistics.mean(rates)
+    points = [(wall, vials[event["vial"]]["growth_rate_per_h"]) for wall, _, vials in samples if begin <= wall <= end]
+    area = sum((b - a) * (ra + rb) / 2 for (a, ra), (b, rb) in zip(points, points[1:], strict=False))
+    return area / (points[-1][0] - points[0][0])
 
 
 def test_turbidostat_chemostat_and_growth_curve_on_growing_cultures(stack, rig_emulator, bus):
