@@ -1,9 +1,12 @@
-"""docker-compose.lab.yml: valid by the Compose specification's JSON schema; the lab's services in lab mode."""
+"""docker-compose.lab.yml: valid by the Compose specification's JSON schema; the lab's services in lab mode; its
+central broker's own command and health checks run here against a real Mosquitto (no Docker engine on the test
+machine), so no anonymous client gets in and the services' passwords agree on both sides."""
 from __future__ import annotations
 
 import getpass
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -43,6 +46,12 @@ SERVICE_PASSWORDS = {"BENCHBUS_LAB_RECORDER_PASSWORD": "recorder-secret-1", "BEN
                      "gateway-secret-2"}
 
 
+def interpolated(environment: dict[str, str], variables: dict[str, str]) -> dict[str, str]:
+    """A service's environment as compose gives it: `${VAR}` and `${VAR:?message}` replaced by the variable."""
+    return {key: re.sub(r"\$\{(\w+)(?::\?[^}]*)?\}", lambda m: variables[m.group(1)], str(value or ""))
+            for key, value in environment.items()}
+
+
 def on_host(text: str, paths: dict[str, str]) -> str:
     for container, host in sorted(paths.items(), key=lambda item: -len(item[0])):  # /data/broker/x before /data/x
         text = text.replace(container, host)
@@ -62,13 +71,26 @@ def login(port: int, username: str | None, password: str | None) -> tuple[mqtt.C
     return client, answers[0]
 
 
-def publish_answer(client: mqtt.Client, topic: str) -> int:
+def publish_answer(client: mqtt.Client, topic: str, payload: str = "{}", retain: bool = False) -> int:
     """The PUBACK reason code the broker gives this QoS 1 publish (135: not authorized)."""
     codes: list[int] = []
     client.on_publish = lambda _c, _u, _mid, reason, _p: codes.append(reason.value)
-    client.publish(topic, "{}", qos=1)
+    client.publish(topic, payload, qos=1, retain=retain)
     wait_until(lambda: codes, 10)
     return codes[0]
+
+
+def services_health(service: dict, segment: str, port: int, clients: list[mqtt.Client]) -> int:
+    """The service's compose health check (`benchbus health`, with the credentials of its compose environment),
+    after its ready $state is on the broker, published under those credentials."""
+    env = interpolated(service["environment"], {"BENCHBUS_LAB_DB_PASSWORD": "db", **SERVICE_PASSWORDS})
+    client, answer = login(port, env["BENCHBUS_BROKER_USERNAME"], env["BENCHBUS_BROKER_PASSWORD"])
+    clients.append(client)
+    assert answer == "Success", segment
+    assert publish_answer(client, f"benchbus/lab/{segment}/$state", '{"state": "ready"}', retain=True) in (0, 16)
+    check = [word.replace("mosquitto:1883", f"127.0.0.1:{port}") for word in service["healthcheck"]["test"][1:]]
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"
+    return subprocess.run(check, env={**os.environ, **env, "PATH": path}, timeout=30).returncode
 
 
 def test_the_compose_broker_command_runs_mosquitto_on_the_generated_access_files(tmp_path):
@@ -77,7 +99,8 @@ def test_the_compose_broker_command_runs_mosquitto_on_the_generated_access_files
     ours. A real Mosquitto comes up on the files `benchbus lab access` wrote: no anonymous client; the recorder's and
     the gateway's passwords from the environment and a lab user's are accepted; the ACL holds (a viewer cannot send a
     command, an operator can)."""
-    broker = yaml.safe_load((REPO / "docker-compose.lab.yml").read_text())["services"]["mosquitto"]
+    services = yaml.safe_load((REPO / "docker-compose.lab.yml").read_text())["services"]
+    broker = services["mosquitto"]
     assert set(broker["environment"]) == set(SERVICE_PASSWORDS)
     port = free_port()
     (tmp_path / "lab.yaml").write_text(LAB_FILE)
@@ -121,6 +144,8 @@ def test_the_compose_broker_command_runs_mosquitto_on_the_generated_access_files
         alice, answer = login(port, "alice", "alice-password")
         clients.append(alice)
         assert publish_answer(alice, "benchbus/rig1/scheduler/cmd/pause/alice") in (0, 16)  # 16: nobody subscribed
+        for name, segment in [("recorder", "recorder"), ("websocket-gateway", "gateway")]:
+            assert services_health(services[name], segment, port, clients) == 0, name
         unhealthy = health.replace(SERVICE_PASSWORDS["BENCHBUS_LAB_RECORDER_PASSWORD"], "x")
         assert subprocess.run(["sh", "-c", unhealthy], env={**env, "BENCHBUS_LAB_RECORDER_PASSWORD": "wrong"}
                               ).returncode != 0
@@ -130,3 +155,14 @@ def test_the_compose_broker_command_runs_mosquitto_on_the_generated_access_files
             client.disconnect()
         process.terminate()
         process.wait(10)
+
+
+def test_lab_access_names_a_service_password_too_short(tmp_path):
+    (tmp_path / "lab.yaml").write_text(LAB_FILE)
+    result = subprocess.run([str(Path(sys.executable).with_name("benchbus")), "lab", "access", "--lab",
+                             str(tmp_path / "lab.yaml"), "--output-dir", str(tmp_path / "access")],
+                            env={**os.environ, **SERVICE_PASSWORDS, "BENCHBUS_LAB_GATEWAY_PASSWORD": "short"},
+                            capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert "BENCHBUS_LAB_GATEWAY_PASSWORD" in result.stderr
+    assert not (tmp_path / "access/central.passwd").exists()
