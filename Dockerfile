@@ -8,6 +8,10 @@ RUN if [ -f services/websocket-gateway/dashboard/package-lock.json ]; then \
 FROM python:3.11-slim-bookworm
 ENV PYTHONDONTWRITEBYTECODE=1 PYTHONUNBUFFERED=1
 WORKDIR /app
+# Debian's Mosquitto: the lab's central broker runs from this image (docker-compose.lab.yml), which needs the broker,
+# mosquitto_passwd to hash the passwords `benchbus lab access` generates, and mosquitto_sub for its health check.
+RUN apt-get update && apt-get install -y --no-install-recommends mosquitto mosquitto-clients \
+    && rm -rf /var/lib/apt/lists/*
 COPY . /app
 COPY --from=dashboard /app/services/websocket-gateway/dashboard/ /app/services/websocket-gateway/dashboard/
 # Editable installs keep the repository layout, so services find shared-data/ where the code expects it.
@@ -18,6 +22,6 @@ RUN pip install --no-cache-dir -e bus-schemas -e services/common -e shared-data 
 # The data folders exist in the image, owned by the service user: Docker fills a new named volume from the image's
 # folder (contents and ownership), so the volumes mounted there start writable for the services, not root's.
 RUN useradd --system --user-group --create-home --home-dir /data benchbus \
-    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/experiment /data/runner /data/recorder /data/update /data/update/slots /data/update/state \
+    && mkdir -p /data/gateway /data/calibration /data/scheduler /data/experiment /data/runner /data/recorder /data/update /data/update/slots /data/update/state /data/broker \
     && chown -R benchbus:benchbus /data
 USER benchbus

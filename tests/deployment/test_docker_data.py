@@ -15,14 +15,15 @@ def dockerfile_commands() -> list[str]:
 
 
 def service_volume_targets() -> dict[str, str]:
-    compose = yaml.safe_load((REPO / "docker-compose.yml").read_text())
+    """Both compose files: the lab's central broker runs from the benchbus image too, on its own data volume."""
     targets = {}
-    for name, service in compose["services"].items():
-        if service.get("image", "").startswith("benchbus"):
-            for volume in service.get("volumes", []):
-                source, target = volume.split(":")[:2]
-                if not source.startswith("."):  # a named volume, not a file from the repository
-                    targets[target] = name
+    for file in ("docker-compose.yml", "docker-compose.lab.yml"):
+        for name, service in yaml.safe_load((REPO / file).read_text())["services"].items():
+            if service.get("image", "").startswith("benchbus"):
+                for volume in service.get("volumes", []):
+                    source, target = volume.split(":")[:2]
+                    if not source.startswith("."):  # a named volume, not a file from the repository
+                        targets[target] = f"{file}: {name}"
     return targets
 
 

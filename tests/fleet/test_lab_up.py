@@ -112,3 +112,13 @@ def test_lab_up_records_and_shows_every_device(tmp_path):
     finally:
         lab.send_signal(signal.SIGINT)
         assert lab.wait(20) == 0, "\n".join(lines[-30:])
+
+
+def test_lab_up_without_a_lab_file_starts_nothing(tmp_path):
+    """No anonymous central broker: without its lab file lab up refuses to start, naming the file."""
+    missing = tmp_path / "lab.yaml"
+    result = subprocess.run([BENCHBUS, "lab", "up", "--port", str(free_port()), "--data-dir", str(tmp_path / "lab"),
+                             "--lab", str(missing)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 2
+    assert str(missing) in result.stderr
+    assert not (tmp_path / "lab/mosquitto.conf").exists()

@@ -2,9 +2,10 @@
 
     benchbus lab bridge-conf [--settings FILE] [--output FILE]   this device's fleet edge broker configuration
     benchbus lab access --lab lab.yaml --output-dir DIR           the central broker's ACL and password file
-    benchbus lab up [--port 1883] [--http-port 8080] [--database-url URL] [--lab lab.yaml] [--tls-port 8883 ...]
-                                                  the central side: Mosquitto, the recorder (every device), the
-                                                  gateway in lab mode with the fleet page; Ctrl-C stops them all
+    benchbus lab up [--lab lab.yaml] [--port 1883] [--http-port 8080] [--database-url URL] [--tls-port 8883 ...]
+                                                  the central side: Mosquitto (guarded by the lab file's ACL and
+                                                  passwords), the recorder (every device), the gateway in lab mode
+                                                  with the fleet page; Ctrl-C stops them all
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from benchbus_schemas import roles
 
 from . import fleet, labaccess, yamlfile
 from .errors import BusError
-from .settings import BrokerSettings
+from .settings import CONFIG_DIR, BrokerSettings
 from .snapshot import read_retained
 
 LAB_ID = roles.LAB_ID  # the device id of the central services themselves (their $state lies under benchbus/lab/)
@@ -62,15 +63,11 @@ use_identity_as_username true
 """
 
 
-def central_conf(port: int, bind: str, data: Path, access_files: tuple[Path, Path] | None,
+def central_conf(port: int, bind: str, data: Path, access_files: tuple[Path, Path],
                  tls: dict[str, object] | None = None) -> str:
-    """`access_files`: (acl, password file) from labaccess; None: anonymous. `tls`: port, cafile, certfile, keyfile."""
-    if access_files is None:
-        access = ("# No users: only for a lab network nobody else reaches (give --lab FILE: labaccess.py).\n"
-                  "allow_anonymous true")
-    else:
-        acl, passwd = access_files
-        access = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}"
+    """`access_files`: (acl, password file) from labaccess. `tls`: port, cafile, certfile, keyfile."""
+    acl, passwd = access_files
+    access = f"allow_anonymous false\npassword_file {passwd}\nacl_file {acl}"
     text = CENTRAL_CONF.format(port=port, bind=bind, access=access, data=data, user=getpass.getuser())
     return text + ("" if tls is None else TLS_LISTENER.format(bind=bind, **tls))
 
@@ -132,8 +129,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     # the central services' own passwords: new at every start, known only to this process and the password file
     passwords = {roles.LAB_RECORDER_USERNAME: secrets.token_hex(16), roles.LAB_GATEWAY_USERNAME: secrets.token_hex(16)}
     try:
-        access = None if args.lab is None else labaccess.write_access(labaccess.load(args.lab), data / "access",
-                                                                      passwords)
+        access = labaccess.write_access(labaccess.load(args.lab), data / "access", passwords)
     except (yamlfile.FileError, ValueError) as exc:
         print(f"benchbus lab up: lab file: {exc}", file=sys.stderr)
         return 2
@@ -210,8 +206,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
                       "(default %(default)s)")
     p_up.add_argument("--database-url", default=None, help="the recorder's PostgreSQL, e.g. postgresql+psycopg://"
                       "user:pw@host/db (default BENCHBUS_RECORDER_DATABASE_URL, else SQLite in the data dir)")
-    p_up.add_argument("--lab", type=Path, default=None, help="the lab file (users, roles, devices: labaccess.py); "
-                      "its ACL and password file guard the broker (default: anonymous, for a closed lab network only)")
+    p_up.add_argument("--lab", type=Path, default=CONFIG_DIR / "lab.yaml", help="the lab file (users, roles, "
+                      "devices: labaccess.py); its ACL and password file guard the broker, which takes no anonymous "
+                      "client (default %(default)s; it must exist)")
     p_up.add_argument("--tls-port", type=int, default=None, help="also a TLS listener for devices with client "
                       "certificates (CN = device id); needs --cafile, --certfile, --keyfile")
     p_up.add_argument("--cafile", type=Path, default=None, help="the CA that signs the devices' certificates")

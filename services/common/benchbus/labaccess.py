@@ -9,12 +9,14 @@ The lab file names the people (their central role) and the devices:
     gateway_role: operator                            # the central gateway's role (each device may give it less)
 
 Writes DIR/central.acl (roles.central_acl_text) and DIR/central.passwd (mode 0600, hashed by Mosquitto's own
-`mosquitto_passwd -U`). The central recorder and gateway get fresh random passwords from `benchbus lab up` at each
-start (`service_passwords`), so no password of theirs is ever kept in a file of the lab's.
+`mosquitto_passwd -U`). The central recorder's and gateway's passwords never sit in the lab file: `benchbus lab up`
+makes fresh random ones at each start; `benchbus lab access` takes them from BENCHBUS_LAB_RECORDER_PASSWORD and
+BENCHBUS_LAB_GATEWAY_PASSWORD (docker-compose.lab.yml gives the same variables to the broker and to the services).
 """
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
@@ -28,18 +30,22 @@ from . import yamlfile
 from .settings import CONFIG_DIR, load_settings
 
 SEGMENT = "lab"
+# where `benchbus lab access` reads the central services' passwords (the services get the same variables)
+SERVICE_PASSWORD_VARIABLES = {roles.LAB_RECORDER_USERNAME: "BENCHBUS_LAB_RECORDER_PASSWORD",
+                              roles.LAB_GATEWAY_USERNAME: "BENCHBUS_LAB_GATEWAY_PASSWORD"}
+MIN_PASSWORD = 8
 
 
 class LabUser(BaseModel):
     model_config = ConfigDict(extra="forbid")
     role: str = Field(..., pattern="^(viewer|operator|admin)$")
-    password: str = Field(..., min_length=8)
+    password: str = Field(..., min_length=MIN_PASSWORD)
 
 
 class LabDevice(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    password: str | None = Field(None, min_length=8, description="unset: the device logs in with its TLS client "
-                                 "certificate only (its CN is its username, on the TLS listener)")
+    password: str | None = Field(None, min_length=MIN_PASSWORD, description="unset: the device logs in with its "
+                                 "TLS client certificate only (its CN is its username, on the TLS listener)")
 
 
 class LabFile(BaseModel):
@@ -84,14 +90,30 @@ def write_access(lab: LabFile, output_dir: Path, service_passwords: dict[str, st
     return acl_path, passwd_path
 
 
+def service_passwords_from(environ: dict[str, str]) -> dict[str, str]:
+    """The central services' passwords the environment gives; raises ValueError naming a variable that is too short."""
+    passwords = {user: environ[variable] for user, variable in SERVICE_PASSWORD_VARIABLES.items()
+                 if environ.get(variable)}
+    short = [SERVICE_PASSWORD_VARIABLES[user] for user, password in passwords.items() if len(password) < MIN_PASSWORD]
+    if short:
+        raise ValueError(f"{', '.join(short)}: at least {MIN_PASSWORD} characters")
+    return passwords
+
+
 def access_command(lab_path: Path | None, output_dir: Path) -> int:
     try:
-        acl, passwd = write_access(load(lab_path), output_dir)
-    except (yamlfile.FileError, ValueError) as exc:
+        lab = load(lab_path)
+        services = service_passwords_from(dict(os.environ))
+        acl, passwd = write_access(lab, output_dir, services)
+    except yamlfile.FileError as exc:
         print(f"lab file: {exc}", file=sys.stderr)
         return 2
-    print(f"wrote {acl} and {passwd} (add {roles.LAB_RECORDER_USERNAME} and {roles.LAB_GATEWAY_USERNAME} yourself, "
-          "or let `benchbus lab up --lab` do it)")
+    except ValueError as exc:
+        print(f"benchbus lab access: {exc}", file=sys.stderr)
+        return 2
+    missing = [variable for user, variable in SERVICE_PASSWORD_VARIABLES.items() if user not in services]
+    print(f"wrote {acl} and {passwd}" + (f" (without {', '.join(missing)} set, the central services it names cannot "
+                                          "log in)" if missing else ""), flush=True)
     return 0
 
 
