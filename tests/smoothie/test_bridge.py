@@ -212,7 +212,8 @@ def test_halt_stops_a_move_and_leaves_the_robot_in_alarm(bus, homed, emulator, c
 
     def long_move():
         try:
-            mover.call("smoothie", "move", {"target": {"X": 10}, "speed": 1}, timeout=30)
+            # ~10 s at the emulator's pace: the halt must meet the move under way even on a loaded machine
+            mover.call("smoothie", "move", {"target": {"X": 10}, "speed": 0.1}, timeout=30)
         except BusError as exc:
             outcome["error"] = exc
     thread = threading.Thread(target=long_move)
