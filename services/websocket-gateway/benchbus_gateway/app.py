@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, lab, recorder_routes, ws
+from . import dashboard, definitions_routes, frames, http, lab, recorder_routes, ws
 from .access import Access, Caller
 from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
@@ -220,6 +220,8 @@ class GatewayASGI:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            scope[frames.RAW_SEND] = send  # the server's own, before any wrapper: broadcasts write ready frames
         if scope["type"] in ("http", "websocket") and scope["path"].rstrip("/") == "/socket.io":
             query = scope.get("query_string", b"").decode(errors="replace")
             if "EIO=4" in query.split("&"):

@@ -35,6 +35,8 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from .frames import FrameWriter
+
 log = logging.getLogger("benchbus.gateway.engineio3")
 
 OPEN, CLOSE, PING, PONG, MESSAGE, UPGRADE, NOOP = "0", "1", "2", "3", "4", "5", "6"
@@ -191,6 +193,7 @@ class Session:
         self.closed = False
         self.polling_now = False
         self.websocket: WebSocket | None = None
+        self.frames: FrameWriter | None = None  # set once the session sends on its WebSocket
         self.data: dict = {}  # what the layer above keeps per session (Socket.IO namespaces)
 
     def send(self, packet: str) -> None:
@@ -202,6 +205,8 @@ class Session:
                         self.sid, len(self.outbox))
             self.server.close_session(self, "outbox overflow")
             return
+        if self.frames is not None and not self.outbox and self.frames.send_text(packet):
+            return  # a WebSocket with nothing waiting: written now, no writer task to wake per client
         self.outbox.append(packet)
         self.wakeup.set()
 
@@ -482,11 +487,18 @@ class EngineIO3Server:
                 await websocket.close(code=1002 if reason.startswith("parse error") else 1000, reason=reason[:120])
 
     async def _write_websocket(self, session: Session, websocket: WebSocket) -> None:
+        """What was queued before the session could write frames itself, or when it cannot (then everything)."""
+        writer = FrameWriter.of(websocket.scope)
+        session.frames = writer
         try:
             while True:
                 await session.wakeup.wait()
-                for packet in session.take_all():
-                    await websocket.send_text(packet)
+                session.wakeup.clear()
+                while session.outbox:  # a packet leaves the outbox once sent: `send` writes ahead only when it is empty
+                    packet = session.outbox[0]
+                    if writer is None or not writer.send_text(packet):
+                        await websocket.send_text(packet)
+                    session.outbox.popleft()
                 if session.closed:
                     return
         except (WebSocketDisconnect, RuntimeError, OSError):
