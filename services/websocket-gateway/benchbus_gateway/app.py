@@ -3,8 +3,8 @@
 `/socket.io/` is dispatched on the `EIO` query parameter: 3 (the eVOLVER DPU and GUI) to our own Engine.IO 3 server,
 4 to python-socketio 5. Both reach the one event table. Every HTTP body is bounded as it streams (limits.py); who may
 write is access.py's answer (the token, or a client address in a trusted network). Bus messages arrive through
-`Gateway.deliver` (service.py calls it on the event loop); a broadcast is encoded once per generation and queued to
-every client.
+`Gateway.deliver` (service.py calls it on the event loop); a broadcast is encoded once per generation, framed once for
+every WebSocket client and written to each at once (frames.py), queued for long-polls.
 """
 from __future__ import annotations
 
