@@ -106,6 +106,18 @@ def test_b64_clients_get_string_framing(gateway):
     assert response.content.decode().startswith(f"{len(packets[0])}:0")
 
 
+def test_a_browser_on_another_origin_gets_cors_headers_and_others_none(gateway):
+    """The GUI's page may come from elsewhere: its Origin is echoed with credentials; a client without one (the
+    DPU's Python client) gets no CORS headers at all."""
+    base = gateway().url
+    params = {"EIO": "3", "transport": "polling", "t": "1"}
+    browser = httpx.get(f"{base}socket.io/", params=params, headers={"Origin": "http://gui.example:8080"})
+    assert browser.headers["access-control-allow-origin"] == "http://gui.example:8080"
+    assert browser.headers["access-control-allow-credentials"] == "true"
+    plain = httpx.get(f"{base}socket.io/", params=params)
+    assert not [name for name in plain.headers if name.startswith("access-control-")]
+
+
 def test_unknown_namespace_is_refused(gateway):
     base = gateway().url
     sid, packets, _ = handshake(base)

@@ -3,8 +3,8 @@
 `/socket.io/` is dispatched on the `EIO` query parameter: 3 (the eVOLVER DPU and GUI) to our own Engine.IO 3 server,
 4 to python-socketio 5. Both reach the one event table. Every HTTP body is bounded as it streams (limits.py); who may
 write is access.py's answer (the token, or a client address in a trusted network). Bus messages arrive through
-`Gateway.deliver` (service.py calls it on the event loop); a broadcast is encoded once per generation and queued to
-every client.
+`Gateway.deliver` (service.py calls it on the event loop); a broadcast is encoded once per generation, framed once for
+every WebSocket client and written to each at once (frames.py), queued for long-polls.
 """
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ from starlette.websockets import WebSocket
 from benchbus import BusError
 from benchbus_schemas import topics
 
-from . import dashboard, definitions_routes, http, lab, recorder_routes, ws
+from . import dashboard, definitions_routes, frames, http, lab, recorder_routes, ws
 from .access import Access, Caller
 from .eio4 import LazySocketIOServer
 from .history import BroadcastHistory
@@ -220,6 +220,8 @@ class GatewayASGI:
         self.app = app
 
     async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] == "websocket":
+            scope[frames.RAW_SEND] = send  # the server's own, before any wrapper: broadcasts write ready frames
         if scope["type"] in ("http", "websocket") and scope["path"].rstrip("/") == "/socket.io":
             query = scope.get("query_string", b"").decode(errors="replace")
             if "EIO=4" in query.split("&"):

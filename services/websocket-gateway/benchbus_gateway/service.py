@@ -116,7 +116,7 @@ class GatewayService(Service[GatewaySettings]):
         # proxy_headers off: access.py trusts the TCP peer only, and uvicorn would otherwise take X-Forwarded-For
         # from a loopback peer as the client's address (it is also one middleware less on every poll)
         config = uvicorn.Config(self.asgi, host=settings.host, port=settings.port, log_level="warning",
-                                lifespan="on", access_log=False, http=HttpProtocol,
+                                lifespan="on", access_log=False, http=HttpProtocol, ws="websockets-sansio",
                                 ws_max_size=settings.max_payload_bytes, proxy_headers=False,
                                 ws_ping_interval=None, timeout_graceful_shutdown=2,
                                 ws_per_message_deflate=settings.websocket_compression)

@@ -33,6 +33,7 @@ from benchbus.trust import bearer
 
 from . import lab
 from .access import Caller
+from .frames import FrameWriter
 
 if TYPE_CHECKING:
     from .app import Gateway
@@ -53,6 +54,7 @@ class WsClient:
         self.outbox: deque[str] = deque()
         self.wakeup = asyncio.Event()
         self.closed = False
+        self.frames = FrameWriter.of(websocket.scope)
 
     @property
     def authorized(self) -> bool:
@@ -66,6 +68,8 @@ class WsClient:
             self.closed = True
             self.wakeup.set()
             return
+        if self.frames is not None and not self.outbox and self.frames.send_text(text):
+            return  # nothing waiting: written now, no writer task to wake per client
         self.outbox.append(text)
         self.wakeup.set()
 
@@ -89,8 +93,11 @@ class WsClient:
             while not self.closed or self.outbox:
                 await self.wakeup.wait()
                 self.wakeup.clear()
-                while self.outbox:
-                    await self.websocket.send_text(self.outbox.popleft())
+                while self.outbox:  # a message leaves the outbox once sent: `send_text` writes ahead only when empty
+                    text = self.outbox[0]
+                    if self.frames is None or not self.frames.send_text(text):
+                        await self.websocket.send_text(text)
+                    self.outbox.popleft()
                 if self.closed:
                     break
         except (WebSocketDisconnect, RuntimeError, OSError):
