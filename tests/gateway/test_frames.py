@@ -8,6 +8,7 @@ from websockets.frames import Frame, Opcode
 from websockets.sync.client import connect as ws_connect
 
 from benchbus.demo import DemoService, DemoSettings
+from benchbus.testing import wait_until
 
 from benchbus_gateway.frames import text_frame
 
@@ -42,3 +43,21 @@ def test_ws_clients_get_their_messages_with_or_without_deflate(gateway, serve, m
             assert recv_json(socket, lambda m: m.get("topic") == "t")["payload"] == "x" * 300
             negotiated = socket.protocol.extensions
             assert bool(negotiated) is compression
+
+
+def test_a_ws_client_that_stops_reading_is_dropped_not_buffered_without_end(gateway, serve, make_settings):
+    """A transport write never waits: without the cap, a client that reads nothing would hold every broadcast in the
+    gateway's memory. The client's library stops reading once one frame waits (max_queue=1), so the socket fills."""
+    serve(DemoService, make_settings(DemoSettings))
+    service = gateway(**UNTRUSTED)
+    url = service.url.replace("http", "ws") + "ws"
+    with ws_connect(url, max_queue=1) as stalled:
+        stalled.send(json.dumps({"op": "subscribe", "filter": "demo/#"}))
+        recv_json(stalled, lambda m: m["op"] == "subscribed")
+        client = next(iter(service.gateway.ws_clients))
+        text = '{"op":"message","topic":"t","payload":"' + "x" * 100_000 + '"}'
+        for _ in range(200):  # 20 MB: past the socket buffers and the 1 MiB cap
+            service.gateway.loop.call_soon_threadsafe(client.send_text, text)
+        wait_until(lambda: client not in service.gateway.ws_clients, 10, "the stalled client dropped")
+        transport = client.frames.protocol.transport
+        assert transport.is_closing() and transport.get_write_buffer_size() == 0  # nothing more held for it

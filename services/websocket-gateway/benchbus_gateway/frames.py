@@ -8,16 +8,24 @@ websockets library's framer once per client (the profile: a third of the gateway
 The shortcut is taken only on uvicorn's `websockets-sansio` connection (service.py asks for it), in state OPEN,
 with no extension (permessage-deflate frames differ per connection) and nothing closing; anywhere else `write`
 answers False and the caller sends through ASGI as before.
+
+A transport write never waits for the socket to drain, so a client that stops reading would grow the gateway's
+memory without bound: past MAX_BUFFERED_BYTES waiting for one client, that client is dropped (as the outbox cap
+drops a client on the ASGI path).
 """
 from __future__ import annotations
 
 import functools
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from websockets.protocol import State
 
 RAW_SEND = "benchbus.asgi_send"  # the scope key under which GatewayASGI keeps the server's own ASGI `send`
+MAX_BUFFERED_BYTES = 1 << 20  # written to one client and not yet taken by its socket: hundreds of broadcasts
+
+log = logging.getLogger("benchbus.gateway.frames")
 
 
 @functools.lru_cache(maxsize=16)
@@ -55,7 +63,13 @@ class FrameWriter:
         if conn.state is not State.OPEN or conn.extensions or protocol.close_sent or \
                 protocol.transport.is_closing():
             return False
-        protocol.transport.write(frame)
+        transport = protocol.transport
+        if transport.get_write_buffer_size() > MAX_BUFFERED_BYTES:
+            log.warning("WebSocket client %s not reading (%d bytes waiting); dropping it",
+                        transport.get_extra_info("peername"), transport.get_write_buffer_size())
+            transport.abort()  # the connection's end reaches its endpoint, which forgets the client
+            return True  # nothing more is queued for it
+        transport.write(frame)
         return True
 
     def send_text(self, text: str) -> bool:
