@@ -139,7 +139,9 @@ def test_saved_conf_keeps_the_users_key_order(tmp_path):
     assert conffile.load(path).params["stir"].value == ["3"] * 16
 
 
-def _write_forever(path, texts) -> None:
+def _write_forever(path, texts, started_fd: int) -> None:
+    conffile.save_atomic(path, texts[-1])
+    os.write(started_fd, b"!")  # saving from now on: the parent's random moment falls among saves
     while True:
         for text in texts:
             conffile.save_atomic(path, text)
@@ -154,13 +156,18 @@ def test_conf_survives_kill_9_during_writes(tmp_path):
     rng = random.Random(4)
     killed_mid_write = 0
     for _ in range(200):
+        started_r, started_w = os.pipe()
         pid = os.fork()
         if pid == 0:  # the child saves until it is killed
             try:
-                _write_forever(path, [new, old])
+                os.close(started_r)
+                _write_forever(path, [new, old], started_w)
             finally:
                 os._exit(0)
-        os.sched_yield()
+        os.close(started_w)
+        # A loaded machine may not run the child before the kill: then no kill could land inside a save
+        assert os.read(started_r, 1) == b"!"
+        os.close(started_r)
         deadline_spins = rng.randint(0, 3000)
         for _spin in range(deadline_spins):  # a random moment, without sleeping (sleeps are too coarse)
             pass
