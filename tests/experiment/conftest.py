@@ -78,19 +78,26 @@ class RigUnderTest:
 
 
 @pytest.fixture
-def rig_emulator():
+def time_scale() -> float:
+    """Model seconds per real second for the rig and the experiment service; a test that judges fine model timing
+    takes a lower one (on a loaded machine each real millisecond of delay is this many model milliseconds)."""
+    return TIME_SCALE
+
+
+@pytest.fixture
+def rig_emulator(time_scale):
     calibration = RigCalibration.from_evolver(example_calibrations())
     # a slow strain, 0.2/h at 30 C (yeast in minimal medium), 1 % OD noise: a broadcast here is ~2 emulated minutes
     # (the DPU's are 20 s), so a faster culture would outgrow the band between two broadcasts on a loaded machine
     rig = Rig(calibration, CultureParams(mu_max_per_h=0.2), temp_tau_s=300.0, noise=Noise(), seed=7)
-    emu = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST), rig=rig, time_scale=TIME_SCALE)
+    emu = SamdEmulator(LineTiming(stir_hold_s=0.004, **FAST), rig=rig, time_scale=time_scale)
     emu.start_tcp(0)
-    yield RigUnderTest(emu, TIME_SCALE)
+    yield RigUnderTest(emu, time_scale)
     emu.close()
 
 
 @pytest.fixture
-def stack(rig_emulator, make_settings, serve, tmp_path):
+def stack(rig_emulator, make_settings, serve, tmp_path, time_scale):
     """Bridge, calibration-store and scheduler in-process; returns a function starting the experiment service
     in-process (or as a process with `process=True`, for kill -9)."""
     emu = rig_emulator.emulator
@@ -119,8 +126,8 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
     def start_experiment(process: bool = False):
         if not process:
             return serve(ExperimentService, make_settings(ExperimentSettings, data_dir=data_dir,
-                                                         time_scale=TIME_SCALE, persist_interval_s=1.0))
-        return ExperimentProcess(make_settings, data_dir)
+                                                         time_scale=time_scale, persist_interval_s=1.0))
+        return ExperimentProcess(make_settings, data_dir, time_scale)
     start_experiment.data_dir = data_dir
     start_experiment.stop_rig_services = stop_rig_services
     start_experiment.start_rig_services = start_rig_services
@@ -130,11 +137,11 @@ def stack(rig_emulator, make_settings, serve, tmp_path):
 class ExperimentProcess:
     """The experiment service as its own process (python -m benchbus_experiment), for kill -9."""
 
-    def __init__(self, make_settings, data_dir: Path):
+    def __init__(self, make_settings, data_dir: Path, time_scale: float = TIME_SCALE):
         settings = make_settings(ExperimentSettings, data_dir=data_dir)
         self.env = service_env(settings.broker, settings.device, {
             "BENCHBUS_EXPERIMENT_DATA_DIR": str(data_dir),
-            "BENCHBUS_EXPERIMENT_TIME_SCALE": str(TIME_SCALE),
+            "BENCHBUS_EXPERIMENT_TIME_SCALE": str(time_scale),
             "BENCHBUS_EXPERIMENT_PERSIST_INTERVAL_S": "1.0",
             "BENCHBUS_LOG_LEVEL": "warning",
         })
