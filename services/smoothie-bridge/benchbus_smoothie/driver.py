@@ -62,6 +62,8 @@ class SmoothieDriver:
         raw = self.link.exchange(command, timeout, retries)
         text = strip_response(raw, command)
         problem = classify(text, command)
+        if isinstance(problem, AlarmLock):
+            problem = why_locked(problem, self.link.printed_before_write, command)
         if problem is None:
             return text
         if self._halting.is_set():
@@ -367,3 +369,15 @@ class SmoothieDriver:
                 self.setup()
             finally:
                 self.tolerate_alarm_lock = False
+
+
+def why_locked(lock: AlarmLock, printed_before: bytes, command: str) -> SmoothieError:
+    """`error:Alarm lock` names no reason; the `ALARM:` line the board printed on its own before `command` does.
+    Before an M400 it is the motion's own alarm (a limit tripped after the move's ack); before anything else
+    the board halted between our commands (the kill input), and the lock stays a lock, with its reason."""
+    early = classify(strip_response(printed_before, ""), "")
+    if not isinstance(early, AlarmResponse):
+        return lock
+    if command == "M400":
+        return AlarmResponse(early.raw, early.raw, command)
+    return AlarmLock(early.raw, early.raw, command)

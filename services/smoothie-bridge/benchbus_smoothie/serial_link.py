@@ -23,6 +23,8 @@ class SerialLink:
         self.reopen_delay_s = reopen_delay_s
         self._port: serial.SerialBase | None = None
         self._write_lock = threading.Lock()  # the emergency-stop write may come from another thread
+        self._unsolicited = bytearray()  # what the board printed between acks (an `ALARM:` raised mid-move)
+        self.printed_before_write = b""  # that text, as it stood when the last exchange wrote its line
 
     @property
     def is_open(self) -> bool:
@@ -74,8 +76,8 @@ class SerialLink:
                 if port is None:
                     raise serial.SerialException("the port is not open")
                 with self._write_lock:
-                    # leftover oks of the last exchange (types-pyserial: not on SerialBase, on every port class)
-                    port.reset_input_buffer()  # type: ignore[attr-defined]
+                    self._drain_between_acks(port)
+                    self.printed_before_write, self._unsolicited = bytes(self._unsolicited), bytearray()
                     port.write(frame(command))
                 return self._read_reply(port, ack_timeout)
             except NoResponse as exc:
@@ -88,12 +90,21 @@ class SerialLink:
         raise NoResponse(f"no ack to {command or '(ping)'!r} after {retries + 1} tries: {last_error}",
                          locals().get("partial", ""), command)
 
+    def _drain_between_acks(self, port: serial.SerialBase) -> None:
+        """Empty the input before a write without losing it: besides leftover oks it may hold the `ALARM:` line the
+        board printed on its own when a limit switch tripped mid-move (a reset of the input would drop it)."""
+        port.timeout = 0
+        while chunk := port.read(4096):
+            self._unsolicited += chunk
+
     def _read_reply(self, port: serial.SerialBase, timeout: float) -> bytes:
         deadline = time.monotonic() + timeout
         buffer = bytearray()
         while True:
             if ACK in buffer:
-                return bytes(buffer[: buffer.index(ACK) + len(ACK)])
+                end = buffer.index(ACK) + len(ACK)
+                self._unsolicited += buffer[end:]  # read along with the ack; the next exchange reports it
+                return bytes(buffer[:end])
             if _complete_error(buffer):
                 return bytes(buffer)
             remaining = deadline - time.monotonic()
