@@ -33,6 +33,28 @@ TOPIC = f"benchbus/{DEVICE}/scheduler/event/broadcast"
 TARGET_P99_MS = 10  # issue 21
 
 
+class CpuMeter:
+    """CPU time of some processes per broadcast, less what they spend idle with every client connected."""
+
+    def __init__(self, processes: list[psutil.Process]):
+        self.processes = processes
+
+    def used_ms(self) -> float:
+        return sum(sum(p.cpu_times()[:2]) for p in self.processes) * 1000
+
+    def start(self) -> None:
+        self.mark, self.marked_at = self.used_ms(), time.monotonic()
+
+    def idle_done(self) -> None:
+        now = time.monotonic()
+        self.idle_ms_per_s = (self.used_ms() - self.mark) / (now - self.marked_at)
+        self.mark, self.marked_at = self.used_ms(), now
+
+    def per_broadcast(self, broadcasts: int) -> float:
+        busy = self.used_ms() - self.mark - self.idle_ms_per_s * (time.monotonic() - self.marked_at)
+        return busy / broadcasts
+
+
 def broadcast_payload(seq: int) -> dict:
     """The eVOLVER broadcast's shape and size (16 vials, values as strings) with the send time in `timestamp`."""
     vials = [str(30000 + 37 * i) for i in range(16)]
@@ -68,18 +90,14 @@ def timestamp_of_socketio(packet: str) -> float | None:
     return float(match.group(1)) if match else None
 
 
-async def eio3_websocket_client(base: str, latencies: Latencies, ready: asyncio.Event, stop: asyncio.Event) -> None:
+async def eio3_websocket_client(base: str, latencies: Latencies, ready: asyncio.Event) -> None:
     url = base.replace("http", "ws") + "socket.io/?EIO=3&transport=websocket"
     async with websockets.connect(url, max_size=None) as socket:
         await socket.recv()  # open
         await socket.send(f"40{NAMESPACE}")
         pinger = asyncio.ensure_future(_ping_forever(socket))
         try:
-            while not stop.is_set():
-                try:
-                    packet = await asyncio.wait_for(socket.recv(), 0.5)
-                except TimeoutError:
-                    continue
+            async for packet in socket:  # until the task is cancelled (a wait_for per recv is a task per message)
                 if not isinstance(packet, str):  # the gateway sends text frames only
                     continue
                 if packet == f"40{NAMESPACE}":
@@ -147,7 +165,7 @@ class KeepAliveHttp:
             self.writer.close()
 
 
-async def eio3_polling_client(base: str, latencies: Latencies, ready: asyncio.Event, stop: asyncio.Event) -> None:
+async def eio3_polling_client(base: str, latencies: Latencies, ready: asyncio.Event) -> None:
     address = base.split("//", 1)[1].rstrip("/")
     host, port = address.split(":")
     poller, poster = KeepAliveHttp(host, int(port)), KeepAliveHttp(host, int(port))
@@ -158,14 +176,14 @@ async def eio3_polling_client(base: str, latencies: Latencies, ready: asyncio.Ev
     await poster.request("POST", target, bytes([0, *map(int, str(len(join))), 0xFF]) + join)
     last_ping = time.monotonic()
     try:
-        await _poll_forever(poller, poster, target, latencies, ready, stop, last_ping)
+        await _poll_forever(poller, poster, target, latencies, ready, last_ping)
     finally:
         poller.close()
         poster.close()
 
 
-async def _poll_forever(poller, poster, target, latencies, ready, stop, last_ping) -> None:
-    while not stop.is_set():
+async def _poll_forever(poller, poster, target, latencies, ready, last_ping) -> None:
+    while True:  # until the task is cancelled
         body = await poller.request("GET", target)
         for packet in _decode_binary_payload(body):
             if packet == f"40{NAMESPACE}":
@@ -178,14 +196,10 @@ async def _poll_forever(poller, poster, target, latencies, ready, stop, last_pin
             await poster.request("POST", target, bytes([0, 1, 0xFF]) + b"2")
 
 
-async def ws_client(base: str, latencies: Latencies, ready: asyncio.Event, stop: asyncio.Event) -> None:
+async def ws_client(base: str, latencies: Latencies, ready: asyncio.Event) -> None:
     async with websockets.connect(base.replace("http", "ws") + "ws", max_size=None) as socket:
         await socket.send(json.dumps({"op": "subscribe", "filter": "scheduler/event/broadcast"}))
-        while not stop.is_set():
-            try:
-                text = await asyncio.wait_for(socket.recv(), 0.5)
-            except TimeoutError:
-                continue
+        async for text in socket:  # until the task is cancelled
             if not isinstance(text, str):  # the gateway sends text frames only
                 continue
             message = {"op": "message"} if text.startswith('{"op":"message"') else json.loads(text)
@@ -206,7 +220,6 @@ def client_worker(base: str, counts: dict[str, int], measuring, all_ready, stop_
 
 async def run_clients(base: str, counts: dict[str, int], latencies: Latencies, all_ready,
                       stop_flag) -> None:
-    stop = asyncio.Event()
     readies: list[asyncio.Event] = []
     tasks = []
     for kind, count in counts.items():
@@ -214,19 +227,18 @@ async def run_clients(base: str, counts: dict[str, int], latencies: Latencies, a
             ready = asyncio.Event()
             readies.append(ready)
             if kind == "eio3_websocket":
-                tasks.append(asyncio.ensure_future(eio3_websocket_client(base, latencies, ready, stop)))
+                tasks.append(asyncio.ensure_future(eio3_websocket_client(base, latencies, ready)))
             elif kind == "eio3_polling":
-                tasks.append(asyncio.ensure_future(eio3_polling_client(base, latencies, ready, stop)))
+                tasks.append(asyncio.ensure_future(eio3_polling_client(base, latencies, ready)))
             else:
-                tasks.append(asyncio.ensure_future(ws_client(base, latencies, ready, stop)))
+                tasks.append(asyncio.ensure_future(ws_client(base, latencies, ready)))
     await asyncio.wait_for(asyncio.gather(*(r.wait() for r in readies)), 60)
     all_ready.set()
     while not stop_flag.is_set():
         await asyncio.sleep(0.1)
-    stop.set()
-    await asyncio.wait(tasks, timeout=5)
     for task in tasks:
         task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def main() -> int:
@@ -290,12 +302,14 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     time.sleep(0.5)
 
     process = psutil.Process(gateway.pid)
-    idle_before = sum(process.cpu_times()[:2])
-    time.sleep(3.0)  # the gateway's own CPU with every client connected and nothing to send
-    idle_ms_per_s = (sum(process.cpu_times()[:2]) - idle_before) * 1000 / 3.0
+    gateway_cpu = CpuMeter([process])
+    clients_cpu = CpuMeter([psutil.Process(worker.pid) for worker in workers])
+    for meter in (gateway_cpu, clients_cpu):
+        meter.start()
+    time.sleep(3.0)  # the CPU with every client connected and nothing to send
+    for meter in (gateway_cpu, clients_cpu):
+        meter.idle_done()
     process.cpu_percent(None)
-    cpu_before = sum(process.cpu_times()[:2])
-    broadcasts_started = time.monotonic()
     measuring.set()
     started = time.monotonic()
     for seq in range(args.broadcasts):
@@ -303,8 +317,8 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
         time.sleep(max(0.0, started + (seq + 1) * args.interval - time.monotonic()))
     time.sleep(0.5)
     cpu = process.cpu_percent(None)
-    busy_ms = (sum(process.cpu_times()[:2]) - cpu_before) * 1000
-    cpu_ms_per_broadcast = (busy_ms - idle_ms_per_s * (time.monotonic() - broadcasts_started)) / args.broadcasts
+    cpu_ms_per_broadcast = gateway_cpu.per_broadcast(args.broadcasts)
+    clients_ms_per_broadcast = clients_cpu.per_broadcast(args.broadcasts)
     rss_mb = process.memory_info().rss / 2**20
     measuring.clear()
     stop_flag.set()
@@ -329,13 +343,21 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
               f"  n={len(values)}")
     print(f"floor (publish -> broker -> paho subscriber): p50 {floor_p50:.2f} ms  p99 {floor_p99:.2f} ms")
     print(f"ratio ours/floor: p50 {p50 / floor_p50:.1f}x  p99 {p99 / floor_p99:.1f}x")
-    print(f"gateway process: cpu {cpu_ms_per_broadcast:.2f} ms per broadcast above idle ({idle_ms_per_s:.1f} ms/s;"
-          f" {cpu:.1f} % of one core), rss {rss_mb:.1f} MB; target p99 <= {TARGET_P99_MS} ms")
+    print(f"gateway process: cpu {cpu_ms_per_broadcast:.2f} ms per broadcast above idle "
+          f"({gateway_cpu.idle_ms_per_s:.1f} ms/s; {cpu:.1f} % of one core), rss {rss_mb:.1f} MB; "
+          f"target p99 <= {TARGET_P99_MS} ms")
+    # the last client cannot have its message before the CPU every delivery needs has been spent on the cores there are
+    cores = psutil.cpu_count() or 1
+    cpu_bound_ms = (cpu_ms_per_broadcast + clients_ms_per_broadcast) / cores
+    print(f"client processes: cpu {clients_ms_per_broadcast:.2f} ms per broadcast; (gateway + clients) / {cores} "
+          f"cores = {cpu_bound_ms:.2f} ms before the last delivery can be read")
     print(json.dumps({"clients": sum(counts.values()), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
                       "floor_p50_ms": round(floor_p50, 2), "floor_p99_ms": round(floor_p99, 2),
                       "ratio_p99": round(p99 / floor_p99, 1), "delivered": len(latencies.samples),
                       "expected": expected, "cpu_percent": round(cpu, 1),
                       "gateway_cpu_ms_per_broadcast": round(cpu_ms_per_broadcast, 2), "rss_mb": round(rss_mb, 1),
+                      "clients_cpu_ms_per_broadcast": round(clients_ms_per_broadcast, 2),
+                      "cpu_bound_ms": round(cpu_bound_ms, 2),
                       "target_p99_ms": TARGET_P99_MS,
                       "met": p99 <= TARGET_P99_MS and len(latencies.samples) == expected}))
     return 0

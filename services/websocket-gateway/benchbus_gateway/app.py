@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from urllib.parse import parse_qs
 
 from starlette.applications import Starlette
-from starlette.requests import Request
 from starlette.routing import Route, WebSocketRoute
+from starlette.types import ASGIApp
 from starlette.websockets import WebSocket
 
 from benchbus import BusError
@@ -213,11 +213,15 @@ class Gateway:
 
 
 class GatewayASGI:
-    """Dispatch `/socket.io/` on EIO before Starlette sees it; everything else is the Starlette app."""
+    """Dispatch `/socket.io/` on EIO before Starlette sees it; everything else is the Starlette app.
 
-    def __init__(self, gateway: Gateway, app: Starlette):
+    Engine.IO 3 is served outside the body limit's middleware: its POST reads at most `max_payload` bytes itself,
+    and its polls are the gateway's busiest path (every broadcast answers one per polling client)."""
+
+    def __init__(self, gateway: Gateway, app: ASGIApp, max_body: int):
         self.gateway = gateway
-        self.app = app
+        self.app = BodyLimit(app, lambda _scope: max_body)
+        self.sio4 = BodyLimit(gateway.sio4_app, lambda _scope: max_body)
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] == "websocket":
@@ -225,7 +229,7 @@ class GatewayASGI:
         if scope["type"] in ("http", "websocket") and scope["path"].rstrip("/") == "/socket.io":
             query = scope.get("query_string", b"").decode(errors="replace")
             if "EIO=4" in query.split("&"):
-                await self.gateway.sio4_app(scope, receive, send)
+                await self.sio4(scope, receive, send)
                 return
             await self._eio3(scope, receive, send)
             return
@@ -236,9 +240,7 @@ class GatewayASGI:
         if scope["type"] == "websocket":
             await engine.handle_websocket(WebSocket(scope, receive, send))
             return
-        request = Request(scope, receive, send)
-        response = await engine.handle_http(request)
-        await response(scope, receive, send)
+        await engine.handle_http(scope, receive, send)
 
 
 def _asgi_peer(environ: dict) -> str:
@@ -247,7 +249,7 @@ def _asgi_peer(environ: dict) -> str:
     return client[0] if client else ""
 
 
-def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Gateway]:
+def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[GatewayASGI, Gateway]:
     gateway = Gateway(settings, bridge)
     routes = [*recorder_routes.routes(gateway),  # before http's: /api/history comes from the recorder when it runs
               *http.routes(gateway), *definitions_routes.routes(),
@@ -264,8 +266,7 @@ def create_app(settings: GatewaySettings, bridge: Bridge) -> tuple[BodyLimit, Ga
 
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.gateway = gateway
-    bounded = BodyLimit(GatewayASGI(gateway, app), lambda _scope: settings.max_payload_bytes)
-    return bounded, gateway
+    return GatewayASGI(gateway, app, settings.max_payload_bytes), gateway
 
 
 __all__ = ["Gateway", "GatewayASGI", "create_app", "Route"]

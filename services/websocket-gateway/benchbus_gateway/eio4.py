@@ -9,6 +9,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from starlette.types import Receive, Scope, Send
+
 
 class LazySocketIOServer:
     """`on()` as python-socketio's AsyncServer; `app` is its ASGI app; anything else is the server's own."""
@@ -40,7 +42,7 @@ class LazySocketIOServer:
             self._server = server
         return self._server
 
-    async def app(self, scope: dict, receive: Callable, send: Callable) -> None:
+    async def app(self, scope: Scope, receive: Receive, send: Send) -> None:
         self.server()
         await self._app(scope, receive, send)
 
