@@ -2,9 +2,12 @@
 
 ours:  publish scheduler/event/broadcast -> broker -> gateway -> 200 clients (Engine.IO 3 WebSocket, Engine.IO 3
        long-polling, /ws JSON WebSocket), latency from the publish to receipt at each client
-floor: the same publish -> broker -> one bare paho subscriber (the bus alone; the gateway cannot beat it)
-The gateway runs as its own process (benchbus-gateway) so its CPU and memory are measured alone; the clients and the
-publisher share this process. One broadcast a second, as the eVOLVER scheduler at its fastest sensible rate.
+floor: the same clients, the same publish -> broker -> the same web server (uvicorn, httptools, websockets-sansio)
+       running a bare fan-out app (bench/fanout_floor.py: just enough protocol for these clients, nothing of ours);
+       and the bus alone: publish -> broker -> one bare paho subscriber.
+Each server runs as its own process so its CPU and memory are measured alone; the clients run in --processes
+processes of their own, and their CPU is measured too: on a small machine the clients' own work shares the cores.
+One broadcast a second, as the eVOLVER scheduler at its fastest sensible rate.
 """
 from __future__ import annotations
 
@@ -33,6 +36,19 @@ TOPIC = f"benchbus/{DEVICE}/scheduler/event/broadcast"
 TARGET_P99_MS = 10  # issue 21
 
 
+def on_cpu_ms(pid: int) -> float:
+    """Time on a CPU of every thread of `pid`, in ns resolution (/proc/<pid>/task/*/schedstat; psutil's cpu_times
+    counts 10 ms ticks, too coarse for a few ms per broadcast)."""
+    total = 0
+    for task in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{task}/schedstat") as stat:
+                total += int(stat.read().split()[0])
+        except FileNotFoundError:  # a thread that ended meanwhile
+            continue
+    return total / 1e6
+
+
 class CpuMeter:
     """CPU time of some processes per broadcast, less what they spend idle with every client connected."""
 
@@ -40,7 +56,7 @@ class CpuMeter:
         self.processes = processes
 
     def used_ms(self) -> float:
-        return sum(sum(p.cpu_times()[:2]) for p in self.processes) * 1000
+        return sum(on_cpu_ms(p.pid) for p in self.processes)
 
     def start(self) -> None:
         self.mark, self.marked_at = self.used_ms(), time.monotonic()
@@ -257,25 +273,49 @@ def main() -> int:
 
     broker = MosquittoProcess()
     broker.start()
+    try:
+        ours = run_round(broker, gateway_command(broker), counts, args)
+        floor = run_round(broker, floor_command(broker), counts, args)
+    finally:
+        broker.close()
+    if ours is None or floor is None:
+        return 1
+    report(ours, floor, counts, args)
+    return 0
+
+
+def gateway_command(broker) -> tuple[list[str], dict[str, str], int]:
     port = free_port()
     data_dir = tempfile.mkdtemp(prefix="bench-gateway-")  # the gateway makes its token here
     env = dict(os.environ, BENCHBUS_DEVICE=DEVICE, BENCHBUS_BROKER_HOST=broker.host,
                BENCHBUS_BROKER_PORT=str(broker.port), BENCHBUS_GATEWAY_PORT=str(port),
                BENCHBUS_GATEWAY_HOST="127.0.0.1", BENCHBUS_LOG_LEVEL="warning", BENCHBUS_GATEWAY_DATA_DIR=data_dir)
-    gateway = subprocess.Popen([sys.executable, "-m", "benchbus_gateway.service", "--config", os.devnull], env=env)
+    return [sys.executable, "-m", "benchbus_gateway.service", "--config", os.devnull], env, port
+
+
+def floor_command(broker) -> tuple[list[str], dict[str, str], int]:
+    port = free_port()
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "fanout_floor.py")
+    return ([sys.executable, script, "--broker-host", broker.host, "--broker-port", str(broker.port),
+             "--port", str(port), "--topic", TOPIC], dict(os.environ), port)
+
+
+def run_round(broker, command: tuple[list[str], dict[str, str], int], counts: dict[str, int], args) -> dict | None:
+    """Start the server, connect every client, time the broadcasts; the figures, or None when clients failed."""
+    argv, env, port = command
+    server = subprocess.Popen(argv, env=env)
     try:
-        wait_for_port("127.0.0.1", port, 20, gateway)
-        return measure(broker, gateway, f"http://127.0.0.1:{port}/", counts, args)
+        wait_for_port("127.0.0.1", port, 20, server)
+        return measure(broker, server, f"http://127.0.0.1:{port}/", counts, args)
     finally:
-        gateway.terminate()
+        server.terminate()
         try:
-            gateway.wait(10)
+            server.wait(10)
         except subprocess.TimeoutExpired:
-            gateway.kill()
-        broker.close()
+            server.kill()
 
 
-def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int], args) -> int:
+def measure(broker, server: subprocess.Popen, base: str, counts: dict[str, int], args) -> dict | None:
     context = multiprocessing.get_context("fork")
     measuring, stop_flag, results = context.Event(), context.Event(), context.Queue()
     shares = [{kind: count // args.processes + (1 if i < count % args.processes else 0)
@@ -288,11 +328,12 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
         worker.start()
     if not all(ready.wait(90) for ready in readies):
         print("not every client connected", file=sys.stderr)
-        return 1
+        return None
 
-    floor: list[float] = []
+    bus_floor: list[float] = []
     subscriber = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id="bench-floor", protocol=mqtt.MQTTv5)
-    subscriber.on_message = lambda _c, _u, m: floor.append((time.time() - json.loads(m.payload)["timestamp"]) * 1000)
+    subscriber.on_message = lambda _c, _u, m: bus_floor.append(
+        (time.time() - json.loads(m.payload)["timestamp"]) * 1000)
     subscriber.connect(broker.host, broker.port)
     subscriber.subscribe(TOPIC, qos=1)
     subscriber.loop_start()
@@ -301,25 +342,23 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
     publisher.loop_start()
     time.sleep(0.5)
 
-    process = psutil.Process(gateway.pid)
-    gateway_cpu = CpuMeter([process])
+    process = psutil.Process(server.pid)
+    server_cpu = CpuMeter([process])
     clients_cpu = CpuMeter([psutil.Process(worker.pid) for worker in workers])
-    for meter in (gateway_cpu, clients_cpu):
+    for meter in (server_cpu, clients_cpu):
         meter.start()
     time.sleep(3.0)  # the CPU with every client connected and nothing to send
-    for meter in (gateway_cpu, clients_cpu):
+    for meter in (server_cpu, clients_cpu):
         meter.idle_done()
-    process.cpu_percent(None)
     measuring.set()
     started = time.monotonic()
     for seq in range(args.broadcasts):
         publisher.publish(TOPIC, json.dumps(broadcast_payload(seq)), qos=1)
         time.sleep(max(0.0, started + (seq + 1) * args.interval - time.monotonic()))
     time.sleep(0.5)
-    cpu = process.cpu_percent(None)
-    cpu_ms_per_broadcast = gateway_cpu.per_broadcast(args.broadcasts)
-    clients_ms_per_broadcast = clients_cpu.per_broadcast(args.broadcasts)
-    rss_mb = process.memory_info().rss / 2**20
+    figures = {"server_cpu_ms": server_cpu.per_broadcast(args.broadcasts),
+               "clients_cpu_ms": clients_cpu.per_broadcast(args.broadcasts),
+               "server_idle_ms_per_s": server_cpu.idle_ms_per_s, "rss_mb": process.memory_info().rss / 2**20}
     measuring.clear()
     stop_flag.set()
     latencies = Latencies(measuring)
@@ -331,36 +370,42 @@ def measure(broker, gateway: subprocess.Popen, base: str, counts: dict[str, int]
         worker.join(10)
     publisher.loop_stop()
     subscriber.loop_stop()
+    return {**figures, "latencies": latencies, "bus_floor": bus_floor}
 
+
+def report(ours: dict, floor: dict, counts: dict[str, int], args) -> None:
     expected = args.broadcasts * sum(counts.values())
-    p50, p99 = percentile(latencies.samples, 0.5), percentile(latencies.samples, 0.99)
-    floor_p50, floor_p99 = percentile(floor, 0.5), percentile(floor, 0.99)
+    samples = ours["latencies"].samples
+    p50, p99 = percentile(samples, 0.5), percentile(samples, 0.99)
+    f50, f99 = percentile(floor["latencies"].samples, 0.5), percentile(floor["latencies"].samples, 0.99)
+    bus_p50, bus_p99 = percentile(ours["bus_floor"], 0.5), percentile(ours["bus_floor"], 0.99)
     print(f"clients: {counts} in {args.processes} processes; {args.broadcasts} broadcasts, one every {args.interval} s")
-    print(f"ours  (publish -> gateway -> client): p50 {p50:.2f} ms  p99 {p99:.2f} ms  "
-          f"({len(latencies.samples)}/{expected} deliveries)")
-    for kind, values in sorted(latencies.by_kind.items()):
-        print(f"   {kind:<15} p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms"
-              f"  n={len(values)}")
-    print(f"floor (publish -> broker -> paho subscriber): p50 {floor_p50:.2f} ms  p99 {floor_p99:.2f} ms")
-    print(f"ratio ours/floor: p50 {p50 / floor_p50:.1f}x  p99 {p99 / floor_p99:.1f}x")
-    print(f"gateway process: cpu {cpu_ms_per_broadcast:.2f} ms per broadcast above idle "
-          f"({gateway_cpu.idle_ms_per_s:.1f} ms/s; {cpu:.1f} % of one core), rss {rss_mb:.1f} MB; "
-          f"target p99 <= {TARGET_P99_MS} ms")
+    for name, run in (("ours ", ours), ("floor", floor)):
+        values = run["latencies"].samples
+        print(f"{name} (publish -> {'gateway' if run is ours else 'bare uvicorn fan-out'} -> client): "
+              f"p50 {percentile(values, 0.5):.2f} ms  p99 {percentile(values, 0.99):.2f} ms "
+              f"({len(values)}/{expected} deliveries); server cpu {run['server_cpu_ms']:.2f} ms per broadcast, "
+              f"clients cpu {run['clients_cpu_ms']:.2f} ms")
+        for kind, by_kind in sorted(run["latencies"].by_kind.items()):
+            print(f"   {kind:<15} p50 {percentile(by_kind, 0.5):.2f} ms  p99 {percentile(by_kind, 0.99):.2f} ms"
+                  f"  n={len(by_kind)}")
+    print(f"bus alone (publish -> broker -> paho subscriber): p50 {bus_p50:.2f} ms  p99 {bus_p99:.2f} ms")
+    print(f"ratio ours/floor: p50 {p50 / f50:.2f}x  p99 {p99 / f99:.2f}x;  server cpu "
+          f"{ours['server_cpu_ms'] / floor['server_cpu_ms']:.2f}x")
     # the last client cannot have its message before the CPU every delivery needs has been spent on the cores there are
     cores = psutil.cpu_count() or 1
-    cpu_bound_ms = (cpu_ms_per_broadcast + clients_ms_per_broadcast) / cores
-    print(f"client processes: cpu {clients_ms_per_broadcast:.2f} ms per broadcast; (gateway + clients) / {cores} "
-          f"cores = {cpu_bound_ms:.2f} ms before the last delivery can be read")
+    cpu_bound_ms = (ours["server_cpu_ms"] + ours["clients_cpu_ms"]) / cores
+    print(f"(gateway + clients cpu) / {cores} cores = {cpu_bound_ms:.2f} ms before the last delivery can be read; "
+          f"gateway rss {ours['rss_mb']:.1f} MB; target p99 <= {TARGET_P99_MS} ms")
     print(json.dumps({"clients": sum(counts.values()), "p50_ms": round(p50, 2), "p99_ms": round(p99, 2),
-                      "floor_p50_ms": round(floor_p50, 2), "floor_p99_ms": round(floor_p99, 2),
-                      "ratio_p99": round(p99 / floor_p99, 1), "delivered": len(latencies.samples),
-                      "expected": expected, "cpu_percent": round(cpu, 1),
-                      "gateway_cpu_ms_per_broadcast": round(cpu_ms_per_broadcast, 2), "rss_mb": round(rss_mb, 1),
-                      "clients_cpu_ms_per_broadcast": round(clients_ms_per_broadcast, 2),
-                      "cpu_bound_ms": round(cpu_bound_ms, 2),
-                      "target_p99_ms": TARGET_P99_MS,
-                      "met": p99 <= TARGET_P99_MS and len(latencies.samples) == expected}))
-    return 0
+                      "floor_p50_ms": round(f50, 2), "floor_p99_ms": round(f99, 2), "ratio_p99": round(p99 / f99, 2),
+                      "bus_p50_ms": round(bus_p50, 2), "bus_p99_ms": round(bus_p99, 2),
+                      "delivered": len(samples), "expected": expected,
+                      "gateway_cpu_ms_per_broadcast": round(ours["server_cpu_ms"], 2),
+                      "floor_cpu_ms_per_broadcast": round(floor["server_cpu_ms"], 2),
+                      "clients_cpu_ms_per_broadcast": round(ours["clients_cpu_ms"], 2),
+                      "cpu_bound_ms": round(cpu_bound_ms, 2), "rss_mb": round(ours["rss_mb"], 1),
+                      "target_p99_ms": TARGET_P99_MS, "met": p99 <= TARGET_P99_MS and len(samples) == expected}))
 
 
 if __name__ == "__main__":

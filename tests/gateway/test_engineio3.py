@@ -83,6 +83,18 @@ def post(base: str, sid: str, body: bytes, **headers) -> httpx.Response:
                       headers=headers)
 
 
+def test_a_poll_with_nothing_to_send_is_answered_with_a_noop_after_ping_interval(gateway):
+    """No timer per poll: the reaper answers a poll that has waited pingInterval, so a quiet session's poll ends
+    (the client then polls again) and never before pingInterval (polling is not a busy loop)."""
+    base = gateway(ping_interval_s=0.5, ping_timeout_s=2).url
+    sid, packets, _ = handshake(base)
+    assert "40" in packets + poll(base, sid)
+    started = time.monotonic()
+    assert poll(base, sid) == ["6"]
+    assert time.monotonic() - started >= 0.5
+    assert poll(base, sid) == ["6"]  # and the next one too: the session lives on
+
+
 def test_polling_handshake_namespace_event_and_ping(gateway):
     base = gateway(ping_interval_s=0.5, ping_timeout_s=2).url
     sid, packets, response = handshake(base)

@@ -198,6 +198,7 @@ class Session:
         self.last_seen = time.monotonic()
         self.closed = False
         self.polling_now = False
+        self.poll_since = 0.0  # when the waiting poll began (the reaper answers it after pingInterval)
         self.websocket: WebSocket | None = None
         self.frames: FrameWriter | None = None  # set once the session sends on its WebSocket
         self.data: dict = {}  # what the layer above keeps per session (Socket.IO namespaces)
@@ -268,8 +269,13 @@ class EngineIO3Server:
             self.reap()
 
     def reap(self) -> int:
-        """Close every session that has not been heard from within pingInterval + pingTimeout."""
-        limit = time.monotonic() - (self.ping_interval + self.ping_timeout)
+        """Close every session that has not been heard from within pingInterval + pingTimeout, and answer (with a
+        noop) every poll that has waited pingInterval."""
+        now = time.monotonic()
+        for session in self.sessions.values():
+            if session.polling_now and now - session.poll_since >= self.ping_interval:
+                session.wakeup.set()
+        limit = now - (self.ping_interval + self.ping_timeout)
         gone = [s for s in self.sessions.values() if s.last_seen < limit]
         for session in gone:
             self.close_session(session, "ping timeout")
@@ -366,10 +372,9 @@ class EngineIO3Server:
         session.last_seen = time.monotonic()
         try:
             if not session.outbox and not session.closed:
-                # asyncio.timeout, not wait_for: wait_for wraps the wait in a task of its own per poll
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(self.ping_interval):
-                        await session.wakeup.wait()
+                # no timer per poll: the reaper's one pass wakes the polls that have waited pingInterval
+                session.poll_since = time.monotonic()
+                await session.wakeup.wait()
             if session.transport != "polling" or session.data.get("probing"):
                 packets = [NOOP]  # the client is upgrading: end this poll so it can pause polling
                 if not session.outbox:
