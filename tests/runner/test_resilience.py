@@ -63,6 +63,8 @@ def test_run_survives_its_client_and_a_kill_9_of_the_runner(start_runner, stack,
     assert failed["status"] == "failed" and failed["current"] is False
     assert failed["errors"][0]["errorType"] == "RunnerRestarted"
     assert "killed" in failed["errors"][0]["detail"] and failed["errors"][0]["step"]
+    kept = restarted.get(f"/runs/{long_run['id']}/commands")["data"]
+    assert len(kept) >= 20 and kept[0]["status"] == "succeeded"  # the log up to the kill, read back
 
     again = restarted.post("/runs", {"data": {"protocolId": short["id"]}})["data"]
     restarted.post(f"/runs/{again['id']}/actions", {"data": {"actionType": "play"}})

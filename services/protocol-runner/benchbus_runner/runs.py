@@ -4,10 +4,13 @@ doors); `publish(kind, name, payload)` tells the bus.
 Data folder:
 
     protocols/<id>/main.py, labware/*.json, protocol.json     (protocol.json: file name, time, analysis)
-    runs/<id>.json                                            (status, errors, the run log as commands)
+    runs/<id>.json                                            (status, errors, progress)
+    runs/<id>.commands.jsonl                                  (the run log: one line per command change)
 
-Every file is written whole (a temporary file, fsync, rename): a kill in the middle leaves the last good one. A run
-that was active when the runner died is failed at the next start with that reason.
+Every .json file is written whole (a temporary file, fsync, rename): a kill in the middle leaves the last good one.
+The run log is appended to, a line per step (fsync'd), so a step costs the same at the ten-thousandth as at the
+first; a line cut by a kill is the last one, and it is dropped when the log is read. A run that was active when the
+runner died is failed at the next start with that reason.
 """
 from __future__ import annotations
 
@@ -66,6 +69,28 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(temporary, path)
 
 
+def append_line(path: Path, record: dict[str, Any]) -> None:
+    with open(path, "a") as handle:
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_command_log(path: Path) -> list[dict[str, Any]]:
+    """The commands in the order they began, each as its last line left it; a cut last line is dropped."""
+    commands: dict[str, dict[str, Any]] = {}
+    if not path.exists():
+        return []
+    for number, line in enumerate(path.read_text().splitlines(), 1):
+        try:
+            record = json.loads(line)
+        except ValueError:
+            log.warning("%s line %d is cut (a kill while it was written); dropped", path, number)
+            continue
+        commands[record["id"]] = record  # a later line of the same command replaces it, in its first place
+    return list(commands.values())
+
+
 def write_text(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = path.with_name(f".{path.name}.tmp")
@@ -96,13 +121,16 @@ class RunManager:
             except ValueError:
                 log.error("%s is not JSON; skipped", path)
                 continue
+            run["commands"] = self._load_commands(run)
+            if run.get("status") not in TERMINAL:  # an ended run's file was saved at its end, with its last step
+                self._progress_from_log(run)
             if run.get("status") in ACTIVE:
                 run["status"] = "failed"
                 run["completed_at"] = now_iso()
                 run["errors"].append({"error_type": "RunnerRestarted", "step": run.get("current_step"),
                                       "detail": "the runner stopped while this run was active (it was killed or "
                                                 "the device restarted); the run's process halted the robot"})
-                write_json(path, run)
+                self._save(run)
             run["current"] = False
             self.runs[run["id"]] = run
         if self.runs:
@@ -345,34 +373,46 @@ class RunManager:
 
     def _on_step(self, run: dict[str, Any], message: dict[str, Any]) -> None:
         commands = run["commands"]
-        command: dict[str, Any] | None
         if message["phase"] == "running":
-            command = {"id": message.get("id") or new_id(), "key": f"step-{len(commands)}",
-                       "commandType": message["command_type"], "status": "running",
-                       "params": {"text": message["text"]}, "intent": message.get("intent", "protocol"),
-                       "createdAt": now_iso(), "startedAt": now_iso()}
-            commands.append(command)
-            run["current_step"] = message["text"]
-            if run.get("live") and run["status"] == "idle" and command["intent"] != "setup":
-                self._set_status(run, "running")  # as the robot-server's: a live run plays at its first protocol step
+            index, command = len(commands), self._begin_step(run, message)
         else:
-            command = next((c for c in reversed(commands) if c["status"] == "running" and (
-                c["id"] == message["id"] if message.get("id") else c["params"]["text"] == message["text"])), None)
-            if command is None:
+            found = self._running_step(commands, message)
+            if found is None:
                 return
+            index, command = found
             command["status"] = message["phase"]
             command["completedAt"] = now_iso()
             if message.get("error"):
                 command["error"] = {"errorType": "ProtocolCommandFailed", "detail": message["error"]}
-            run["steps_done"] = sum(1 for c in commands if c["status"] != "running")
+            run["steps_done"] = run.get("steps_done", 0) + 1
             if run.get("steps_total"):
                 run["progress"] = min(1.0, run["steps_done"] / max(run["steps_total"], 1))
-        index = commands.index(command)
         self.publish("event", "command", {"run_id": run["id"], "index": index, "command_type": command["commandType"],
                                           "text": message["text"], "status": command["status"],
                                           "error": message.get("error")})
-        self._save(run)
+        append_line(self._command_log(run), command)  # the step's only write: progress is read back from the log
         self.publish("state", "run", self.public(run))
+
+    def _begin_step(self, run: dict[str, Any], message: dict[str, Any]) -> dict[str, Any]:
+        command = {"id": message.get("id") or new_id(), "key": f"step-{len(run['commands'])}",
+                   "commandType": message["command_type"], "status": "running",
+                   "params": {"text": message["text"]}, "intent": message.get("intent", "protocol"),
+                   "createdAt": now_iso(), "startedAt": now_iso()}
+        run["commands"].append(command)
+        run["current_step"] = message["text"]
+        if run.get("live") and run["status"] == "idle" and command["intent"] != "setup":
+            self._set_status(run, "running")  # as the robot-server's: a live run plays at its first protocol step
+        return command
+
+    @staticmethod
+    def _running_step(commands: list[dict[str, Any]], message: dict[str, Any]) -> tuple[int, dict[str, Any]] | None:
+        """The running command a step's end names (by id, else by text), searched from the newest: it is near."""
+        for index in range(len(commands) - 1, -1, -1):
+            candidate = commands[index]
+            if candidate["status"] == "running" and (candidate["id"] == message["id"] if message.get("id")
+                                                     else candidate["params"]["text"] == message["text"]):
+                return index, candidate
+        return None
 
     def _on_exit(self, run_id: str, child: Child, code: int) -> None:
         with self.lock:
@@ -412,7 +452,30 @@ class RunManager:
         self.publish("state", "run", self.public(run))
 
     def _save(self, run: dict[str, Any]) -> None:
-        write_json(self.runs_dir / f"{run['id']}.json", run)
+        """The run without its log (that is appended to, a step at a time): a save costs the same at every step."""
+        write_json(self.runs_dir / f"{run['id']}.json", {k: v for k, v in run.items() if k != "commands"})
+
+    @staticmethod
+    def _progress_from_log(run: dict[str, Any]) -> None:
+        """A step writes only its log line; the run's step, count and progress are what the log says."""
+        commands = run["commands"]
+        if not commands:
+            return
+        run["current_step"] = commands[-1]["params"]["text"]
+        run["steps_done"] = sum(1 for c in commands if c["status"] != "running")
+        if run.get("steps_total"):
+            run["progress"] = min(1.0, run["steps_done"] / max(run["steps_total"], 1))
+
+    def _load_commands(self, run: dict[str, Any]) -> list[dict[str, Any]]:
+        inline = run.pop("commands", None)
+        path = self._command_log(run)
+        if inline and not path.exists():  # kept by an older runner, the log inside the run's file: moved out
+            for command in inline:
+                append_line(path, command)
+        return read_command_log(path)
+
+    def _command_log(self, run: dict[str, Any]) -> Path:
+        return self.runs_dir / f"{run['id']}.commands.jsonl"
 
     # -- live commands ---------------------------------------------------------------------------------------------
 
@@ -468,6 +531,7 @@ class RunManager:
             if self.current_id == run_id:
                 self.current_id = None
             (self.runs_dir / f"{run_id}.json").unlink(missing_ok=True)
+            self._command_log(run).unlink(missing_ok=True)
 
     def close(self) -> None:
         """At the service's stop: an active run is stopped (the robot halted, the lease given back)."""
