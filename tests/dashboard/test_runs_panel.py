@@ -19,17 +19,7 @@ def run(protocol)
     protocol.comment("never")
 '''
 
-WITH_LABWARE = '''requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
-
-def run(protocol):
-    tips = protocol.load_labware("opentrons_96_tiprack_300ul", 1)
-    rack = protocol.load_labware("benchtest_6_tuberack_5ml", 2)
-    p300 = protocol.load_instrument("p300_single_gen2", "left", tip_racks=[tips])
-    p300.pick_up_tip()
-    p300.aspirate(100, rack["A1"])
-    p300.dispense(100, rack["A2"])
-    p300.drop_tip()
-'''
+WITH_LABWARE = (REPO / "tests" / "runner" / "protocols" / "custom_labware_transfer.py").read_text()
 
 FAILS_ON_THE_ROBOT = '''requirements = {"robotType": "OT-2", "apiLevel": "2.13"}
 
