@@ -19,6 +19,12 @@ RUN pip install --no-cache-dir -e bus-schemas -e services/common -e shared-data 
     && for project in services/*/pyproject.toml; do \
          dir=$(dirname "$project"); [ "$dir" = services/common ] || pip install --no-cache-dir -e "$dir"; \
        done
+# Editable installs leave our modules uncompiled, and PYTHONDONTWRITEBYTECODE (above) keeps every service process from
+# caching its compilation: each would compile them again at every start, and keep the compiler's peak in its RSS
+# (issue 21). Compile them once here, into the image.
+RUN for init in bus-schemas/*/__init__.py shared-data/*/__init__.py services/*/*/__init__.py; do \
+         python -m compileall -q "$(dirname "$init")" >/dev/null || exit 1; \
+       done
 # The data folders exist in the image, owned by the service user: Docker fills a new named volume from the image's
 # folder (contents and ownership), so the volumes mounted there start writable for the services, not root's.
 RUN useradd --system --user-group --create-home --home-dir /data benchbus \

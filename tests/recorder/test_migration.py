@@ -1,10 +1,15 @@
 """A database written by an older recorder opens in this one: the schema is upgraded, the data kept and used."""
 from __future__ import annotations
 
+import subprocess
+import sys
+import textwrap
+
 import sqlalchemy as sa
+from alembic.script import ScriptDirectory
 
 from benchbus_recorder import tables
-from benchbus_recorder.store import Store, make_engine, upgrade
+from benchbus_recorder.store import HEAD, Store, alembic_config, make_engine, upgrade
 
 from .conftest import VIALS, run_rows
 
@@ -52,3 +57,25 @@ def test_opening_twice_changes_nothing(database_url):
         assert store.revision() == "0002_rollups"
     finally:
         store.close()
+
+
+def test_head_is_the_newest_migration():
+    assert ScriptDirectory.from_config(alembic_config()).get_current_head() == HEAD
+
+
+OPEN_CURRENT = textwrap.dedent("""
+    import sys
+    from benchbus_recorder.store import Store
+    store = Store(sys.argv[1])
+    print(store.revision(), "alembic" in sys.modules)
+""")
+
+
+def test_a_current_database_opens_without_alembic(tmp_path):
+    """alembic is imported only to upgrade (issue 21: 3.5 MB resident and more), not by a recorder whose database
+    is at the newest revision already."""
+    url = f"sqlite:///{tmp_path / 'recorder.db'}"
+    Store(url).close()  # made and migrated
+    out = subprocess.run([sys.executable, "-c", OPEN_CURRENT, url], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == [HEAD, "False"]

@@ -20,12 +20,13 @@ import json
 import logging
 import re
 from collections.abc import AsyncIterator
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from benchbus.http_limits import ASGIApp, BodyLimit, Receive, Scope, Send
 from benchbus.trust import WriteAccess, bearer
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger("benchbus.runner.server_proxy")
 
@@ -52,8 +53,7 @@ class ServerProxy:
         self.bounded = BodyLimit(self.forward, lambda scope: max_upload_bytes if scope["method"] == "POST" and
                                  UPLOAD_PATH.fullmatch(scope.get("path", "")) else max_body_bytes,
                                  lambda _limit, message: {"error": "Too Large", "message": message})
-        # no timeout on reading: a bundle's upload and the agent's checks of it take as long as they take
-        self.client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None, write=None))
+        self._client: httpx.AsyncClient | None = None  # made by the first forwarded request, see client()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope.get("path", "")
@@ -80,10 +80,12 @@ class ServerProxy:
         if scope.get("query_string"):
             url += "?" + scope["query_string"].decode("latin-1")
         has_body = any(name in (b"content-length", b"transfer-encoding") for name, _ in scope.get("headers", []))
-        request = self.client.build_request(scope["method"], url, headers=forwarded,
-                                            content=body_of(receive) if has_body else None)
+        import httpx  # here, not at the top: see client()
+        upstream = self.client()
+        request = upstream.build_request(scope["method"], url, headers=forwarded,
+                                         content=body_of(receive) if has_body else None)
         try:
-            response = await self.client.send(request, stream=True)
+            response = await upstream.send(request, stream=True)
         except ClientGone:
             return  # nothing to answer: the client is gone, or BodyLimit has answered 413
         except httpx.HTTPError as error:
@@ -102,8 +104,18 @@ class ServerProxy:
         finally:
             await response.aclose()
 
+    def client(self) -> httpx.AsyncClient:
+        """The client to the update-agent, made when first needed: httpx's import and the client's TLS context (the CA
+        bundle loaded) are ~5 MB resident, which a runner whose /server routes nobody calls never pays (issue 21)."""
+        if self._client is None:
+            import httpx
+            # no timeout on reading: a bundle's upload and the agent's checks of it take as long as they take
+            self._client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=None, write=None))
+        return self._client
+
     async def aclose(self) -> None:
-        await self.client.aclose()
+        if self._client is not None:
+            await self._client.aclose()
 
 
 def caller(scope: Scope) -> tuple[str, str | None]:

@@ -15,12 +15,9 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import repeat
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
-from alembic import command as alembic_command
-from alembic.config import Config as AlembicConfig
-from alembic.runtime.migration import MigrationContext
 from sqlalchemy.dialects import postgresql as pg_dialect
 from sqlalchemy.dialects import sqlite as sqlite_dialect
 from sqlalchemy.engine import Connection, Engine
@@ -28,12 +25,18 @@ from sqlalchemy.engine import Connection, Engine
 from . import tables as t
 from .records import Block, Rows
 
+if TYPE_CHECKING:
+    from alembic.config import Config as AlembicConfig
+
 log = logging.getLogger("benchbus.recorder.store")
 MIGRATIONS = Path(__file__).parent / "migrations"
+HEAD = "0002_rollups"  # the newest revision in migrations/versions (test_migration holds it to alembic's own head)
+VERSION_TABLE = "alembic_version"
 DAY = 86400.0
 
 
 def alembic_config() -> AlembicConfig:
+    from alembic.config import Config as AlembicConfig
     config = AlembicConfig()
     config.set_main_option("script_location", str(MIGRATIONS))
     return config
@@ -41,9 +44,20 @@ def alembic_config() -> AlembicConfig:
 
 def upgrade(connection: Connection, revision: str = "head") -> None:
     """Bring the schema to `revision` (an older database opens in a newer recorder this way)."""
+    from alembic import command as alembic_command
     config = alembic_config()
     config.attributes["connection"] = connection
     alembic_command.upgrade(config, revision)
+
+
+def schema_revision(connection: Connection) -> str | None:
+    """The database's revision as alembic keeps it (None before the first migration), read without alembic."""
+    if not sa.inspect(connection).has_table(VERSION_TABLE):
+        return None
+    heads = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalars().all()
+    if len(heads) > 1:
+        raise RuntimeError(f"{VERSION_TABLE} names more than one revision: {', '.join(heads)}")
+    return heads[0] if heads else None
 
 
 def make_engine(url: str) -> Engine:
@@ -90,14 +104,17 @@ class Store:
                               f"({', '.join([mark] * 5)}) ON CONFLICT DO NOTHING")
         if migrate:
             with self.engine.begin() as connection:
-                upgrade(connection)
+                # alembic (with the mako it imports for writing revisions) is 3.5 MB resident, more where pygments
+                # is installed: imported only to upgrade, never by a recorder opening its current database (issue 21)
+                if schema_revision(connection) != HEAD:
+                    upgrade(connection)
 
     def close(self) -> None:
         self.engine.dispose()
 
     def revision(self) -> str:
         with self.engine.connect() as connection:
-            return MigrationContext.configure(connection).get_current_revision() or "none"
+            return schema_revision(connection) or "none"
 
     def describe(self) -> str:
         return self.engine.url.render_as_string(hide_password=True)

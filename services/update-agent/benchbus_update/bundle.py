@@ -29,7 +29,6 @@ from pathlib import Path
 from typing import BinaryIO
 from collections.abc import Callable
 
-from cryptography import x509
 from packaging.version import InvalidVersion, Version
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
@@ -83,6 +82,9 @@ def load_public_key(data: bytes) -> PublicKey:
     """A PEM public key or X.509 certificate (the OT-2 ships a certificate), RSA or Ed25519."""
     key: object
     if b"BEGIN CERTIFICATE" in data:
+        # imported here: cryptography's x509 is 0.9 MB resident, which an agent with a plain public key (the robot
+        # image's) never needs (issue 21)
+        from cryptography import x509
         key = x509.load_pem_x509_certificate(data).public_key()
     else:
         key = serialization.load_pem_public_key(data)

@@ -15,7 +15,6 @@ import logging
 import re
 from typing import TYPE_CHECKING
 
-import httpx
 from starlette.background import BackgroundTask
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -26,6 +25,8 @@ from benchbus import BusError
 from .http import error_response, require_read
 
 if TYPE_CHECKING:
+    import httpx
+
     from .app import Gateway
 
 log = logging.getLogger("benchbus.gateway.recorder")
@@ -44,13 +45,19 @@ def recorder_url(gateway: Gateway) -> str | None:
 
 
 def routes(gateway: Gateway) -> list[Route]:
-    client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=300.0))
+    client: httpx.AsyncClient | None = None  # made by the first relay
 
     async def relay(request: Request, path: str) -> Response:
+        nonlocal client
         base = recorder_url(gateway)
         if base is None:
             return error_response(BusError("unavailable", "the recorder is not running on this device "
                                                           "(no retained recorder/state/http)"))
+        # Imported here, not at the top: httpx (with idna, http.cookiejar and the pygments its command line pulls
+        # in) is ~2 MB resident, which a gateway pays only once it relays to a running recorder (issue 21).
+        import httpx
+        if client is None:
+            client = httpx.AsyncClient(timeout=httpx.Timeout(10.0, read=300.0))
         upstream = client.build_request("GET", base + path, params=request.query_params,
                                         headers={"accept": request.headers.get("accept", "*/*")})
         try:
