@@ -11,10 +11,24 @@ from benchbus_samd.emulator.wire import LineTiming
 LATE_S = 0.020
 
 
+def emulator_releasing_late(late_s: float):
+    emu = SamdEmulator(LineTiming.fast(), temp_tau_s=5.0, late_release_s=late_s)
+    emu.url_for_bridge = f"socket://127.0.0.1:{emu.start_tcp(0)}"
+    return emu
+
+
 @pytest.fixture
 def late_emulator():
-    emu = SamdEmulator(LineTiming.fast(), temp_tau_s=5.0, late_release_s=LATE_S)
-    emu.url_for_bridge = f"socket://127.0.0.1:{emu.start_tcp(0)}"
+    emu = emulator_releasing_late(LATE_S)
+    yield emu
+    emu.close()
+
+
+@pytest.fixture
+def very_late_emulator():
+    """Late by more than any scheduling delay of a loaded machine: without the margin, a delayed bridge thread
+    could otherwise send its `a` after a 20 ms late release and hide the collision the test shows."""
+    emu = emulator_releasing_late(0.25)
     yield emu
     emu.close()
 
@@ -42,9 +56,9 @@ def test_every_changing_command_is_applied_with_a_release_20_ms_late(late_emulat
     assert applied == total
 
 
-def test_without_the_margin_a_late_release_loses_commands(late_emulator, start_bridge, bus):
-    start_bridge(late_emulator, release_margin_s=0.0)
-    applied, total = changing_commands(bus, late_emulator, 8)
+def test_without_the_margin_a_late_release_loses_commands(very_late_emulator, start_bridge, bus):
+    start_bridge(very_late_emulator, release_margin_s=0.0)
+    applied, total = changing_commands(bus, very_late_emulator, 8)
     assert applied < total  # the knob bites: the bridge said ok, the board never applied
 
 
