@@ -28,6 +28,7 @@ import uvloop
 import websockets
 
 from benchbus.testing.bench import percentile
+from fanout_floor import binary_framed
 from benchbus.testing.broker import MosquittoProcess, free_port, wait_for_port
 
 DEVICE = "bench"
@@ -188,8 +189,7 @@ async def eio3_polling_client(base: str, latencies: Latencies, ready: asyncio.Ev
     opened = await poller.request("GET", "/socket.io/?EIO=3&transport=polling")
     sid = json.loads(_decode_binary_payload(opened)[0][1:])["sid"]
     target = f"/socket.io/?EIO=3&transport=polling&sid={sid}"
-    join = f"40{NAMESPACE}".encode()
-    await poster.request("POST", target, bytes([0, *map(int, str(len(join))), 0xFF]) + join)
+    await poster.request("POST", target, binary_framed([f"40{NAMESPACE}"]))
     last_ping = time.monotonic()
     try:
         await _poll_forever(poller, poster, target, latencies, ready, last_ping)
@@ -209,7 +209,7 @@ async def _poll_forever(poller, poster, target, latencies, ready, last_ping) -> 
                 latencies.add("eio3_polling", sent)
         if time.monotonic() - last_ping > 20:
             last_ping = time.monotonic()
-            await poster.request("POST", target, bytes([0, 1, 0xFF]) + b"2")
+            await poster.request("POST", target, binary_framed(["2"]))
 
 
 async def ws_client(base: str, latencies: Latencies, ready: asyncio.Event) -> None:

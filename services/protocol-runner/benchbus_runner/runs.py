@@ -384,9 +384,7 @@ class RunManager:
             command["completedAt"] = now_iso()
             if message.get("error"):
                 command["error"] = {"errorType": "ProtocolCommandFailed", "detail": message["error"]}
-            run["steps_done"] = run.get("steps_done", 0) + 1
-            if run.get("steps_total"):
-                run["progress"] = min(1.0, run["steps_done"] / max(run["steps_total"], 1))
+            self._set_steps_done(run, run.get("steps_done", 0) + 1)
         self.publish("event", "command", {"run_id": run["id"], "index": index, "command_type": command["commandType"],
                                           "text": message["text"], "status": command["status"],
                                           "error": message.get("error")})
@@ -462,9 +460,13 @@ class RunManager:
         if not commands:
             return
         run["current_step"] = commands[-1]["params"]["text"]
-        run["steps_done"] = sum(1 for c in commands if c["status"] != "running")
+        RunManager._set_steps_done(run, sum(1 for c in commands if c["status"] != "running"))
+
+    @staticmethod
+    def _set_steps_done(run: dict[str, Any], done: int) -> None:
+        run["steps_done"] = done
         if run.get("steps_total"):
-            run["progress"] = min(1.0, run["steps_done"] / max(run["steps_total"], 1))
+            run["progress"] = min(1.0, done / max(run["steps_total"], 1))
 
     def _load_commands(self, run: dict[str, Any]) -> list[dict[str, Any]]:
         inline = run.pop("commands", None)

@@ -36,6 +36,8 @@ from urllib.parse import parse_qsl
 from starlette.types import Receive, Scope, Send
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from benchbus.http_limits import declared_length
+
 from .frames import FrameWriter
 
 log = logging.getLogger("benchbus.gateway.engineio3")
@@ -387,8 +389,8 @@ class EngineIO3Server:
         return self._poll_reply(scope, session, packets)
 
     async def _post(self, scope: Scope, receive: Receive, session: Session) -> Reply:
-        declared = _first_header(scope, b"content-length")
-        if declared is not None and declared.isdigit() and int(declared) > self.max_payload:
+        declared = declared_length(scope)
+        if declared is not None and declared > self.max_payload:
             return self._error(BAD_REQUEST, f"body of {declared} bytes is larger than the limit of {self.max_payload}",
                                status=413)
         body = await _read_body(receive, self.max_payload)
