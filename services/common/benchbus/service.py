@@ -128,6 +128,9 @@ class Service(Generic[SettingsT]):
         self._lifecycle_topic = topics.lifecycle_topic(self.device, segment)
         self._audit_topic = topics.audit_topic(self.device, segment)
         self._lifecycle = ServiceState(state="starting", version=self.version, pid=os.getpid(), since=now_iso())
+        # a change of state and a re-publish (paho's thread, answering a stale will) go out in the order they read the
+        # state: unlocked, a re-publish of `starting` could reach the broker after `ready` and stay retained
+        self._lifecycle_lock = threading.RLock()
         offline = ServiceState(state="offline", version=self.version, pid=os.getpid())
         self.connection = Connection(f"benchbus-{self.device}-{segment}", settings.broker,
                                      will=(self._lifecycle_topic, offline.model_dump_json(exclude_none=True).encode()),
@@ -217,9 +220,10 @@ class Service(Generic[SettingsT]):
         if self._lifecycle.state == state and self._lifecycle.reason == reason:
             return
         was_ready = self._lifecycle.state == "ready"
-        self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(),
-                                       reason=reason)
-        self._publish_lifecycle()
+        with self._lifecycle_lock:
+            self._lifecycle = ServiceState(state=state, version=self.version, pid=os.getpid(), since=now_iso(),
+                                           reason=reason)
+            self._publish_lifecycle()
         log = self.log.warning if state == "degraded" else self.log.info
         log("state %s%s", state, f" ({reason})" if reason else "")
         if state == "ready" and not was_ready:
@@ -228,8 +232,10 @@ class Service(Generic[SettingsT]):
             sdnotify.notify(f"STATUS=degraded: {reason}")
 
     def _publish_lifecycle(self) -> None:
-        self.connection.publish(self._lifecycle_topic, self._lifecycle.model_dump_json(exclude_none=True).encode(),
-                                kind="state", retain=True)
+        with self._lifecycle_lock:
+            self.connection.publish(self._lifecycle_topic,
+                                    self._lifecycle.model_dump_json(exclude_none=True).encode(), kind="state",
+                                    retain=True)
 
     def _on_own_lifecycle(self, message: mqtt.MQTTMessage) -> None:
         """A late last will (from an earlier connection) says offline while we run: publish the truth again."""
