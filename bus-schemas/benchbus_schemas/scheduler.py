@@ -46,6 +46,10 @@ class CommandRequest(HardwarePayload):
     recurring: bool | None = None
     fields_expected_outgoing: int | None = Field(None, ge=1, le=1000)
     fields_expected_incoming: int | None = Field(None, ge=1, le=1000)
+    idempotency_key: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        description="the caller's name for this command: the same key again from the same principal is answered "
+                    "with the first reply and sends nothing (a caller that died mid-call resends it, no double dose)")
 
 
 class CommandAccepted(Payload):
@@ -58,6 +62,8 @@ class CommandAccepted(Payload):
     applies: Literal["next_boundary", "next_cycle", "not_sent"] = Field(
         ..., description="next_boundary: sent as an immediate command at the next group boundary; next_cycle: sent "
                          "with the next recurring cycle; not_sent: stored only (not immediate, not recurring)")
+    repeated: bool = Field(False, description="this idempotency_key was already taken: the first command's reply, "
+                                              "nothing new stored or sent")
 
 
 class StepError(Payload):

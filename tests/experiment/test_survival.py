@@ -88,8 +88,9 @@ def test_a_whole_stack_restart_mid_run_resumes_where_it_was(stack, rig_emulator,
 
 
 def test_a_batch_in_doubt_after_a_kill_is_resolved_by_the_scheduler_s_stored_value(stack, rig_emulator, bus):
-    """The two sides of the crash window, made exactly: killed after publishing (the scheduler holds the batch's
-    pump list: never re-sent) and killed before publishing (a stored batch the scheduler never saw: sent once)."""
+    """The sides of the crash window, made exactly: killed after publishing (the scheduler holds the batch's pump
+    list: never re-sent), killed before publishing (a stored batch the scheduler never saw: sent once), and killed
+    after publishing with the stored value moved on since (resent with its key: the scheduler sends nothing)."""
     service = stack(process=True)
     state_topic = f"benchbus/{bus.device}/experiment/$state"
     path = stack.data_dir / "state.json"
@@ -123,9 +124,23 @@ def test_a_batch_in_doubt_after_a_kill_is_resolved_by_the_scheduler_s_stored_val
         restart(service, bus, state_topic)
         wait_settled(bus, "doubt")
         resent = [e.spec for e in rig_emulator.emulator.pump_events()[before:] if e.pump == 0]
+        # 3) killed after publishing, and the stored value moved on before the restart read it (another client's
+        # pump for a vial of its own here; in CI, the take still in the scheduler's fsync): the batch's key tells
+        service.kill9()
+        data = json.loads(path.read_text())
+        taken = next(b for b in data["batches"] if b["batch_id"] == "unseen")
+        taken["phase"], taken["command_id"] = "sending", None
+        path.write_text(json.dumps(data))
+        another_vial = ["--"] * 48
+        another_vial[5] = "1.5"
+        bus.call("scheduler", "command", {"param": "pump", "value": another_vial, "immediate": True}, timeout=10)
+        restart(service, bus, state_topic)
+        wait_settled(bus, "doubt")
+        after_key = [e.spec for e in rig_emulator.emulator.pump_events()[before:] if e.pump == 0]
     finally:
         service.close()
     assert resent == ["3.21"]
+    assert after_key == ["3.21"], "a batch the scheduler took is never sent twice"
 
 
 def restart(service, bus, state_topic: str) -> None:

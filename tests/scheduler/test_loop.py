@@ -6,6 +6,7 @@ import json
 import pytest
 
 from .conftest import DEFAULT, ODLED_OFF, STIR_PAUSE, fast
+from benchbus import BusClient
 from benchbus.testing import wait_until
 
 LONG = 300  # a broadcast_timing that lets exactly one cycle run during a test
@@ -176,3 +177,26 @@ def test_no_calibration_means_no_calibrated_values(rig, events):
     broadcasts = events("broadcast")
     start(fast(DEFAULT.read_text(), LONG))
     assert broadcasts.wait(lambda b: b["cycle"] == 1)["calibrated"] == {}
+
+
+def test_a_command_repeated_with_its_idempotency_key_reaches_the_board_once(rig, events, bus, broker):
+    """The experiment service's resend of a batch in doubt: the scheduler took it while the caller was down."""
+    emu, start = rig
+    results = events("command_result")
+    start(fast(DEFAULT.read_text(), LONG))
+    events("broadcast").wait(lambda b: b["cycle"] == 1)
+    request = {"param": "pump", "value": ["4.5"] + ["--"] * 47, "immediate": True, "idempotency_key": "batch-1"}
+    first = bus.call("scheduler", "command", request)
+    again = bus.call("scheduler", "command", request)
+    assert again == {**first, "repeated": True} and first["repeated"] is False
+    results.wait(lambda r: r["command_id"] == first["command_id"] and r["outcome"] == "applied")
+    # a key is the caller's own: another principal's same key is a command of its own
+    another = BusClient(bus.device, broker.settings().model_copy(update={"username": "another-principal"}))
+    another.start()
+    try:
+        other = another.call("scheduler", "command", request)
+    finally:
+        another.close()
+    assert other["repeated"] is False and other["command_id"] != first["command_id"]
+    results.wait(lambda r: r["command_id"] == other["command_id"] and r["outcome"] == "applied")
+    assert [values[0] for param, _kind, values in sent(emu) if param == "pump"] == ["4.5", "4.5"]

@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from typing import Any
 
 from benchbus import BusError, CallTimeout, RequestContext, Service
@@ -40,6 +41,7 @@ from .loop import BroadcastLoop, CycleReport, Immediate, Outcome, Pending, Step,
 from .settings import SchedulerSettings
 
 SLOWEST_SHOWN = 3
+KEYS_KEPT = 256  # idempotency keys remembered (per scheduler run); a resend comes within seconds of its first try
 NO_REPLY = "no_reply"  # the kind of a step whose transact got no reply at all (samd-bridge down, broker away)
 
 
@@ -82,6 +84,9 @@ class SchedulerService(Service[SchedulerSettings]):
         self.path = settings.conf_path
         self.current = conf  # swapped whole, never edited, so the loop reads it without a lock
         self.write_lock = threading.Lock()  # one change of conf.yml at a time
+        self.publish_lock = threading.Lock()  # state/config is retained: never an older conf published after a newer
+        # (principal, idempotency_key) -> the reply it got: a command taken once is never sent twice
+        self.taken: OrderedDict[tuple[str, str], CommandAccepted] = OrderedDict()
         self.ip = settings.ip or find_ip()
         self.active_fits: dict | None = None
         self.owners: dict | None = None  # experiment/state/ownership: vials an on-device experiment controls
@@ -184,11 +189,12 @@ class SchedulerService(Service[SchedulerSettings]):
     # -- the conf --------------------------------------------------------------------------------------------------
 
     def publish_config(self) -> None:
-        conf = self.current
-        self.set_state("config", ConfigState(experimental_params=conf.experimental_params_json(),
-                                                 broadcast_timing=conf.model.broadcast_timing,
-                                                 num_sleeves=conf.model.num_sleeves, source=conf.source,
-                                                 paused=self.loop.paused))
+        with self.publish_lock:
+            conf = self.current
+            self.set_state("config", ConfigState(experimental_params=conf.experimental_params_json(),
+                                                     broadcast_timing=conf.model.broadcast_timing,
+                                                     num_sleeves=conf.model.num_sleeves, source=conf.source,
+                                                     paused=self.loop.paused))
 
     def store(self, new: conffile.Conf, text: str) -> None:
         """Persist, then run: the loop never runs a conf that is not on disk."""
@@ -198,31 +204,43 @@ class SchedulerService(Service[SchedulerSettings]):
     @handler("command")
     def command(self, request: CommandRequest, ctx: RequestContext) -> CommandAccepted:
         command_id = uuid.uuid4().hex[:12]
+        # scoped by the broker-proven principal, not the session: a restarted caller is a new session of the same one
+        key = None if request.idempotency_key is None else (ctx.principal, request.idempotency_key)
         with self.write_lock:
+            first = self.taken.get(key) if key is not None else None
+            if first is not None:
+                return first.model_copy(update={"repeated": True})
             new = self.merged(request, ctx)
             entry = new.params[request.param]
+            applies = "next_boundary" if request.immediate else "next_cycle" if entry.recurring else "not_sent"
+            accepted = CommandAccepted(command_id=command_id, param=request.param, value=entry.value,
+                                       immediate=bool(request.immediate), applies=applies)
             if request.immediate:
                 # queued before the fsync (~10 ms here, more on an SD card) so the board hears it at once;
                 # its values are fixed by the merge, and event/command_result reports what the board did
                 self.loop.submit(Immediate(command_id, request.param, tuple(conffile.values_of(entry.value)),
                                            entry.fields_expected_outgoing, entry.fields_expected_incoming,
                                            ctx.client))
+                self.remember(key, accepted)  # sent: a repeat arriving during the fsync must not send it again
             try:
                 self.store(new, conffile.dump(new.data))
             except OSError as error:
                 sent = " (the immediate command is still sent; see event/command_result)" if request.immediate else ""
                 raise BusError("internal", f"conf.yml could not be written: {error}{sent}",
                                {"path": str(self.path)}) from None
+            self.remember(key, accepted)
         self.publish_config()
-        if request.immediate:
-            applies = "next_boundary"
-        elif entry.recurring:
+        if applies == "next_cycle":
             self.loop.expect(Pending(command_id, request.param, ctx.client))
-            applies = "next_cycle"
-        else:
-            applies = "not_sent"
-        return CommandAccepted(command_id=command_id, param=request.param, value=entry.value,
-                               immediate=bool(request.immediate), applies=applies)
+        return accepted
+
+    def remember(self, key: tuple[str, str] | None, accepted: CommandAccepted) -> None:
+        """Called under write_lock; the oldest keys go first."""
+        if key is None:
+            return
+        self.taken[key] = accepted
+        while len(self.taken) > KEYS_KEPT:
+            self.taken.popitem(last=False)
 
     def merged(self, request: CommandRequest, ctx: RequestContext) -> conffile.Conf:
         """The conf with the command merged in, or the refusal (an experiment owns the vial, a bad value)."""

@@ -8,7 +8,10 @@ Survival: the state file is written before every action. A batch is stored as `s
 published and `sent` once the scheduler replied. After a kill -9 a `sending` batch is in doubt: the scheduler's
 retained `state/config` tells, because its stored pump value is exactly the last pump command it took and every
 batch is made to differ from the value stored before it. Equal: it was taken (never re-sent, no double dose);
-different: it was not (sent now, no missed decision).
+different: it is sent again with the same idempotency key (the batch id). The retained value alone cannot tell a
+command still in flight (the scheduler took it during its fsync, after we read the value) from one never sent; the
+key can: the scheduler answers a key it has taken with the first reply (`repeated`) and sends nothing. The value
+still decides when the scheduler restarted too (its keys are kept in memory).
 """
 from __future__ import annotations
 
@@ -521,7 +524,10 @@ class ExperimentService(Service[ExperimentSettings]):
         batch["attempts"] += 1
         for decision in batch["decisions"]:
             self.dosing[decision["vial"]] = (time.time(), None)
-        request = {"param": "pump", "value": batch["pump"], "immediate": True, "recurring": False}
+        # the batch's id is its idempotency key: a batch in doubt that the scheduler took while we were down is
+        # answered `repeated` when we send it again, not sent twice
+        request = {"param": "pump", "value": batch["pump"], "immediate": True, "recurring": False,
+                   "idempotency_key": batch["batch_id"]}
         try:
             reply = self.call(self.settings.scheduler_service, "command", request, self.settings.command_timeout_s)
         except CallTimeout as error:
@@ -540,7 +546,7 @@ class ExperimentService(Service[ExperimentSettings]):
             return
         batch["phase"], batch["command_id"] = "sent", reply.get("command_id")
         self.scheduler_pump = list(batch["pump"])
-        self._mark_sent(batch, "sent" if batch["attempts"] == 1 else "resent")
+        self._mark_sent(batch, "sent" if batch["attempts"] == 1 or reply.get("repeated") else "resent")
         early = self.early_results.pop(str(batch["command_id"]), None)
         if early is not None:
             self._settle(batch, early)
