@@ -110,7 +110,8 @@ def test_http_health_state_and_calls(demo_gateway):
 
 def test_the_first_start_makes_the_token_in_the_data_folder(gateway, serve, make_settings, tmp_path):
     serve(DemoService, make_settings(DemoSettings))
-    base = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED).url
+    first = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED)
+    base = first.url
     token_file = tmp_path / "data" / "token"
     assert token_file.stat().st_mode & 0o777 == 0o600
     token = token_file.read_text().strip()
@@ -119,7 +120,9 @@ def test_the_first_start_makes_the_token_in_the_data_folder(gateway, serve, make
     refused = httpx.post(call, json={"text": "hi"}, headers={"Authorization": "Bearer x-wrong-token"})
     assert refused.status_code == 401 and "wrong token" in refused.json()["error"]["message"]
     assert httpx.post(call, json={"text": "hi"}, headers={"Authorization": f"Bearer {token}"}).status_code == 200
-    # the next start keeps the token it made
+    # the next start keeps the token it made (the first one stopped: two gateways of one device share one MQTT
+    # client id, and the broker would hand the connection back and forth between them)
+    first.stop()
     again = gateway(token=None, data_dir=tmp_path / "data", **UNTRUSTED).url
     assert httpx.post(again + "api/call/demo/echo", json={"text": "x"},
                       headers={"Authorization": f"Bearer {token}"}).status_code == 200

@@ -31,7 +31,6 @@ import pytest
 
 from benchbus.client import BusClient
 from benchbus.settings import BrokerSettings
-from benchbus.testing.broker import free_port
 
 REPO = Path(__file__).resolve().parents[2]
 BENCHBUS = Path(sys.executable).with_name("benchbus")  # the console script of the virtual environment
@@ -132,8 +131,8 @@ class UpStack:
                  benchbus: Path = BENCHBUS):
         self.workdir = workdir
         self.data_dir = workdir / "data"
-        self.http_port = free_port()
-        self.argv = [str(benchbus), "up", "--data-dir", str(self.data_dir), "--http-port", str(self.http_port)]
+        self.http_port = 0  # the gateway binds a free port itself (a port picked here could be taken before it binds)
+        self.argv = [str(benchbus), "up", "--data-dir", str(self.data_dir), "--http-port", "0"]
         if broker:
             self.argv += ["--broker", broker]
         self.argv += extra_args or []
@@ -153,6 +152,7 @@ class UpStack:
             self.kill()
             pytest.fail(f"`benchbus up` did not report ready:\n{self.out.text()}\n{self.err.text()}")
         self.info = json.loads((self.data_dir / "up.json").read_text())
+        self.http_port = self.info["http_port"]
         host, _, port = self.info["broker"].partition(":")
         broker = BrokerSettings(host=host, port=int(port), reconnect_min_s=0.05, reconnect_max_s=0.5)
         self.bus = BusClient(self.info["device"], broker, name=f"system-test-{uuid.uuid4().hex[:6]}")

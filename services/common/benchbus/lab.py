@@ -20,14 +20,13 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from urllib.parse import urlsplit
 
 from benchbus_schemas import roles
 
 from . import fleet, labaccess, yamlfile
 from .errors import BusError
 from .settings import CONFIG_DIR, BrokerSettings
-from .snapshot import read_retained
+from .snapshot import gateway_port, read_retained
 
 LAB_ID = roles.LAB_ID  # the device id of the central services themselves (their $state lies under benchbus/lab/)
 CENTRAL_SERVICES = ("recorder", "gateway")
@@ -100,16 +99,6 @@ def _wait_ready(broker: BrokerSettings, timeout: float, processes: dict[str, sub
     return waiting
 
 
-def _gateway_port(broker: BrokerSettings) -> int:
-    """The port the gateway chose (--http-port 0), from the address in its retained state/clients."""
-    topic = f"benchbus/{LAB_ID}/gateway/state/clients"
-    held = read_retained(broker, [topic], timeout=5.0).get(topic, b"{}")
-    try:
-        return int(urlsplit(json.loads(held)["url"]).port or 0)
-    except (ValueError, KeyError, TypeError):
-        return 0
-
-
 def _state_of(payload: bytes) -> str | None:
     try:
         data = json.loads(payload)
@@ -162,7 +151,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         if waiting:
             print(f"benchbus lab up: not ready within {args.timeout:g} s: {', '.join(waiting)}", file=sys.stderr)
             return 1
-        http_port = args.http_port or _gateway_port(broker)
+        http_port = args.http_port or gateway_port(broker, LAB_ID)
         where = "PostgreSQL" if database_url and database_url.startswith("postgresql") else \
             f"SQLite in {data / 'recorder'} (--database-url postgresql+psycopg://... for PostgreSQL)"
         print(f"lab ready: central broker {args.bind}:{args.port}; recorder of every device into {where}; "

@@ -7,10 +7,12 @@ subscription the broker's ACL denies is acknowledged too, with a failure code, s
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import uuid
 from typing import Any
+from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
@@ -78,3 +80,13 @@ def read_retained(broker: BrokerSettings, topic_filters: list[str], timeout: flo
     if not finished:
         raise CallTimeout(f"no answer from the broker at {broker.host}:{broker.port} within {timeout} s")
     return dict(reader.retained)
+
+
+def gateway_port(broker: BrokerSettings, device: str) -> int:
+    """The port a gateway started with port 0 bound, from the address in its retained state/clients (0: unknown)."""
+    topic = f"benchbus/{device}/gateway/state/clients"
+    held = read_retained(broker, [topic]).get(topic, b"{}")
+    try:
+        return int(urlsplit(json.loads(held)["url"]).port or 0)
+    except (ValueError, KeyError, TypeError):
+        return 0

@@ -27,6 +27,7 @@ from . import stack
 from .stack import state_table
 from .client import BusClient
 from .settings import BrokerSettings
+from .snapshot import gateway_port
 from .testing.broker import MosquittoProcess, free_port, wait_for_port
 
 STATE_FILE = stack.STATE_FILE
@@ -248,6 +249,16 @@ def _report(states: dict[str, dict[str, Any]], segments: list[str], ctx: UpConte
     sys.stdout.flush()
 
 
+def _show_bound_port(ctx: UpContext, units: list[Unit]) -> None:
+    """--http-port 0: the gateway bound a free port itself (no window for another process to take it); its URLs
+    and up.json name that port, read from the gateway's retained state."""
+    port = gateway_port(ctx.broker, ctx.device)
+    if port:
+        ctx.http_port = port
+        for unit in units:
+            unit.url = unit.url.replace(":0/", f":{port}/") if unit.url else unit.url
+
+
 def listens_on(units: list[Unit], port: int) -> bool:
     """Whether a unit was given the port (a plug-in passes the port it is to listen on in its argv or environment)."""
     text = str(port)
@@ -278,6 +289,8 @@ def up(args: Namespace) -> int:
         supervisor.start_all(args.timeout)
         with BusClient(ctx.device, broker, name=f"up-{os.getpid()}") as client:
             states = wait_ready(client, segments, args.timeout)
+        if ctx.http_port == 0:
+            _show_bound_port(ctx, units)
         record = _record(ctx, units)
         (data_dir / STATE_FILE).write_text(json.dumps(record))
         stack.register(record)
