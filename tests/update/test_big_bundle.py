@@ -1,5 +1,6 @@
 """A 1 GiB bundle goes through the agent (a process of its own) without its memory growing past 100 MB."""
 import hashlib
+import re
 import sys
 import threading
 import zipfile
@@ -7,8 +8,6 @@ import zipfile
 import httpx
 import psutil
 import pytest
-
-from benchbus.testing.broker import free_port
 
 GIB = 1024**3
 CHUNK = 1024 * 1024
@@ -60,15 +59,15 @@ def test_one_gib_bundle_streams_in_bounded_memory(tmp_path, spawn, rsa_key, tool
     key_file.write_bytes(tools.public_pem(rsa_key))
     bundle_path = tmp_path / "big.zip"
     write_zero_bundle(bundle_path, GIB, rsa_key, tools)
-    port = free_port()
     agent = spawn([sys.executable, "-m", "benchbus_update.service"], segment="update", env={
         "BENCHBUS_UPDATE_SLOT_DIR": str(tmp_path / "slots"),
         "BENCHBUS_UPDATE_STATE_DIR": str(tmp_path / "state"),
         "BENCHBUS_UPDATE_PUBLIC_KEY_FILE": str(key_file),
         "BENCHBUS_UPDATE_AUTHORIZED_KEYS": str(tmp_path / "authorized_keys"),
-        "BENCHBUS_UPDATE_HTTP_PORT": str(port),
+        "BENCHBUS_UPDATE_HTTP_PORT": "0",  # it binds a free port itself: one picked here could be taken first
         "BENCHBUS_UPDATE_RESTART_COMMAND": "null",
     })
+    port = int(re.search(r"update server on http://[^ ]+:(\d+)/", agent.log()).group(1))
     with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=120) as http:
         http.get("/server/update/health").raise_for_status()  # everything imported and warm
         sampler = RssSampler(agent.pid)
