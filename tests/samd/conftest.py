@@ -13,9 +13,12 @@ FAST = LineTiming.fast()
 
 
 def bridge_fields(url: str, timing: LineTiming = FAST, **extra) -> dict:
+    """The tests count attempts exactly, and the emulator is a thread of the (loaded) test process that can pause
+    mid-reply where a board's UART never does (seen in CI: a stir staged twice). So the reply gap and the timeout
+    margin are generous; a test of the timeouts themselves costs seconds, not a false retry."""
     fields = dict(port=url, baudrate=timing.baudrate, reply_delay_s=timing.reply_delay_s, hold_s=timing.hold_s,
-                  hold_overrides={"stir": timing.stir_hold_s}, timeout_margin_s=0.3, reopen_min_s=0.05,
-                  reopen_max_s=0.3, probe_interval_s=0.1, state_interval_s=0.1)
+                  hold_overrides={"stir": timing.stir_hold_s}, timeout_margin_s=1.0, reply_gap_s=0.5,
+                  reopen_min_s=0.05, reopen_max_s=0.3, probe_interval_s=0.1, state_interval_s=0.1)
     fields.update(extra)
     return fields
 
