@@ -110,7 +110,7 @@ def build_clean_venv(cache: Path) -> Path:
     shutil.rmtree(venv, ignore_errors=True)  # a build that was interrupted
     for old in cache.iterdir():  # environments of earlier pyproject.toml versions
         shutil.rmtree(old, ignore_errors=True)
-    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-compile"]
+    pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     editable = [arg for p in packages for arg in ("-e", str(p))]
     for argv in ([sys.executable, "-m", "venv", str(venv)], pip + ["setuptools>=68"],
                  pip + ["--no-build-isolation", *editable]):
