@@ -96,7 +96,7 @@ class Store:
         self._series: dict[tuple[str, str, int], int] = {}
         self._fits: dict[str, int] = {}
         self._configs: dict[str, int] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.RLock()  # re-entered: retention holds it across its refresh and its delete
         self.dirty_since: float | None = None  # oldest reading written since the rollups were last refreshed
         self.rollup_marks: dict[int, float] = {}  # level -> rollups complete before this time
         mark = "?" if self.backend == "sqlite" else "%s"
@@ -357,8 +357,9 @@ class Store:
         written since the last refresh, when late readings arrived) up to now. Buckets are recomputed whole from
         the readings, so running it twice changes nothing."""
         now = time.time() if now is None else now
-        dirty = self.dirty_since
-        self.dirty_since = None
+        with self._lock:  # a batch written between the read and the reset would leave no mark
+            dirty = self.dirty_since
+            self.dirty_since = None
         if not self.rollup_marks:
             return 0
         written = 0
@@ -394,8 +395,13 @@ class Store:
         return result.rowcount or 0
 
     def delete_raw_before(self, cutoff: float) -> int:
-        """Readings and broadcasts older than `cutoff` (rollups stay; refreshed first so nothing is lost)."""
-        self.refresh_rollups()
+        """Readings and broadcasts older than `cutoff` (rollups stay; refreshed first so nothing is lost). The lock is
+        held from the refresh to the delete: a batch of old readings written in between was deleted unrolled."""
+        with self._lock:
+            self.refresh_rollups()
+            return self._delete_raw(cutoff)
+
+    def _delete_raw(self, cutoff: float) -> int:
         with self._lock, self.engine.begin() as connection:
             ids = [row[0] for row in connection.execute(sa.select(t.series.c.id))]
             deleted = 0
