@@ -20,7 +20,7 @@ from benchbus_schemas.experiment import Safety, Turbidostat
 from .conftest import TIME_SCALE, definition, turbidostat_group
 from .test_modes import UPPER, in_band_fraction, reachable_upper
 
-socketIO_client = pytest.importorskip("socketIO_client", reason="socketIO-client 0.7.2 is a test dependency")
+import socketIO_client
 logging.getLogger("socketIO-client").setLevel(logging.ERROR)
 
 DPU_VIALS, DEVICE_VIALS = range(0, 4), range(8, 12)

@@ -34,10 +34,10 @@ def stack(request, tmp_path, make_settings, serve, gateway):
     (its settings from an indirect parameter, if any). Returns (gateway service, emulator)."""
     from benchbus_samd.emulator.line import SamdEmulator
     from benchbus_samd.emulator.wire import LineTiming
-    samd = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
-    scheduler = pytest.importorskip("benchbus_scheduler.service", reason="the broadcast-scheduler is not installed")
-    calibration = pytest.importorskip("benchbus_calibration.service", reason="the calibration-store is not installed")
-    update = pytest.importorskip("benchbus_update.service", reason="the update-agent is not installed")
+    import benchbus_calibration.service as calibration
+    import benchbus_samd.service as samd
+    import benchbus_scheduler.service as scheduler
+    import benchbus_update.service as update
     from benchbus_calibration.settings import CalibrationSettings
     from benchbus_samd.settings import SamdSettings
     from benchbus_scheduler.settings import SHARED, SchedulerSettings

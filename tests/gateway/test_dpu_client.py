@@ -8,7 +8,7 @@ import pytest
 
 from benchbus.testing import wait_until as shared_wait_until
 
-socketIO_client = pytest.importorskip("socketIO_client", reason="socketIO-client 0.7.2 is a test dependency")
+import socketIO_client
 
 NAMESPACE = "/dpu-evolver"
 logging.getLogger("socketIO-client").setLevel(logging.ERROR)

@@ -5,7 +5,7 @@ import threading
 
 import pytest
 
-socketio = pytest.importorskip("socketio", reason="python-socketio 5 is a dependency of the gateway")
+import socketio
 
 
 @pytest.mark.slow

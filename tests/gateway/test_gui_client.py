@@ -12,10 +12,9 @@ NODE_DIR = Path(__file__).parent / "node"
 
 
 def run_gui(url: str, plan: dict, timeout: float = 30) -> list[dict]:
-    if shutil.which("node") is None:
-        pytest.skip("node is not installed (./dev installs it)")
-    if not (NODE_DIR / "node_modules" / "socket.io-client").is_dir():
-        pytest.skip("socket.io-client 2.x is not installed: ./dev runs npm ci in tests/gateway/node")
+    assert shutil.which("node"), "node is not installed (./dev installs it)"
+    assert (NODE_DIR / "node_modules" / "socket.io-client").is_dir(), \
+        "socket.io-client 2.x is not installed: ./dev runs npm ci in tests/gateway/node"
     done = subprocess.run(["node", str(NODE_DIR / "gui_client.js"), url, json.dumps(plan)], capture_output=True,
                           text=True, timeout=timeout)
     lines = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]

@@ -72,7 +72,7 @@ def emulator():
 @pytest.fixture
 def rig(emulator, make_settings, serve, start_scheduler):
     """Emulator + the real samd-bridge + a scheduler, all on the test broker; returns (emulator, start)."""
-    samd_service = pytest.importorskip("benchbus_samd.service", reason="the samd-bridge package is not installed")
+    import benchbus_samd.service as samd_service
     from benchbus_samd.settings import SamdSettings
     # No retries (the tests read the exact frames), so no spurious failure either: the emulator is a thread of this
     # (maybe loaded) process and can pause mid-reply, where a board's UART never does; the margins outlast that.

@@ -42,32 +42,49 @@ function lastOf(entry) {
   return "";
 }
 
-function render() {
+const rows = new Map();  // id -> its <tr>: kept, never rebuilt, so a live update cannot swallow a click on it
+
+function rowOf(id) {
+  if (rows.has(id)) return rows.get(id);
+  const row = document.createElement("tr");
+  row.dataset.device = id;
+  const view = document.createElement("a");
+  view.href = `index.html?device=${encodeURIComponent(id)}`;  // its dashboard, through the central broker
+  view.textContent = id;
+  const name = document.createElement("td");
+  name.append(view);
+  row.append(name, cell(""), cell(""), cell(""), cell(""), cell(""));
+  rows.set(id, row);
   const body = document.querySelector("#fleet tbody");
-  body.replaceChildren();
-  for (const id of [...devices.keys()].sort()) {
-    const entry = devices.get(id);
-    const row = document.createElement("tr");
-    row.dataset.device = id;
-    const name = document.createElement("td");
-    const view = document.createElement("a");
-    view.href = `index.html?device=${encodeURIComponent(id)}`;  // its dashboard, through the central broker
-    view.textContent = id;
-    name.append(view);
-    row.append(name, cell(kind(entry)),
-               cell(entry.link === null ? "?" : entry.link ? "up" : "down", entry.link === 0 ? "link-down" : "link-up"));
-    const services = document.createElement("td");
-    for (const [name, state] of [...entry.services].sort()) {
-      const span = document.createElement("span");
-      span.className = `svc ${state ? state.state : "offline"}`;
-      span.textContent = `${name}: ${state ? state.state : "gone"}`;
-      services.append(span);
-    }
-    row.append(services, cell(lastOf(entry)));
-    const alarms = alarmsOf(entry);
-    row.append(cell(alarms.join("; "), alarms.length ? "alarm" : ""));
-    body.append(row);
-  }
+  const after = [...rows.keys()].sort().find((other) => other > id);
+  body.insertBefore(row, after === undefined ? null : rows.get(after));
+  return row;
+}
+
+function setCell(td, text, className = "") {
+  if (td.textContent !== text) td.textContent = text;
+  if (td.className !== className) td.className = className;
+}
+
+function serviceSpans(entry) {
+  return [...entry.services].sort().map(([name, state]) => {
+    const span = document.createElement("span");
+    span.className = `svc ${state ? state.state : "offline"}`;
+    span.textContent = `${name}: ${state ? state.state : "gone"}`;
+    return span;
+  });
+}
+
+function render(id) {
+  const entry = devices.get(id);
+  const [, kindCell, linkCell, servicesCell, lastCell, alarmsCell] = rowOf(id).children;
+  setCell(kindCell, kind(entry));
+  setCell(linkCell, entry.link === null ? "?" : entry.link ? "up" : "down", entry.link === 0 ? "link-down" : "link-up");
+  const spans = serviceSpans(entry);
+  if (servicesCell.textContent !== spans.map((span) => span.textContent).join("")) servicesCell.replaceChildren(...spans);
+  setCell(lastCell, lastOf(entry));
+  const alarms = alarmsOf(entry);
+  setCell(alarmsCell, alarms.join("; "), alarms.length ? "alarm" : "");
 }
 
 function onMessage(topic, payload) {
@@ -78,7 +95,7 @@ function onMessage(topic, payload) {
   else if (service === "scheduler" && name === "broadcast") entry.broadcast = payload;
   else if (service === "scheduler" && name === "overrun") entry.alarms.push(`overrun ${payload.overrun_s} s`);
   else if (service === "smoothie" && kindLevel === "state") entry.robot = { ...(entry.robot || {}), [name]: payload };
-  render();
+  render(id);
 }
 
 const link = document.getElementById("link");
