@@ -382,14 +382,22 @@ class Store:
         return written
 
     def _rollup_range(self, connection: Connection, ids: list[int], level: int, lo: float, hi: float) -> int:
-        r = t.readings.c
+        """Recompute the buckets in [lo, hi) from the readings, except a bucket whose rollup counts more readings
+        than are left: retention deleted them, and a late reading landing there must not shrink its rollup to
+        itself (it stays raw until retention reaches it)."""
+        r, ru = t.readings.c, t.rollups.c
+        left_in_bucket = (sa.select(sa.func.count()).where(r.series_id == ru.series_id, r.time >= ru.bucket,
+                                                            r.time < ru.bucket + level).scalar_subquery())
+        connection.execute(sa.delete(t.rollups).where(ru.level == level, ru.bucket >= lo, ru.bucket < hi,
+                                                      ru.n <= left_in_bucket))
         bucket = (lo + self._bucket_index(r.time, lo, level) * level).label("bucket")
-        connection.execute(sa.delete(t.rollups).where(t.rollups.c.level == level, t.rollups.c.bucket >= lo,
-                                                      t.rollups.c.bucket < hi))
-        select = (sa.select(sa.literal(level), r.series_id, bucket, sa.func.count(), sa.func.avg(r.raw),
-                            sa.func.avg(r.calibrated))
-                  .where(r.series_id.in_(ids), r.time >= lo, r.time < hi)
-                  .group_by(r.series_id, bucket))
+        grouped = (sa.select(r.series_id, bucket, sa.func.count().label("n"), sa.func.avg(r.raw).label("raw"),
+                             sa.func.avg(r.calibrated).label("calibrated"))
+                   .where(r.series_id.in_(ids), r.time >= lo, r.time < hi)
+                   .group_by(r.series_id, bucket)).subquery()
+        kept = sa.exists().where(ru.level == level, ru.series_id == grouped.c.series_id, ru.bucket == grouped.c.bucket)
+        select = sa.select(sa.literal(level), grouped.c.series_id, grouped.c.bucket, grouped.c.n, grouped.c.raw,
+                           grouped.c.calibrated).where(~kept)
         result = connection.execute(sa.insert(t.rollups).from_select(
             ["level", "series_id", "bucket", "n", "raw", "calibrated"], select))
         return result.rowcount or 0
