@@ -95,8 +95,9 @@ def test_late_readings_are_rolled_up_again(store):
 
 def rollup_counts(store, bucket: float) -> list[int]:
     with store.engine.connect() as connection:
-        return connection.execute(sa.select(tables.rollups.c.n).where(tables.rollups.c.level == 300,
-                                                                      tables.rollups.c.bucket == bucket)).scalars().all()
+        rollup = tables.rollups.c
+        counts = connection.execute(sa.select(rollup.n).where(rollup.level == 300, rollup.bucket == bucket))
+        return counts.scalars().all()
 
 
 def late_reading(start: float) -> Rows:
