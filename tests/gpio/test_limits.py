@@ -23,8 +23,10 @@ RAIL, BLUE, HALT, RESET, AUDIO = 6, 13, 18, 24, 21
 ])
 def test_strings_nan_and_infinity_never_drive_a_line(start_gpio, bus, command, payload, field):
     _svc, chip = start_gpio()
-    # the status light blinks until the device's services are ready: compare the lines once it is solid
-    wait_until(lambda: bus.call("gpio", "get_lights")["button"]["pattern"] == "solid", what="a solid status light")
+    # the status light blinks until the device's services are ready: compare the lines once it is solid and the
+    # LED's thread shows it (get_lights says solid a moment before the line is lit: seen under load, 13 went 0 -> 1)
+    wait_until(lambda: bus.call("gpio", "get_lights")["button"]["pattern"] == "solid" and chip.level(BLUE) == 1,
+               what="a solid status light, shown")
     before = {offset: chip.level(offset) for offset in (RAIL, BLUE, HALT, RESET, AUDIO)}
     with pytest.raises(BusError) as caught:
         bus.call("gpio", command, payload)

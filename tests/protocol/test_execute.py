@@ -84,7 +84,8 @@ def test_a_multichannel_pipette_aspirates_on_the_right_plunger_only_and_the_rail
     rails: list[bool] = []
     stack.bus.subscribe(stack.bus.topic("gpio", "state", "lights"), lambda _t, data, _m: rails.append(data["on"]))
     _messages, expected, bottoms = execute(stack, HERE / "protocols" / "api_2_13_multichannel.py")
-    assert True in rails and rails[-1] is False  # set_rail_lights(True) ... set_rail_lights(False), via gpio
+    # set_rail_lights(True) ... set_rail_lights(False), via gpio; the last state/lights may still be on its way
+    wait_until(lambda: True in rails and rails[-1] is False, 10, "the rail lights on, then off again")
     assert {mount for mount, *_rest in expected} == {"right"}
     assert intake_strokes(stack.emulator.lines, "B", -100.0) == []
     assert len(intake_strokes(stack.emulator.lines, "C", bottoms["right"])) == 3  # two 10 uL transfers, one 15 uL
