@@ -67,6 +67,9 @@ def test_od_readings_are_the_boards_and_temp_moves_towards_its_setpoint(tcp_emul
     before = [int(v) for v in bus.call("samd", "transact", transact_request("temp"))["values"]]
     hotter = ["1500"] * 16  # lower raw = hotter; the heater pulls the reading down
     bus.call("samd", "transact", transact_request("temp", hotter))
+    # the board applies at the `a`, which the emulator's thread takes a moment after the call returns (seen under
+    # load: applied after the shift below, which the apply then undid)
+    assert tcp_emulator.wait_applied("temp", hotter, 5.0)
     tcp_emulator.boards["temp"].since -= 5.0  # five seconds of heating (tau is 5 s in tests) without waiting
     after = [int(v) for v in bus.call("samd", "transact", transact_request("temp", hotter))["values"]]
     assert all(a < b - 100 for a, b in zip(after, before, strict=True)), (before, after)

@@ -10,6 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from benchbus import BusError
+from benchbus.testing import wait_until
 from benchbus_samd.emulator.boards import DEFAULT_PARAMS
 from benchbus_samd.emulator.faults import FAULT_ERROR_KIND
 from benchbus_samd.emulator.wire import LineTiming
@@ -82,6 +83,9 @@ def test_thousand_transactions_with_five_percent_faults(tcp_emulator, spawn, bus
     assert caught == injected, (caught - injected, injected - caught)
     assert len(errors) == failed_attempts
     # every successful transaction was applied exactly once on its board
+    # (the last `a` reaches the emulator's thread a moment after its call returned)
+    wait_until(lambda: all(tcp_emulator.acks(param) == state["params"].get(param, {}).get("ok", 0)
+                           for param in DEFAULT_PARAMS), 5, "every successful transaction applied")
     for param in DEFAULT_PARAMS:
         assert tcp_emulator.acks(param) == state["params"].get(param, {}).get("ok", 0)
     assert bridge.process.poll() is None  # the service never restarted

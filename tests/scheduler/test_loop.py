@@ -31,7 +31,7 @@ def test_default_cycle_order_content_and_broadcast(rig, events, bus):
     assert first["config"]["stir"] == {"recurring": True, "fields_expected_outgoing": 17,
                                        "fields_expected_incoming": 17, "value": ["8"] * 16}
     assert list(first["config"]) == ["od_90", "od_135", "od_led", "temp", "stir", "pump", "lxml"]
-    assert first["cycle_s"] > 0 and emu.applied("stir") == ["8"] * 16
+    assert first["cycle_s"] > 0 and emu.wait_applied("stir", ["8"] * 16)
 
 
 def test_stir_pause_conf_stops_stirring_for_the_read_and_waits_for_real(rig, events):
@@ -52,7 +52,7 @@ def test_odled_conf_lights_the_leds_only_around_the_reads(rig, events):
     broadcasts.wait(lambda b: b["cycle"] == 1)
     assert sent(emu) == [("od_led", "i", ["4095"] * 16), ("od_90", "r", ["1000"]), ("od_135", "r", ["1000"]),
                          ("od_led", "i", ["0"] * 16), ("temp", "r", ["4095"] * 16), ("stir", "r", ["8"] * 16)]
-    assert emu.applied("od_led") == ["0"] * 16
+    assert emu.wait_applied("od_led", ["0"] * 16), emu.applied("od_led")
 
 
 def test_values_follow_the_current_conf(rig, events, bus):
