@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchbus import BusError
+from benchbus.testing import wait_until
 
 BENCHBUS = Path(sys.executable).parent / "benchbus"
 
@@ -32,11 +33,13 @@ def test_a_notebook_context_runs_while_status_and_a_dashboard_watch(stack, clien
         p300.pick_up_tip()
         p300.aspirate(50, plate["A1"])
         p300.dispense(50, plate["B1"])
-        assert len(positions) > seen_before + 5  # the dashboard saw the robot move, live
+        # the dashboard sees the robot move, live (each state/position is on its way as the call returns)
+        wait_until(lambda: len(positions) > seen_before + 5, 10, "the dashboard's position updates")
         status = subprocess.run([str(BENCHBUS), "status", "--broker", stack.broker_address, "--device", stack.device],
                                 capture_output=True, text=True, timeout=30)
         assert "smoothie" in status.stdout and "gpio" in status.stdout, status.stdout + status.stderr
-        assert dashboard.call("smoothie", "position", {})["B"] == positions[-1]["B"]  # reads need no lease
+        here = dashboard.call("smoothie", "position", {})["B"]  # reads need no lease
+        wait_until(lambda: positions[-1]["B"] == here, 10, "the last position published is the one read")
         with pytest.raises(BusError, match="holds the motion lease|lease"):
             dashboard.call("smoothie", "move", {"target": {"X": 100}})  # motion is the notebook's
         with pytest.raises(benchbus_ot2.MotionError, match="out of the robot's reach"):
