@@ -70,8 +70,10 @@ class Browser:
     def eval(self, js: str) -> Any:
         return self.order("eval", js=js)
 
-    def wait(self, js: str, timeout_s: float = 20.0) -> Any:
-        """The value of a JS expression once it is truthy (BrowserError when it never is)."""
+    def wait(self, js: str, timeout_s: float = 60.0) -> Any:
+        """The value of a JS expression once it is truthy (BrowserError when it never is). The default bound is
+        generous: a wait ends when its condition holds, and a loaded machine can take a protocol's analysis (an
+        Opentrons simulation) well past 20 s."""
         try:
             return self.order("wait", timeout=timeout_s + 10, js=js, timeout_ms=int(timeout_s * 1000))
         except BrowserError as error:
