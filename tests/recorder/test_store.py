@@ -78,19 +78,7 @@ def test_rollups_answer_long_ranges_and_outlive_the_raw_readings(store):
     assert len(after["series"][0]["t"]) == 20
 
 
-def test_late_readings_are_rolled_up_again(store):
-    start = 1_700_000_100.0 - 1_700_000_100.0 % 300  # a bucket boundary
-    store.load_rollup_marks([300])
-    store.write(run_rows("rig1", start, 15, 20.0))  # the whole first 300 s bucket
-    store.refresh_rollups(now=start + 3600)
-    late = Rows()
-    add_message(late, broadcast_topic("rig1"), json.dumps(broadcast(start + 10.0, 500)).encode(), False, set(), set())
-    store.write(late)  # e.g. redelivered after a restart, long after its bucket was rolled up
-    store.refresh_rollups(now=start + 3600)
-    with store.engine.connect() as connection:
-        n = connection.execute(sa.select(tables.rollups.c.n).where(tables.rollups.c.level == 300,
-                                                                   tables.rollups.c.bucket == start)).scalars().all()
-    assert len(n) == VIALS * 4 and set(n) == {16}
+BUCKET = 1_700_000_100.0 - 1_700_000_100.0 % 300  # a 5-minute bucket's boundary
 
 
 def rollup_counts(store, bucket: float) -> list[int]:
@@ -106,8 +94,19 @@ def late_reading(start: float) -> Rows:
     return rows
 
 
+def test_late_readings_are_rolled_up_again(store):
+    start = BUCKET
+    store.load_rollup_marks([300])
+    store.write(run_rows("rig1", start, 15, 20.0))  # the whole first 300 s bucket
+    store.refresh_rollups(now=start + 3600)
+    store.write(late_reading(start))  # e.g. redelivered after a restart, long after its bucket was rolled up
+    store.refresh_rollups(now=start + 3600)
+    n = rollup_counts(store, start)
+    assert len(n) == VIALS * 4 and set(n) == {16}
+
+
 def test_a_late_reading_in_a_bucket_retention_emptied_never_shrinks_its_rollup(store):
-    start = 1_700_000_100.0 - 1_700_000_100.0 % 300
+    start = BUCKET
     store.load_rollup_marks([300])
     store.write(run_rows("rig1", start, 15, 20.0))
     store.delete_raw_before(start + 3600)  # rolled up, then the raw readings go
@@ -120,7 +119,7 @@ def test_a_late_reading_in_a_bucket_retention_emptied_never_shrinks_its_rollup(s
 def test_a_batch_written_during_retention_is_rolled_up_or_kept_raw(store, monkeypatch):
     """A write that comes between retention's rollup refresh and its delete must wait for the delete: otherwise
     its old readings are deleted without ever being rolled up (seen in CI: one 5-minute rollup of two)."""
-    start = 1_700_000_100.0 - 1_700_000_100.0 % 300
+    start = BUCKET
     store.load_rollup_marks([300])
     store.write(run_rows("rig1", start, 15, 20.0))
     writer = threading.Thread(target=store.write, args=(late_reading(start),))
@@ -219,7 +218,7 @@ def test_history_rebuilds_the_broadcasts(store):
 
 
 def test_a_bucket_is_rolled_up_once_complete_even_without_new_readings(store):
-    start = 1_700_000_100.0 - 1_700_000_100.0 % 300  # a bucket boundary
+    start = BUCKET
     store.load_rollup_marks([300])
     store.write(run_rows("rig1", start, 10, 20.0))  # 200 s of the first bucket
     store.refresh_rollups(now=start + 250)  # the bucket is not complete yet: nothing to roll up

@@ -6,10 +6,14 @@ import { cell } from "./dom.js";
 
 const FILTERS = ["benchbus/+/+/$state", "benchbus/+/fleet/state/link", "benchbus/+/scheduler/event/broadcast",
                  "benchbus/+/scheduler/event/overrun", "benchbus/+/smoothie/state/#"];
-const devices = new Map();  // id -> {services: Map(name -> $state), link, broadcast, robot, alarms: []}
+// id -> {row, services: Map(name -> $state), link, broadcast, robot, alarms: []}; the row is made once and kept,
+// never rebuilt, so a live update cannot swallow a click on it
+const devices = new Map();
 
 function device(id) {
-  if (!devices.has(id)) devices.set(id, { services: new Map(), link: null, broadcast: null, robot: null, alarms: [] });
+  if (!devices.has(id)) {
+    devices.set(id, { row: newRow(id), services: new Map(), link: null, broadcast: null, robot: null, alarms: [] });
+  }
   return devices.get(id);
 }
 
@@ -42,10 +46,7 @@ function lastOf(entry) {
   return "";
 }
 
-const rows = new Map();  // id -> its <tr>: kept, never rebuilt, so a live update cannot swallow a click on it
-
-function rowOf(id) {
-  if (rows.has(id)) return rows.get(id);
+function newRow(id) {
   const row = document.createElement("tr");
   row.dataset.device = id;
   const view = document.createElement("a");
@@ -54,10 +55,8 @@ function rowOf(id) {
   const name = document.createElement("td");
   name.append(view);
   row.append(name, cell(""), cell(""), cell(""), cell(""), cell(""));
-  rows.set(id, row);
-  const body = document.querySelector("#fleet tbody");
-  const after = [...rows.keys()].sort().find((other) => other > id);
-  body.insertBefore(row, after === undefined ? null : rows.get(after));
+  const after = [...devices.keys()].sort().find((other) => other > id);  // the table stays sorted by id
+  document.querySelector("#fleet tbody").insertBefore(row, after === undefined ? null : devices.get(after).row);
   return row;
 }
 
@@ -77,7 +76,7 @@ function serviceSpans(entry) {
 
 function render(id) {
   const entry = devices.get(id);
-  const [, kindCell, linkCell, servicesCell, lastCell, alarmsCell] = rowOf(id).children;
+  const [, kindCell, linkCell, servicesCell, lastCell, alarmsCell] = entry.row.children;
   setCell(kindCell, kind(entry));
   setCell(linkCell, entry.link === null ? "?" : entry.link ? "up" : "down", entry.link === 0 ? "link-down" : "link-up");
   const spans = serviceSpans(entry);
